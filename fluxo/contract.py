@@ -1,0 +1,180 @@
+"""The canonical transaction contract and the warehouse metric contracts.
+
+This module is the one definition that drives the Spark schema (Glue scripts),
+the Arrow schema (Delta/COPY), the Great Expectations suites, the warehouse
+column checks and the API models. It imports nothing heavy at module level so
+that the API container and the Glue library zip can both ship it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SOURCES = ("api", "db", "s3", "kafka")
+CHANNELS = ("pos", "ecommerce", "atm", "mobile", "moto")
+STATUSES = ("approved", "declined", "reversed")
+# ISO 4217 codes the platform accepts; FX rates must exist for each.
+CURRENCIES = ("BRL", "USD", "EUR", "ARS", "CLP", "MXN", "GBP")
+DEFAULT_REPORTING_CURRENCY = "BRL"
+# event_ts may not be later than ingestion + this tolerance (clock skew).
+MAX_FUTURE_SKEW_SECONDS = 300
+
+# Synonyms seen in sources, normalised to the closed sets above.
+CHANNEL_SYNONYMS = {
+    "pos": "pos", "point_of_sale": "pos", "card_present": "pos", "loja": "pos", "presencial": "pos",
+    "ecommerce": "ecommerce", "e-commerce": "ecommerce", "online": "ecommerce", "web": "ecommerce",
+    "atm": "atm", "caixa_eletronico": "atm",
+    "mobile": "mobile", "app": "mobile", "wallet": "mobile",
+    "moto": "moto", "mail_order": "moto", "telefone": "moto",
+}
+STATUS_SYNONYMS = {
+    "approved": "approved", "aprovada": "approved", "aprovado": "approved", "ok": "approved", "00": "approved",
+    "declined": "declined", "negada": "declined", "recusada": "declined", "05": "declined", "51": "declined",
+    "reversed": "reversed", "estornada": "reversed", "estorno": "reversed", "chargeback": "reversed",
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str  # "string" | "timestamp" | "decimal(18,2)" | "date" | "long" | "double"
+    required: bool = False
+    description: str = ""
+    allowed: tuple[str, ...] | None = None
+    regex: str | None = None
+    min_exclusive: float | None = None
+
+
+@dataclass(frozen=True)
+class Contract:
+    name: str
+    columns: tuple[Column, ...]
+    key: tuple[str, ...] = field(default=())
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @property
+    def required(self) -> list[str]:
+        return [c.name for c in self.columns if c.required]
+
+    def column(self, name: str) -> Column:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(f"{self.name} has no column {name!r}")
+
+    # --- derived schemas -------------------------------------------------
+    def spark_schema(self):
+        from pyspark.sql import types as T
+
+        def spark_type(t: str):
+            if t == "string":
+                return T.StringType()
+            if t == "timestamp":
+                return T.TimestampType()
+            if t == "date":
+                return T.DateType()
+            if t == "long":
+                return T.LongType()
+            if t == "double":
+                return T.DoubleType()
+            if t.startswith("decimal"):
+                p, s = t[t.index("(") + 1 : -1].split(",")
+                return T.DecimalType(int(p), int(s))
+            raise ValueError(f"unknown contract type {t}")
+
+        return T.StructType([T.StructField(c.name, spark_type(c.type), not c.required) for c in self.columns])
+
+    def arrow_schema(self):
+        import pyarrow as pa
+
+        def arrow_type(t: str):
+            if t == "string":
+                return pa.string()
+            if t == "timestamp":
+                return pa.timestamp("us", tz="UTC")
+            if t == "date":
+                return pa.date32()
+            if t == "long":
+                return pa.int64()
+            if t == "double":
+                return pa.float64()
+            if t.startswith("decimal"):
+                p, s = t[t.index("(") + 1 : -1].split(",")
+                return pa.decimal128(int(p), int(s))
+            raise ValueError(f"unknown contract type {t}")
+
+        return pa.schema([pa.field(c.name, arrow_type(c.type), nullable=not c.required) for c in self.columns])
+
+    def sql_types(self) -> dict[str, str]:
+        """PostgreSQL type of each column (used to check migrations against the contract)."""
+
+        def sql_type(t: str) -> str:
+            return {
+                "string": "text",
+                "timestamp": "timestamp with time zone",
+                "date": "date",
+                "long": "bigint",
+                "double": "double precision",
+            }.get(t) or ("numeric" if t.startswith("decimal") else t)
+
+        return {c.name: sql_type(c.type) for c in self.columns}
+
+
+TRANSACTION = Contract(
+    name="transaction",
+    key=("transaction_id",),
+    columns=(
+        Column("transaction_id", "string", True, "Unique after dedupe"),
+        Column("source", "string", True, "Where the row was extracted", allowed=SOURCES),
+        Column("event_ts", "timestamp", True, "When the transaction happened (UTC)"),
+        Column("customer_id", "string", True, "Customer identifier"),
+        Column("card_token", "string", True, "Irreversible token of the card; a raw PAN is never stored"),
+        Column("card_last4", "string", False, "Last four digits of the card", regex=r"^[0-9]{4}$"),
+        Column("merchant_id", "string", True, "Merchant identifier"),
+        Column("mcc", "string", True, "Merchant category code", regex=r"^[0-9]{4}$"),
+        Column("amount", "decimal(18,2)", True, "Amount in the transaction currency", min_exclusive=0),
+        Column("currency", "string", True, "ISO 4217 code", allowed=CURRENCIES),
+        Column("amount_reporting", "decimal(18,2)", True, "Amount in the reporting currency", min_exclusive=0),
+        Column("country", "string", True, "ISO 3166-1 alpha-2", regex=r"^[A-Z]{2}$"),
+        Column("channel", "string", True, "Sales channel", allowed=CHANNELS),
+        Column("status", "string", True, "Outcome", allowed=STATUSES),
+        Column("batch_id", "string", True, "Lineage: the landing batch"),
+        Column("ingested_at", "timestamp", True, "Lineage: when the row was landed (UTC)"),
+    ),
+)
+
+# Quarantined rows keep the raw record as text plus why and where.
+QUARANTINE = Contract(
+    name="quarantine",
+    columns=(
+        Column("source", "string", True),
+        Column("batch_id", "string", True),
+        Column("source_file", "string", False),
+        Column("reason", "string", True),
+        Column("raw_record", "string", False),
+        Column("quarantined_at", "timestamp", True),
+    ),
+)
+
+DAILY_METRICS = Contract(
+    name="daily_metrics",
+    key=("event_date",),
+    columns=(
+        Column("event_date", "date", True, "Day of the transactions (UTC)"),
+        Column("transaction_count", "long", True),
+        Column("amount_total", "decimal(18,2)", True, "Sum of amount_reporting"),
+        Column("amount_avg", "decimal(18,2)", True),
+        Column("amount_min", "decimal(18,2)", True),
+        Column("amount_max", "decimal(18,2)", True),
+        Column("approved_count", "long", True),
+        Column("declined_count", "long", True),
+        Column("reversed_count", "long", True),
+        Column("approval_rate", "double", True, "approved / all"),
+        Column("distinct_customers", "long", True),
+        Column("distinct_merchants", "long", True),
+        Column("reporting_currency", "string", True),
+    ),
+)

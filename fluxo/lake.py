@@ -1,0 +1,49 @@
+"""Where each zone lives under the lake root (a local path or s3:// URI).
+
+Glue scripts receive the lake root as an argument and build every path here,
+so local runs and AWS Glue share one layout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Lake:
+    root: str
+
+    def _join(self, *parts: str) -> str:
+        return "/".join([self.root.rstrip("/"), *[p.strip("/") for p in parts if p]])
+
+    def raw(self, source: str, ingest_date: str, batch_id: str = "") -> str:
+        batch = f"batch={batch_id}" if batch_id else ""
+        return self._join("raw", source, f"ingest_date={ingest_date}", batch)
+
+    def quarantine(self, ingest_date: str, stage: str = "") -> str:
+        return self._join("quarantine", f"ingest_date={ingest_date}", f"stage={stage}" if stage else "")
+
+    def staged(self, ingest_date: str) -> str:
+        """Standardized rows of one run, waiting for the quality gate."""
+        return self._join("work", "standardized", f"ingest_date={ingest_date}")
+
+    def work(self, *parts: str) -> str:
+        return self._join("work", *parts)
+
+    @property
+    def curated_transactions(self) -> str:
+        return self._join("curated", "transactions")
+
+    def metrics(self, name: str, ingest_date: str) -> str:
+        return self._join("work", "metrics", name, f"ingest_date={ingest_date}")
+
+    @property
+    def outlier_history(self) -> str:
+        return self._join("history", "outliers")
+
+    def quality(self, ingest_date: str) -> str:
+        return self._join("quality", f"ingest_date={ingest_date}")
+
+    @property
+    def data_docs(self) -> str:
+        return self._join("quality", "data_docs")
