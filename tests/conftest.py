@@ -1,8 +1,25 @@
-"""Shared fixtures: a local Spark session (more fixtures for the real services follow)."""
+"""Shared fixtures: a local Spark session and the real local services.
+
+The services (PostgreSQL, the Kafka-protocol broker, the S3 server) are started
+once per test session by `fluxo.stack` in a home of their own under
+`.fluxo/test-home`, so tests never touch the demo's data.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+
+from pathlib import Path
+
 import pytest
+
+from fluxo.settings import REPO_ROOT
+
+TEST_HOME = REPO_ROOT / ".fluxo" / "test-home"
+AIRFLOW_BIN = Path(sys.executable).parent / "airflow"
 
 
 @pytest.fixture(scope="session")
@@ -20,3 +37,87 @@ def spark():
     )
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def stack_env():
+    """Start the real services once; export their endpoints into os.environ."""
+    from fluxo.settings import get_settings
+    from fluxo.stack import Stack
+
+    if TEST_HOME.exists() and not os.environ.get("FLUXO_TEST_KEEP_HOME"):
+        Stack(home=TEST_HOME).down()
+        shutil.rmtree(TEST_HOME, ignore_errors=True)
+    stack = Stack(home=TEST_HOME)
+    env = stack.up()
+    saved = dict(os.environ)
+    os.environ.update(env)
+    os.environ["FLUXO_HOME"] = str(TEST_HOME)
+    os.environ["FLUXO_LAKE_ROOT"] = str(TEST_HOME / "lake")
+    os.environ["FLUXO_SPARK_DRIVER_MEMORY"] = "2g"
+    os.environ["FLUXO_SPARK_SHUFFLE_PARTITIONS"] = "4"
+    get_settings.cache_clear()
+    yield dict(os.environ)
+    os.environ.clear()
+    os.environ.update(saved)
+    get_settings.cache_clear()
+    stack.down()
+
+
+@pytest.fixture(scope="session")
+def warehouse_url(stack_env) -> str:
+    """The warehouse database of the local stack, migrated to the latest version."""
+    from fluxo.warehouse import migrate
+
+    url = stack_env["FLUXO_DATABASE_URL"]
+    migrate(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def airflow_env(stack_env, warehouse_url) -> dict:
+    """Environment of an Airflow whose metadata DB is migrated (for `airflow dags test`)."""
+    env = dict(stack_env)
+    subprocess.run(
+        [str(AIRFLOW_BIN), "db", "migrate"], env=env, check=True, capture_output=True, timeout=600
+    )
+    return env
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def api_server(stack_env, warehouse_url):
+    """The FastAPI service on a real uvicorn server: (base URL, client id, client secret)."""
+    import time
+
+    import httpx
+
+    port = free_port()
+    log = open(TEST_HOME / "api-test.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "app.main:app", "--app-dir", str(REPO_ROOT / "api"),
+         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+        env=stack_env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    else:
+        proc.kill()
+        raise RuntimeError("API did not become healthy: " + (TEST_HOME / "api-test.log").read_text()[-2000:])
+    yield base, stack_env["FLUXO_API_CLIENT_ID"], stack_env["FLUXO_API_CLIENT_SECRET"]
+    proc.terminate()
+    proc.wait(timeout=10)
+    log.close()

@@ -1,0 +1,67 @@
+"""Daily transactions ETL: land -> standardize -> quality gate -> curate -> aggregate -> warehouse -> audit.
+
+Runs on a daily schedule, or by hand with a `run_date`. Each Glue stage runs locally
+or on AWS Glue depending on FLUXO_GLUE_MODE; this file is the same in both worlds.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import Param, chain, dag, get_current_context, task
+from fluxo_extract import s3_files
+from fluxo_glue import FluxoGlueJobOperator
+from fluxo_tasks import pipeline
+
+from fluxo.settings import get_settings
+
+LAKE_ROOT = get_settings().lake_root
+
+
+@dag(
+    dag_id="transactions_etl",
+    schedule="@daily",
+    start_date=datetime(2026, 11, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": 1, "retry_delay": timedelta(minutes=2)},
+    params={"run_date": Param("", type="string", description="Day to process (YYYY-MM-DD); empty = logical date")},
+    tags=["fluxo", "transactions"],
+    doc_md=__doc__,
+)
+def transactions_etl():
+    @task
+    def resolve_run_date(**context) -> str:
+        return pipeline.resolve_ingest_date(context["params"], context.get("logical_date"), context["dag_run"].run_after)
+
+    @task(multiple_outputs=True)
+    def land_s3_files(ingest_date: str) -> dict:
+        return s3_files.land_day(ingest_date)
+
+    @task(retries=0)
+    def load_warehouse(ingest_date: str, **context) -> dict:
+        return pipeline.load_daily_metrics(ingest_date, context["run_id"])
+
+    @task(trigger_rule="all_done", retries=0)
+    def record_audit(ingest_date: str) -> dict:
+        context = get_current_context()
+        ti, run_id = context["ti"], context["run_id"]
+        states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[run_id]).get(run_id, {})
+        landed, loaded = ti.xcom_pull(task_ids="land_s3_files"), ti.xcom_pull(task_ids="load_warehouse")
+        return pipeline.record_run(ti.dag_id, run_id, ingest_date, states, landed, loaded)
+
+    ingest_date = resolve_run_date()
+    landed = land_s3_files(ingest_date)
+    stage_args = {"--lake_root": LAKE_ROOT, "--ingest_date": ingest_date}
+    standardize = FluxoGlueJobOperator(
+        task_id="standardize", script="standardize", script_args={**stage_args, "--batch_id": landed["batch_id"]}
+    )
+    quality_gate = FluxoGlueJobOperator(task_id="quality_gate", script="quality_gate", script_args=stage_args, retries=0)
+    curate = FluxoGlueJobOperator(task_id="curate", script="curate", script_args=stage_args)
+    aggregate = FluxoGlueJobOperator(task_id="aggregate", script="aggregate", script_args=stage_args)
+    loaded = load_warehouse(ingest_date)
+
+    chain(landed, standardize, quality_gate, curate, aggregate, loaded, record_audit(ingest_date))
+
+
+transactions_etl()

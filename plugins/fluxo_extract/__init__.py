@@ -1,0 +1,1 @@
+"""Extractors: land source data in the raw zone before anything else touches it."""

@@ -1,0 +1,1 @@
+"""Python steps of the fluxo DAGs (the DAG files only wire these together)."""

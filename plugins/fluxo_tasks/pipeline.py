@@ -1,0 +1,116 @@
+"""Steps of `transactions_etl` that run in the Airflow worker: run date, warehouse load, audit."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import date, datetime
+
+from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+from fluxo import lakefs
+from fluxo.contract import DAILY_METRICS
+from fluxo.lake import Lake
+from fluxo.settings import get_settings
+from fluxo.warehouse import replace_rows
+
+log = logging.getLogger(__name__)
+WAREHOUSE_CONN_ID = "fluxo_warehouse"
+STAGES = ("land_s3_files", "standardize", "quality_gate", "curate", "aggregate", "load_warehouse")
+
+
+def resolve_ingest_date(params: dict, logical_date: datetime | None, run_after: datetime | None) -> str:
+    """The day a run processes: the `run_date` param, else the logical date, else when it was triggered."""
+    chosen = params.get("run_date") or ""
+    if chosen:
+        return date.fromisoformat(str(chosen)).isoformat()
+    moment = logical_date or run_after
+    if moment is None:
+        raise ValueError("the run has neither a run_date param nor a logical date")
+    return moment.date().isoformat()
+
+
+def warehouse_connection():
+    conn = PostgresHook(postgres_conn_id=WAREHOUSE_CONN_ID).get_conn()
+    conn.autocommit = True
+    return conn
+
+
+def load_daily_metrics(ingest_date: str, run_id: str) -> dict:
+    """COPY the day's metrics Parquet into metrics.daily_transactions (replacing those dates)."""
+    lake = Lake(get_settings().lake_root)
+    metrics = lakefs.read_parquet(lake.metrics("daily", ingest_date))
+    if metrics is None or metrics.num_rows == 0:
+        log.warning("no daily metrics for ingest date %s: nothing to load", ingest_date)
+        return {"metric_rows": 0, "replaced": 0}
+    metrics = metrics.select(DAILY_METRICS.names)
+    with warehouse_connection() as conn:
+        result = replace_rows(conn, "metrics", "daily_transactions", metrics, ["event_date"], {"run_id": run_id})
+    log.info("loaded %d daily metric rows (%d replaced) for %s", result["copied"], result["replaced"], ingest_date)
+    return {"metric_rows": result["copied"], "replaced": result["replaced"]}
+
+
+def _stage_stats(lake: Lake, ingest_date: str) -> dict:
+    stats = {}
+    for stage in ("standardize", "quality_gate", "curate", "aggregate"):
+        found = lakefs.read_json(lake.work("stats", f"ingest_date={ingest_date}", f"{stage}.json"))
+        if found:
+            stats[stage] = found
+    return stats
+
+
+def _quality_rows(lake: Lake, ingest_date: str) -> list[dict]:
+    found = lakefs.read_json(f"{lake.quality(ingest_date)}/validation.json")
+    if not found:
+        return []
+    return found["results"] if isinstance(found, dict) else found
+
+
+def record_run(
+    dag_id: str, run_id: str, ingest_date: str, task_states: dict[str, str], landed: dict | None, loaded: dict | None
+) -> dict:
+    """Write the run's audit record (state, per-stage counts) and its quality results to the warehouse."""
+    lake = Lake(get_settings().lake_root)
+    failed = [t for t in STAGES if task_states.get(t) in ("failed", "upstream_failed")]
+    state = "failed" if failed else "success"
+    stats = _stage_stats(lake, ingest_date)
+    standardize, curate = stats.get("standardize", {}), stats.get("curate", {})
+    counts = {
+        "landed_files": (landed or {}).get("files", 0),
+        "read": standardize.get("read", 0),
+        "quarantined": standardize.get("quarantined", 0),
+        "quarantine_by_reason": standardize.get("quarantine_by_reason", {}),
+        "duplicates_dropped": standardize.get("duplicates_dropped", 0) + curate.get("duplicates_dropped", 0),
+        "staged": standardize.get("staged", 0),
+        "curated_new": curate.get("new_rows", 0),
+        "partitions": curate.get("partitions", []),
+        "metric_rows_loaded": (loaded or {}).get("metric_rows", 0),
+        "quality": {k: v for k, v in stats.get("quality_gate", {}).items() if k != "stage"},
+        "stage_stats": stats,
+    }
+    message = f"failed at {', '.join(failed)}" if failed else None
+    quality = _quality_rows(lake, ingest_date)
+    with warehouse_connection() as conn, conn.transaction():
+        conn.execute(
+            """
+            INSERT INTO audit.pipeline_runs (run_id, dag_id, ingest_date, state, counts, message, finished_at)
+            VALUES (%s, %s, %s, %s, %s::jsonb, %s, now())
+            ON CONFLICT (run_id) DO UPDATE SET state = EXCLUDED.state, counts = EXCLUDED.counts,
+                message = EXCLUDED.message, finished_at = EXCLUDED.finished_at
+            """,
+            (run_id, dag_id, ingest_date, state, json.dumps(counts), message),
+        )
+        conn.execute("DELETE FROM quality.expectation_results WHERE run_id = %s", (run_id,))
+        for r in quality:
+            conn.execute(
+                """
+                INSERT INTO quality.expectation_results (run_id, ingest_date, suite, expectation, column_name,
+                    severity, success, unexpected_count, element_count)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING
+                """,
+                (run_id, ingest_date, r.get("suite"), r.get("expectation_type") or r.get("expectation"),
+                 r.get("column") or "", r.get("severity", "warning"), bool(r.get("success")),
+                 r.get("unexpected_count"), r.get("element_count")),
+            )
+    log.info("run %s for %s: %s %s", run_id, ingest_date, state, json.dumps(counts))
+    return {"state": state, **counts}

@@ -1,0 +1,202 @@
+"""End to end: generated files in the S3 server -> `transactions_etl` run by Airflow -> warehouse -> API.
+
+The expected metrics come from the generator's ground truth (canonical values of every
+valid transaction and a label for every rendered record), computed with DuckDB — an
+independent path from the Spark stages under test.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import date
+from decimal import Decimal
+
+import duckdb
+import psycopg
+import pyarrow.dataset as pads
+import pytest
+
+from tests.conftest import AIRFLOW_BIN
+
+DAY = date(2026, 11, 26)
+BROKEN_DAY = date(2026, 11, 24)
+METRIC_COLUMNS = [
+    "event_date", "transaction_count", "amount_total", "amount_avg", "amount_min", "amount_max",
+    "approved_count", "declined_count", "reversed_count", "approval_rate",
+    "distinct_customers", "distinct_merchants", "reporting_currency",
+]
+
+
+def run_dag(env: dict, day: date) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [str(AIRFLOW_BIN), "dags", "test", "transactions_etl", day.isoformat()],
+        env=env, capture_output=True, text=True, timeout=900,
+    )
+    with psycopg.connect(env["FLUXO_DATABASE_URL"]) as conn:
+        found = conn.execute(
+            "SELECT run_id FROM audit.pipeline_runs WHERE ingest_date = %s ORDER BY finished_at DESC LIMIT 1", (day,)
+        ).fetchone()
+    proc.run_id = found[0] if found else None
+    return proc
+
+
+def warehouse_metrics(url: str) -> dict:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            f"SELECT {', '.join(METRIC_COLUMNS)} FROM metrics.daily_transactions ORDER BY event_date"
+        ).fetchall()
+    return {r[0]: dict(zip(METRIC_COLUMNS, r)) for r in rows}
+
+
+def curated_rows(lake_root: str):
+    table = pads.dataset(f"{lake_root}/curated/transactions", format="parquet", partitioning="hive").to_table()
+    return table.sort_by("transaction_id")
+
+
+def expected_metrics(generated) -> dict:
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    rows = con.execute(
+        f"""
+        WITH valid AS (
+            SELECT DISTINCT transaction_id FROM read_parquet('{generated}/labels/labels.parquet')
+            WHERE source = 's3' AND expected = 'valid'
+        ), t AS (
+            SELECT tr.* FROM read_parquet('{generated}/truth/transactions.parquet') tr JOIN valid USING (transaction_id)
+        )
+        SELECT CAST(event_ts AS DATE) AS event_date, count(*), sum(amount_reporting),
+               round(avg(amount_reporting), 2), min(amount_reporting), max(amount_reporting),
+               count(*) FILTER (WHERE status = 'approved'), count(*) FILTER (WHERE status = 'declined'),
+               count(*) FILTER (WHERE status = 'reversed'),
+               count(*) FILTER (WHERE status = 'approved') / count(*),
+               count(DISTINCT customer_id), count(DISTINCT merchant_id)
+        FROM t GROUP BY 1 ORDER BY 1
+        """
+    ).fetchall()
+    return {r[0]: dict(zip(METRIC_COLUMNS, [*r, "BRL"])) for r in rows}
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory, stack_env):
+    from fluxo.generator import generate, upload_landing
+
+    out = tmp_path_factory.mktemp("generated")
+    generate(out, DAY, days=1, rows_per_day=4000, seed=11, sources=("s3",))
+    upload_landing(out, [DAY])
+    return out
+
+
+@pytest.fixture(scope="module")
+def first_run(airflow_env, generated):
+    proc = run_dag(airflow_env, DAY)
+    assert proc.returncode == 0, (proc.stdout[-4000:], proc.stderr[-4000:])
+    return proc
+
+
+def test_warehouse_metrics_equal_ground_truth(first_run, generated, warehouse_url):
+    expected = expected_metrics(generated)
+    actual = warehouse_metrics(warehouse_url)
+    assert set(expected) <= set(actual), f"missing dates {set(expected) - set(actual)}"
+    for day, exp in expected.items():
+        got = actual[day]
+        for col in METRIC_COLUMNS:
+            if col == "approval_rate":
+                assert got[col] == pytest.approx(float(exp[col]), abs=1e-9), (day, col)
+            elif isinstance(got[col], Decimal):
+                assert got[col] == Decimal(str(exp[col])).quantize(Decimal("0.01")), (day, col)
+            else:
+                assert got[col] == exp[col], (day, col)
+
+
+def test_audit_counts_add_up(first_run, generated, warehouse_url):
+    """Every read record is staged, quarantined with its reason, or dropped as a duplicate."""
+    labels = duckdb.sql(
+        f"SELECT count(*) FILTER (WHERE expected = 'valid'), count(DISTINCT transaction_id) FILTER (WHERE expected = 'valid'),"
+        f" count(*) FILTER (WHERE expected = 'quarantined') FROM read_parquet('{generated}/labels/labels.parquet')"
+        " WHERE source = 's3'"
+    ).fetchone()
+    valid_records, unique_valid, quarantined = labels
+    reasons = dict(
+        duckdb.sql(
+            f"SELECT expected_reason, count(*) FROM read_parquet('{generated}/labels/labels.parquet')"
+            " WHERE source = 's3' AND expected = 'quarantined' GROUP BY 1"
+        ).fetchall()
+    )
+    with psycopg.connect(warehouse_url) as conn:
+        state, counts = conn.execute(
+            "SELECT state, counts FROM audit.pipeline_runs WHERE run_id = %s", (first_run.run_id,)
+        ).fetchone()
+    assert state == "success"
+    standardize = counts["stage_stats"]["standardize"]
+    assert standardize["read"] == valid_records + quarantined
+    assert standardize["quarantined"] == quarantined
+    assert standardize["quarantine_by_reason"] == reasons
+    assert standardize["staged"] == unique_valid
+    assert standardize["duplicates_dropped"] == valid_records - unique_valid
+    assert standardize["read"] == standardize["staged"] + standardize["quarantined"] + standardize["duplicates_dropped"]
+
+
+def test_rerun_changes_nothing(first_run, airflow_env, warehouse_url):
+    lake_root = airflow_env["FLUXO_LAKE_ROOT"]
+    before_curated, before_metrics = curated_rows(lake_root), warehouse_metrics(warehouse_url)
+    proc = run_dag(airflow_env, DAY)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    after_curated = curated_rows(lake_root)
+    assert after_curated.num_rows == before_curated.num_rows
+    assert after_curated.equals(before_curated)
+    ids = after_curated.column("transaction_id").to_pylist()
+    assert len(ids) == len(set(ids)), "curated data holds duplicate transaction ids"
+    assert warehouse_metrics(warehouse_url) == before_metrics
+
+
+def test_api_serves_the_warehouse_numbers(first_run, warehouse_url, api_server):
+    import httpx
+
+    base, client_id, client_secret = api_server
+    token = httpx.post(
+        f"{base}/auth/token",
+        data={"grant_type": "client_credentials", "client_id": client_id, "client_secret": client_secret},
+    ).json()["access_token"]
+    answer = httpx.get(
+        f"{base}/metrics/daily",
+        params={"from": "2026-11-01", "to": "2026-11-30"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert answer.status_code == 200, answer.text
+    served = answer.json()
+    rows = served["data"] if isinstance(served, dict) else served
+    expected = warehouse_metrics(warehouse_url)
+    assert [r["event_date"] for r in rows] == [d.isoformat() for d in expected]
+    for row in rows:
+        exp = expected[date.fromisoformat(row["event_date"])]
+        assert row["transaction_count"] == exp["transaction_count"]
+        assert Decimal(str(row["amount_total"])) == exp["amount_total"]
+
+
+def test_critical_expectation_failure_stops_the_run(airflow_env, generated, warehouse_url, tmp_path):
+    """A decimal-shift bug in a partner export (an absurd amount) must stop the run before curation."""
+    import boto3
+
+    header = "id_transacao;data_hora;cliente;cartao;cartao_final;estabelecimento;mcc;valor;moeda;pais;canal;status"
+    row = "TXN-ABSURD-1;24/11/2026 10:00:00;C000001;tok_0123456789abcdef0123456789abcdef;1234;M00001;5411;987.654.321.000,00;BRL;BR;presencial;aprovada"
+    s3 = boto3.client(
+        "s3", endpoint_url=airflow_env["FLUXO_S3_ENDPOINT"], region_name="us-east-1",
+        aws_access_key_id=airflow_env["FLUXO_S3_ACCESS_KEY"], aws_secret_access_key=airflow_env["FLUXO_S3_SECRET_KEY"],
+    )
+    s3.put_object(
+        Bucket="fluxo-landing", Key=f"transactions/dt={BROKEN_DAY}/shifted-export.csv",
+        Body=(header + "\n" + row + "\n").encode(),
+    )
+    proc = run_dag(airflow_env, BROKEN_DAY)
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    assert "critical expectation failed" in output
+    assert "amount_reporting" in output
+    curated = pads.dataset(f"{airflow_env['FLUXO_LAKE_ROOT']}/curated/transactions", format="parquet", partitioning="hive")
+    assert "TXN-ABSURD-1" not in curated.to_table(columns=["transaction_id"]).column(0).to_pylist()
+    with psycopg.connect(warehouse_url) as conn:
+        state, message = conn.execute(
+            "SELECT state, message FROM audit.pipeline_runs WHERE ingest_date = %s ORDER BY finished_at DESC LIMIT 1",
+            (BROKEN_DAY,),
+        ).fetchone()
+    assert state == "failed" and "quality_gate" in message
