@@ -30,6 +30,10 @@ down: $(STAMP)
 status: $(STAMP)
 	$(PY) -m fluxo.stack status
 
+airflow: $(STAMP)
+	@echo "Airflow UI on http://127.0.0.1:8080 (login: see $${FLUXO_HOME:-.fluxo}/airflow/simple_auth_manager_passwords.json.generated); Ctrl-C stops it"
+	@eval "$$($(PY) -m fluxo.stack env)" && $(PY) -m fluxo.warehouse.migrate && PATH="$(VENV)/bin:$$PATH" airflow db migrate >/dev/null && PATH="$(VENV)/bin:$$PATH" airflow standalone
+
 lock:
 	rm -rf /tmp/fluxo-lock && $(PYTHON) -m venv /tmp/fluxo-lock \
 	  && /tmp/fluxo-lock/bin/pip install -q -r requirements-dev.txt \
