@@ -1,0 +1,106 @@
+"""End-to-end benchmark: N generated records through `transactions_etl`, per-stage wall times.
+
+    make bench                      # 1,000,000 records (s3 source), one day
+    make bench ARGS="--rows 200000"
+
+The services run in their own home (.fluxo/bench-home) so the demo's data is untouched.
+Per-stage times are read from Airflow's own task_instance records of the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+AIRFLOW_BIN = Path(sys.executable).parent / "airflow"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--day", type=date.fromisoformat, default=date(2026, 11, 20))
+    parser.add_argument("--seed", type=int, default=2026)
+    args = parser.parse_args()
+
+    home = REPO_ROOT / ".fluxo" / "bench-home"
+    os.environ["FLUXO_HOME"] = str(home)
+    os.environ.setdefault("FLUXO_LAKE_ROOT", str(home / "lake"))
+    import shutil
+
+    from fluxo.stack import Stack
+
+    Stack(home=home).down()
+    shutil.rmtree(home, ignore_errors=True)
+    timings: dict[str, float] = {}
+    t = time.monotonic()
+    env = {**os.environ, **Stack(home=home).up()}
+    os.environ.update(env)
+    timings["services up"] = time.monotonic() - t
+
+    from fluxo.generator import generate, upload_landing
+    from fluxo.settings import get_settings
+    from fluxo.warehouse import migrate
+
+    get_settings.cache_clear()
+    settings = get_settings()
+    migrate(settings.database_url)
+    subprocess.run([str(AIRFLOW_BIN), "db", "migrate"], env=env, check=True, capture_output=True)
+
+    t = time.monotonic()
+    generate(home / "generated", args.day, days=1, rows_per_day=args.rows, seed=args.seed, sources=("s3",))
+    timings["generate (s3 shapes)"] = time.monotonic() - t
+    t = time.monotonic()
+    upload_landing(home / "generated", [args.day], settings)
+    timings["upload to landing bucket"] = time.monotonic() - t
+
+    t = time.monotonic()
+    log = home / "bench-dag.log"
+    with log.open("w") as out:
+        proc = subprocess.run(
+            [str(AIRFLOW_BIN), "dags", "test", "transactions_etl", args.day.isoformat()],
+            env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+    dag_wall = time.monotonic() - t
+    if proc.returncode != 0:
+        print(f"the DAG run failed; see {log}", file=sys.stderr)
+        return 1
+
+    import psycopg
+
+    airflow_url = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace("postgresql+psycopg2://", "postgresql://")
+    with psycopg.connect(airflow_url) as conn:
+        stages = conn.execute(
+            """
+            SELECT task_id, extract(epoch FROM end_date - start_date) FROM task_instance
+            WHERE dag_id = 'transactions_etl' AND run_id = (
+                SELECT run_id FROM dag_run WHERE dag_id = 'transactions_etl' ORDER BY id DESC LIMIT 1)
+            ORDER BY start_date
+            """
+        ).fetchall()
+    with psycopg.connect(settings.database_url) as conn:
+        counts = conn.execute(
+            "SELECT counts FROM audit.pipeline_runs WHERE ingest_date = %s ORDER BY finished_at DESC LIMIT 1",
+            (args.day,),
+        ).fetchone()[0]
+    Stack(home=home).down()
+
+    read = counts.get("stage_stats", {}).get("standardize", {}).get("read", 0)
+    print(f"\nfluxo end-to-end benchmark: {args.rows:,} generated records, {read:,} read by standardize")
+    print(f"{'step':<34}{'seconds':>9}")
+    for name, seconds in timings.items():
+        print(f"{name:<34}{seconds:>9.1f}")
+    for task_id, seconds in stages:
+        print(f"{'  dag task ' + task_id:<34}{float(seconds or 0):>9.1f}")
+    print(f"{'transactions_etl (airflow dags test)':<34}{dag_wall:>9.1f}")
+    print(f"throughput: {read / dag_wall:,.0f} records/s through the whole DAG")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
