@@ -1,0 +1,75 @@
+"""Response models. The metrics row is derived from fluxo.contract.DAILY_METRICS, never restated.
+
+JSON encoding of contract types (documented in api/README.md):
+- decimal(p,s) -> JSON string with exactly s decimals ("1234.50"): exact, no
+  binary floating point on money; BI tools convert it to a fixed decimal type.
+- date -> "YYYY-MM-DD"; timestamp -> ISO 8601 with offset.
+- long -> JSON integer; double -> JSON number; string -> JSON string.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema, create_model
+
+from fluxo.contract import DAILY_METRICS, Column, Contract
+
+
+def _decimal(precision: int, scale: int) -> Any:
+    return Annotated[
+        Decimal,
+        Field(max_digits=precision, decimal_places=scale),
+        PlainSerializer(lambda v: f"{v:.{scale}f}", return_type=str, when_used="json"),
+        WithJsonSchema(
+            {"type": "string", "format": "decimal", "pattern": rf"^-?[0-9]+\.[0-9]{{{scale}}}$"},
+            mode="serialization",
+        ),
+    ]
+
+
+def python_type(column: Column) -> Any:
+    if column.type.startswith("decimal"):
+        precision, scale = column.type[column.type.index("(") + 1 : -1].split(",")
+        return _decimal(int(precision), int(scale))
+    simple = {"string": str, "date": date, "timestamp": datetime, "long": int, "double": float}
+    if column.type not in simple:
+        raise ValueError(f"contract type {column.type!r} of {column.name} has no API type")
+    return simple[column.type]
+
+
+def model_from_contract(contract: Contract, model_name: str) -> type[BaseModel]:
+    fields: dict[str, Any] = {}
+    for column in contract.columns:
+        annotation = python_type(column)
+        description = column.description or None
+        if column.required:
+            fields[column.name] = (annotation, Field(description=description))
+        else:
+            fields[column.name] = (annotation | None, Field(default=None, description=description))
+    return create_model(model_name, __config__=ConfigDict(frozen=True), **fields)
+
+
+DailyMetric = model_from_contract(DAILY_METRICS, "DailyMetric")
+
+
+class Token(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int
+    scope: str
+
+
+class OAuthError(BaseModel):
+    """RFC 6749 section 5.2 error body."""
+
+    error: str
+    error_description: str | None = None
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    version: str
+    database: Literal["ok", "unreachable"]

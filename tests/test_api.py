@@ -1,0 +1,498 @@
+"""The query API over real HTTP (uvicorn subprocess) against a real, migrated PostgreSQL warehouse."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import jwt
+import psycopg
+import pytest
+
+import fluxo
+from fluxo.contract import DAILY_METRICS
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+API_DIR = REPO_ROOT / "api"
+MIGRATIONS = REPO_ROOT / "fluxo" / "warehouse" / "migrations"
+# Debian's PostgreSQL server binaries; override where they live elsewhere.
+PG_BIN = Path(os.environ.get("FLUXO_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+CLIENT_ID = f"bi-dashboards-{uuid.uuid4().hex[:8]}"
+CLIENT_SECRET = secrets.token_urlsafe(32)
+JWT_SECRET = secrets.token_urlsafe(48)
+ISSUER, AUDIENCE = "fluxo", "fluxo-api"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# Until tests/conftest.py provides the shared `warehouse_url` (the real local stack),
+# this module starts its own; delete this fixture to switch to the shared one.
+@pytest.fixture(scope="module", name="warehouse_url")
+def _throwaway_warehouse():
+    if not (PG_BIN / "pg_ctl").exists():
+        pytest.skip(f"PostgreSQL server binaries not found in {PG_BIN}")
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    root = Path(tempfile.mkdtemp(prefix="fluxo-api-pg-"))
+    if as_postgres:
+        shutil.chown(root, "postgres", "postgres")
+    data, port = root / "data", _free_port()
+    subprocess.run(
+        [*as_postgres, PG_BIN / "initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
+        check=True, capture_output=True,
+    )
+    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+    subprocess.run(
+        [*as_postgres, PG_BIN / "pg_ctl", "-D", data, "-l", root / "server.log", "-w", "-o", options, "start"],
+        check=True, capture_output=True,
+    )
+    try:
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres", autocommit=True) as conn:
+            conn.execute("CREATE DATABASE warehouse")
+        url = f"postgresql://postgres@127.0.0.1:{port}/warehouse"
+        with psycopg.connect(url) as conn:
+            for migration in sorted(MIGRATIONS.glob("*.sql")):
+                conn.execute(migration.read_text())
+        yield url
+    finally:
+        subprocess.run([*as_postgres, PG_BIN / "pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass
+class ApiServer:
+    base_url: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def log_lines(self) -> list[str]:
+        return self.log_path.read_text(errors="replace").splitlines()
+
+
+def _start_api(database_url: str, log_path: Path) -> ApiServer:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLUXO_")}
+    env.update(
+        FLUXO_API_JWT_SECRET=JWT_SECRET,
+        FLUXO_API_CLIENT_ID=CLIENT_ID,
+        FLUXO_API_CLIENT_SECRET=CLIENT_SECRET,
+        FLUXO_DATABASE_URL=database_url,
+    )
+    command = [
+        sys.executable, "-m", "uvicorn", "app.main:app", "--app-dir", str(API_DIR),
+        "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
+    ]
+    log = log_path.open("w")
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    server = ApiServer(f"http://127.0.0.1:{port}", process, log_path)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError("API server exited:\n" + "\n".join(server.log_lines()))
+        try:
+            httpx.get(f"{server.base_url}/health", timeout=5)
+            return server
+        except httpx.TransportError:
+            time.sleep(0.2)
+    process.terminate()
+    raise RuntimeError("API server did not answer /health in 60 s:\n" + "\n".join(server.log_lines()))
+
+
+def _stop(server: ApiServer) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+
+
+@pytest.fixture(scope="module")
+def api_server(warehouse_url, tmp_path_factory):
+    server = _start_api(warehouse_url, tmp_path_factory.mktemp("api") / "api.log")
+    yield server
+    _stop(server)
+
+
+@pytest.fixture(scope="module")
+def api_without_warehouse(tmp_path_factory):
+    # Nothing listens on this port: the warehouse is down for this instance.
+    server = _start_api(f"postgresql://fluxo:unused@127.0.0.1:{_free_port()}/warehouse",
+                        tmp_path_factory.mktemp("api-down") / "api.log")
+    yield server
+    _stop(server)
+
+
+@pytest.fixture(scope="module")
+def client(api_server):
+    with httpx.Client(base_url=api_server.base_url, timeout=30) as http:
+        yield http
+
+
+def _request_id() -> str:
+    return f"test-{uuid.uuid4().hex}"
+
+
+def _token(client: httpx.Client, **form: str) -> httpx.Response:
+    body = {"grant_type": "client_credentials", "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, **form}
+    return client.post("/auth/token", data=body, headers={"X-Request-ID": _request_id()})
+
+
+@pytest.fixture(scope="module")
+def access_token(client) -> str:
+    response = _token(client)
+    assert response.status_code == 200, response.text
+    return response.json()["access_token"]
+
+
+def _claims(**overrides) -> dict:
+    now = datetime.now(timezone.utc)
+    claims = {"sub": CLIENT_ID, "scope": "metrics:read", "iat": now, "exp": now + timedelta(minutes=5),
+              "iss": ISSUER, "aud": AUDIENCE, "jti": uuid.uuid4().hex}
+    claims.update(overrides)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+def _b64(data: dict) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data, default=str).encode()).rstrip(b"=").decode()
+
+
+def _audit_row(warehouse_url: str, request_id: str, timeout: float = 10.0) -> dict:
+    """The audit row of one request; written just after the response is sent, so poll briefly."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(warehouse_url, autocommit=True) as conn:
+        while True:
+            row = conn.execute(
+                "SELECT principal, method, path, query, status_code, client_ip, duration_ms, detail"
+                " FROM audit.api_access WHERE detail::jsonb ->> 'request_id' = %s",
+                (request_id,),
+            ).fetchone()
+            if row or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    assert row is not None, f"no audit row for request {request_id}"
+    keys = ("principal", "method", "path", "query", "status_code", "client_ip", "duration_ms", "detail")
+    return dict(zip(keys, row))
+
+
+# --- tokens -----------------------------------------------------------------
+
+
+def test_token_is_issued_for_the_configured_client(client):
+    response = _token(client)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["token_type"] == "bearer" and body["expires_in"] == 900 and body["scope"] == "metrics:read"
+    assert response.headers["cache-control"] == "no-store"
+    claims = jwt.decode(body["access_token"], JWT_SECRET, algorithms=["HS256"], audience=AUDIENCE, issuer=ISSUER)
+    assert claims["sub"] == CLIENT_ID and claims["scope"] == "metrics:read"
+    assert claims["exp"] - claims["iat"] == 900 and claims["jti"]
+    assert jwt.get_unverified_header(body["access_token"])["alg"] == "HS256"
+
+
+def test_token_accepts_http_basic_client_authentication(client):
+    basic = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
+    response = client.post("/auth/token", data={"grant_type": "client_credentials", "scope": "metrics:read"},
+                           headers={"Authorization": f"Basic {basic}"})
+    assert response.status_code == 200, response.text
+    assert response.json()["scope"] == "metrics:read"
+
+
+@pytest.mark.parametrize(
+    ("client_id", "client_secret"),
+    [(CLIENT_ID, "not-the-secret"), ("someone-else", CLIENT_SECRET), (CLIENT_ID, "")],
+    ids=["wrong-secret", "unknown-client", "empty-secret"],
+)
+def test_token_is_refused_for_a_wrong_client(client, client_id, client_secret):
+    response = _token(client, client_id=client_id, client_secret=client_secret)
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_client"
+    assert "access_token" not in response.json()
+
+
+def test_token_refuses_other_grants_and_unknown_scopes(client):
+    assert _token(client, grant_type="password").json()["error"] == "unsupported_grant_type"
+    response = _token(client, scope="metrics:read admin")
+    assert response.status_code == 400 and response.json()["error"] == "invalid_scope"
+
+
+# --- metrics ----------------------------------------------------------------
+
+
+def _metric_row(day: date, count: int, total: str) -> dict:
+    approved = count - 2
+    return {
+        "event_date": day, "transaction_count": count, "amount_total": Decimal(total),
+        "amount_avg": (Decimal(total) / count).quantize(Decimal("0.01")), "amount_min": Decimal("0.10"),
+        "amount_max": Decimal("9999999999999999.99"), "approved_count": approved, "declined_count": 1,
+        "reversed_count": 1, "approval_rate": approved / count, "distinct_customers": count - 1,
+        "distinct_merchants": 3, "reporting_currency": "BRL",
+    }
+
+
+@pytest.fixture(scope="module")
+def metric_rows(warehouse_url):
+    # Days far in the past so a shared warehouse's own data never overlaps.
+    rows = [_metric_row(date(1999, 1, 1) + timedelta(days=i), 10 + i, f"{1000 + i}.50") for i in range(3)]
+    outside = _metric_row(date(1999, 1, 10), 7, "70.00")
+    names = DAILY_METRICS.names
+    insert = (f"INSERT INTO metrics.daily_transactions ({', '.join(names)}, run_id)"
+              f" VALUES ({', '.join(['%s'] * len(names))}, 'test-api')")
+    with psycopg.connect(warehouse_url) as conn:
+        for row in [rows[2], outside, rows[0], rows[1]]:  # not in date order on purpose
+            conn.execute(insert, [row[name] for name in names])
+    yield rows
+    with psycopg.connect(warehouse_url) as conn:
+        conn.execute("DELETE FROM metrics.daily_transactions WHERE run_id = 'test-api'")
+
+
+def _as_json(row: dict) -> dict:
+    """The documented encoding: decimals as strings with 2 places, dates ISO, counts integers."""
+    out = {}
+    for column in DAILY_METRICS.columns:
+        value = row[column.name]
+        if column.type.startswith("decimal"):
+            out[column.name] = f"{value:.2f}"
+        elif column.type == "date":
+            out[column.name] = value.isoformat()
+        else:
+            out[column.name] = value
+    return out
+
+
+def test_daily_metrics_equal_the_rows_in_the_warehouse(client, access_token, metric_rows):
+    response = client.get("/metrics/daily", params={"from": "1999-01-01", "to": "1999-01-09"},
+                          headers={"Authorization": f"Bearer {access_token}"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body == [_as_json(row) for row in metric_rows]
+    assert body[0]["amount_total"] == "1000.50" and body[0]["amount_max"] == "9999999999999999.99"
+    assert list(body[0]) == DAILY_METRICS.names
+
+
+def test_daily_metrics_of_an_empty_window_is_an_empty_list(client, access_token, metric_rows):
+    response = client.get("/metrics/daily", params={"from": "1998-01-01", "to": "1998-01-31"},
+                          headers={"Authorization": f"Bearer {access_token}"})
+    assert response.status_code == 200 and response.json() == []
+
+
+BAD_TOKENS = {
+    "expired": lambda: jwt.encode(_claims(iat=datetime.now(timezone.utc) - timedelta(hours=1),
+                                          exp=datetime.now(timezone.utc) - timedelta(minutes=1)), JWT_SECRET),
+    "wrong-signature": lambda: jwt.encode(_claims(), secrets.token_urlsafe(48)),
+    "alg-none": lambda: f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(_claims())}.",
+    "alg-hs512": lambda: jwt.encode(_claims(), JWT_SECRET, algorithm="HS512"),
+    "wrong-audience": lambda: jwt.encode(_claims(aud="someone-else"), JWT_SECRET),
+    "wrong-issuer": lambda: jwt.encode(_claims(iss="evil"), JWT_SECRET),
+    "no-expiry": lambda: jwt.encode(_claims(exp=None), JWT_SECRET),
+    "garbage": lambda: "not.a.token",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_TOKENS))
+def test_bad_tokens_are_refused_with_401(client, warehouse_url, kind):
+    request_id = _request_id()
+    response = client.get("/metrics/daily", params={"from": "1999-01-01", "to": "1999-01-03"},
+                          headers={"Authorization": f"Bearer {BAD_TOKENS[kind]()}", "X-Request-ID": request_id})
+    assert response.status_code == 401, response.text
+    assert response.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
+    audit = _audit_row(warehouse_url, request_id)
+    assert audit["status_code"] == 401 and audit["principal"] is None
+    assert json.loads(audit["detail"])["reason"] == response.json()["detail"]
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Basic Zm9vOmJhcg=="}, {"Authorization": "Bearer"}],
+                         ids=["missing", "basic-scheme", "empty-bearer"])
+def test_requests_without_a_bearer_token_are_refused_with_401(client, headers):
+    response = client.get("/metrics/daily", params={"from": "1999-01-01", "to": "1999-01-03"}, headers=headers)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_a_token_without_the_metrics_scope_is_forbidden(client, warehouse_url):
+    request_id = _request_id()
+    token = jwt.encode(_claims(scope="reports:read"), JWT_SECRET)
+    response = client.get("/metrics/daily", params={"from": "1999-01-01", "to": "1999-01-03"},
+                          headers={"Authorization": f"Bearer {token}", "X-Request-ID": request_id})
+    assert response.status_code == 403
+    assert 'error="insufficient_scope"' in response.headers["www-authenticate"]
+    audit = _audit_row(warehouse_url, request_id)
+    assert audit["status_code"] == 403 and audit["principal"] == CLIENT_ID
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"from": "1999-01-05", "to": "1999-01-01"}, "must not be before"),
+        ({"from": "1999-01-01", "to": "2000-01-02"}, "at most 366 days"),
+        ({"from": "1999-13-01", "to": "1999-12-31"}, "valid date"),
+        ({"from": "1999-01-01"}, "Field required"),
+    ],
+    ids=["reversed", "too-long", "not-a-date", "missing-to"],
+)
+def test_bad_query_parameters_are_422(client, access_token, params, message):
+    response = client.get("/metrics/daily", params=params, headers={"Authorization": f"Bearer {access_token}"})
+    assert response.status_code == 422
+    assert message in " ".join(error["msg"] for error in response.json()["detail"])
+
+
+def test_the_longest_allowed_window_is_accepted(client, access_token, metric_rows):
+    response = client.get("/metrics/daily", params={"from": "1999-01-01", "to": "2000-01-01"},
+                          headers={"Authorization": f"Bearer {access_token}"})
+    assert response.status_code == 200 and len(response.json()) == len(metric_rows) + 1
+
+
+# --- audit ------------------------------------------------------------------
+
+
+def test_every_request_is_audited_with_status_and_principal(client, api_server, warehouse_url, access_token,
+                                                           metric_rows):
+    bearer = {"Authorization": f"Bearer {access_token}"}
+    form = {"grant_type": "client_credentials", "client_id": CLIENT_ID}
+    cases = [
+        ("POST", "/auth/token", {"data": {**form, "client_secret": CLIENT_SECRET}}, 200, CLIENT_ID),
+        ("POST", "/auth/token", {"data": {**form, "client_secret": "wrong"}}, 401, None),
+        ("GET", "/metrics/daily", {"params": {"from": "1999-01-01", "to": "1999-01-02"}, "headers": bearer},
+         200, CLIENT_ID),
+        ("GET", "/metrics/daily", {"params": {"from": "1999-01-02", "to": "1999-01-01"}, "headers": bearer},
+         422, CLIENT_ID),
+        ("GET", "/metrics/daily", {"params": {"from": "1999-01-01", "to": "1999-01-02"}}, 401, None),
+        ("GET", "/health", {}, 200, None),
+        ("GET", "/no-such-route", {"params": {"client_secret": CLIENT_SECRET}}, 404, None),
+    ]
+    seen = []
+    for method, path, kwargs, expected_status, expected_principal in cases:
+        request_id = _request_id()
+        headers = {**kwargs.pop("headers", {}), "X-Request-ID": request_id}
+        response = client.request(method, path, headers=headers, **kwargs)
+        assert response.status_code == expected_status, (path, response.text)
+        assert response.headers["x-request-id"] == request_id
+        seen.append((request_id, method, path, expected_status, expected_principal, response))
+
+    for request_id, method, path, expected_status, expected_principal, response in seen:
+        audit = _audit_row(warehouse_url, request_id)
+        assert (audit["method"], audit["path"], audit["status_code"], audit["principal"]) == (
+            method, path, expected_status, expected_principal)
+        assert audit["client_ip"] == "127.0.0.1" and audit["duration_ms"] >= 0
+    granted_metrics = _audit_row(warehouse_url, seen[2][0])
+    assert granted_metrics["query"] == "from=1999-01-01&to=1999-01-02"
+    assert json.loads(granted_metrics["detail"])["rows"] == 2
+    assert json.loads(_audit_row(warehouse_url, seen[1][0])["detail"])["client_id"] == CLIENT_ID
+    assert "REDACTED" in _audit_row(warehouse_url, seen[-1][0])["query"]
+
+    issued_token = seen[0][5].json()["access_token"]
+    with psycopg.connect(warehouse_url) as conn:
+        leaked = conn.execute(
+            "SELECT count(*) FROM audit.api_access WHERE concat_ws(' ', principal, query, detail) LIKE ANY (%s)",
+            ([f"%{CLIENT_SECRET}%", f"%{issued_token}%", f"%{access_token}%"],),
+        ).fetchone()[0]
+    assert leaked == 0
+
+    # One JSON log line per request, without secrets.
+    lines = api_server.log_lines()
+    access_lines = [json.loads(line) for line in lines if line.startswith("{") and '"api access"' in line]
+    logged_ids = {entry["detail"]["request_id"] for entry in access_lines}
+    assert {request_id for request_id, *_ in seen} <= logged_ids
+    text = "\n".join(lines)
+    assert CLIENT_SECRET not in text and issued_token not in text and access_token not in text
+
+
+# --- health -----------------------------------------------------------------
+
+
+def test_health_reports_the_warehouse_and_version(client):
+    response = client.get("/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "version": fluxo.__version__, "database": "ok"}
+
+
+def test_without_the_warehouse_health_is_503_and_tokens_still_answer(api_without_warehouse):
+    with httpx.Client(base_url=api_without_warehouse.base_url, timeout=30) as down:
+        health = down.get("/health")
+        assert health.status_code == 503
+        assert health.json() == {"status": "unavailable", "version": fluxo.__version__, "database": "unreachable"}
+
+        # The audit insert fails, the answer does not.
+        request_id = _request_id()
+        token = down.post("/auth/token", headers={"X-Request-ID": request_id}, data={
+            "grant_type": "client_credentials", "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET})
+        assert token.status_code == 200
+        metrics = down.get("/metrics/daily", params={"from": "1999-01-01", "to": "1999-01-02"},
+                           headers={"Authorization": f"Bearer {token.json()['access_token']}"})
+        assert metrics.status_code == 503 and metrics.json() == {"detail": "warehouse unavailable"}
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        failures = [json.loads(line) for line in api_without_warehouse.log_lines()
+                    if line.startswith("{") and "audit insert failed" in line]
+        if any(entry.get("request_id") == request_id for entry in failures):
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("no 'audit insert failed' error logged for the token request")
+    assert all(entry["level"] == "ERROR" for entry in failures)
+
+
+# --- packaging --------------------------------------------------------------
+
+
+def _pins(path: Path) -> dict[str, str]:
+    pins = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if "==" in line:
+            name, version = line.split("==")
+            pins[re.sub(r"\[.*\]", "", name).strip().lower().replace("_", "-")] = version.strip()
+    return pins
+
+
+def test_api_requirements_are_exact_pins_of_the_platform_constraints():
+    api_pins = _pins(API_DIR / "requirements.txt")
+    locked = _pins(REPO_ROOT / "constraints.txt")
+    assert {"fastapi", "uvicorn", "pyjwt", "pydantic-settings", "psycopg", "python-multipart"} <= set(api_pins)
+    assert {name: locked.get(name) for name in api_pins} == api_pins
+
+
+def test_the_image_layout_from_the_dockerfile_is_enough_to_import_the_app(tmp_path):
+    """Rebuild the image's /srv from the Dockerfile's COPY lines and import the app from there only."""
+    dockerfile = (API_DIR / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.13-slim", dockerfile, re.M)
+    assert re.search(r"^USER (?!root)\S+", dockerfile, re.M) and "HEALTHCHECK" in dockerfile
+    for sources_and_target in re.findall(r"^COPY (.+)$", dockerfile, re.M):
+        *sources, raw_target = sources_and_target.split()
+        into_directory = raw_target.endswith("/") or len(sources) > 1
+        target = Path(raw_target.replace("/srv", str(tmp_path), 1))
+        for source in sources:
+            origin = REPO_ROOT / source
+            if origin.is_dir():
+                shutil.copytree(origin, target, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                destination = target / origin.name if into_directory else target
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(origin, destination)
+    assert sorted(p.name for p in (tmp_path / "fluxo").iterdir()) == ["__init__.py", "contract.py"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLUXO_")}
+    env.update(FLUXO_API_JWT_SECRET=JWT_SECRET, FLUXO_API_CLIENT_ID="c", FLUXO_API_CLIENT_SECRET="s",
+               FLUXO_DATABASE_URL="postgresql://u:p@127.0.0.1:1/db", PYTHONDONTWRITEBYTECODE="1")
+    probe = "import app.main, fluxo; print(fluxo.__file__); print(len(app.main.app.routes))"
+    result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0].startswith(str(tmp_path))
