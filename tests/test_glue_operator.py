@@ -1,0 +1,408 @@
+"""FluxoGlueJobOperator in both modes, and the Glue packaging/deploy command.
+
+AWS mode runs against moto's real HTTP server (Glue + S3). Moto never executes
+a Glue job: its job runs move STARTING -> RUNNING -> SUCCEEDED as they are
+polled (we make it one step per poll, so the operator really waits). Moto 5.2.5
+also lacks Glue UpdateJob; `moto_server` adds a minimal one (the job definition
+is replaced by JobUpdate, as AWS does) so the update path goes over HTTP too.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import uuid
+import zipfile
+from importlib import metadata
+from pathlib import Path
+
+import boto3
+import pytest
+import requests
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "plugins"))
+
+from airflow.providers.common.compat.sdk import AirflowException  # noqa: E402
+from fluxo_glue import FluxoGlueJobOperator  # noqa: E402
+
+from fluxo import glue_package  # noqa: E402
+from fluxo.settings import FluxoSettings  # noqa: E402
+
+STAGES = ("standardize", "quality_gate", "curate", "aggregate")
+REGION = "us-east-1"
+ROLE_ARN = "arn:aws:iam::123456789012:role/fluxo-glue-test"
+
+# Stands in for a Glue script: records the arguments and environment it got.
+ECHO_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+    print("standardizing", len(sys.argv) - 1, "arguments")
+    print("spark warning on stderr", file=sys.stderr)
+    with open(os.environ["FLUXO_ECHO_FILE"], "w") as f:
+        json.dump({"argv": sys.argv[1:], "env": sorted(os.environ), "cwd": os.getcwd()}, f)
+    """
+)
+FAILING_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    print("reading raw batch")
+    print("Traceback (most recent call last): ...", file=sys.stderr)
+    print("FLUXO_ERROR: raw batch 2024-03-05 has no rows for source api", file=sys.stderr)
+    sys.exit(1)
+    """
+)
+CRASHING_SCRIPT = "raise RuntimeError('spark session died')\n"
+
+
+class _TaskInstance:
+    """The slice of a running task instance GlueJobOperator touches."""
+
+    dag_id = "fluxo_test"
+    task_id = "standardize"
+    run_id = "manual__2024-03-05"
+    map_index = -1
+    try_number = 1
+    stats_tags: dict = {}
+
+    def __init__(self):
+        self.xcom: dict = {}
+
+    def xcom_push(self, key, value):
+        self.xcom[key] = value
+
+    def xcom_pull(self, key=None, task_ids=None):
+        return self.xcom.get(key)
+
+
+def _context() -> dict:
+    return {"ti": _TaskInstance(), "ds": "2024-03-05"}
+
+
+def _operator(scripts_dir: Path, **kwargs) -> FluxoGlueJobOperator:
+    op = FluxoGlueJobOperator(
+        task_id="standardize",
+        script="standardize",
+        script_args={"--lake_root": "s3://fluxo-lake/lake", "--ingest_date": "{{ ds }}", "--batch_limit": 500},
+        scripts_dir=scripts_dir,
+        job_poll_interval=0.1,
+        **kwargs,
+    )
+    op.render_template_fields(_context())
+    return op
+
+
+@pytest.fixture()
+def scripts_dir(tmp_path):
+    folder = tmp_path / "glue_scripts"
+    folder.mkdir()
+    for stage in STAGES:
+        (folder / f"{stage}.py").write_text(ECHO_SCRIPT)
+    return folder
+
+
+@pytest.fixture()
+def echo_file(tmp_path, monkeypatch):
+    path = tmp_path / "echo.json"
+    monkeypatch.setenv("FLUXO_ECHO_FILE", str(path))
+    return path
+
+
+# --- local mode -------------------------------------------------------------
+
+
+def test_local_mode_runs_script_with_glue_arguments(scripts_dir, echo_file, monkeypatch):
+    monkeypatch.setenv("FLUXO_GLUE_MODE", "local")
+    monkeypatch.setenv("FLUXO_GLUE_JOB_PREFIX", "fluxo-dev-")
+    monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "postgresql://secret")
+
+    result = _operator(scripts_dir).execute(_context())
+
+    recorded = json.loads(echo_file.read_text())
+    assert recorded["argv"] == [
+        "--JOB_NAME", "fluxo-dev-standardize",
+        "--lake_root", "s3://fluxo-lake/lake",
+        "--ingest_date", "2024-03-05",
+        "--batch_limit", "500",
+    ]
+    assert "FLUXO_ECHO_FILE" in recorded["env"] and "PATH" in recorded["env"]
+    assert "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" not in recorded["env"]
+    assert Path(recorded["cwd"]).resolve() != REPO_ROOT
+    assert result["job_name"] == "fluxo-dev-standardize"
+    assert result["mode"] == "local" and result["run_id"] is None
+    assert 0 < result["duration_s"] < 60
+
+
+def test_local_mode_failure_carries_fluxo_error(scripts_dir, monkeypatch):
+    monkeypatch.setenv("FLUXO_GLUE_MODE", "local")
+    (scripts_dir / "standardize.py").write_text(FAILING_SCRIPT)
+
+    with pytest.raises(AirflowException) as exc:
+        _operator(scripts_dir).execute(_context())
+
+    message = str(exc.value)
+    assert "raw batch 2024-03-05 has no rows for source api" in message
+    assert "exit 1" in message and "Traceback" not in message
+
+
+def test_local_mode_failure_without_fluxo_error_shows_stderr_tail(scripts_dir, monkeypatch):
+    monkeypatch.setenv("FLUXO_GLUE_MODE", "local")
+    (scripts_dir / "standardize.py").write_text(CRASHING_SCRIPT)
+
+    with pytest.raises(AirflowException, match="RuntimeError: spark session died"):
+        _operator(scripts_dir).execute(_context())
+
+
+def test_missing_script_fails_before_running(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLUXO_GLUE_MODE", "local")
+    with pytest.raises(AirflowException, match="Glue script not found"):
+        _operator(tmp_path).execute(_context())
+
+
+# --- AWS mode against moto's HTTP server ---------------------------------------
+
+
+def _moto_update_job(self):
+    """Glue UpdateJob for moto 5.2.5 (not implemented there): JobUpdate replaces the definition."""
+    from moto.core.responses import ActionResult
+
+    name = self._get_param("JobName")
+    update = self._get_param("JobUpdate")
+    job = self.glue_backend.get_job(name)
+    fields = {
+        "Description": "description", "LogUri": "log_uri", "Role": "role", "Command": "command",
+        "ExecutionProperty": "execution_property", "DefaultArguments": "default_arguments",
+        "MaxRetries": "max_retries", "Timeout": "timeout", "GlueVersion": "glue_version",
+        "WorkerType": "worker_type", "NumberOfWorkers": "number_of_workers",
+    }
+    for key, attr in fields.items():
+        setattr(job, attr, update.get(key))
+    _moto_update_job.calls.append(name)
+    return ActionResult({"JobName": name})
+
+
+_moto_update_job.calls = []
+
+
+@pytest.fixture(scope="module")
+def moto_server():
+    from moto.glue.responses import GlueResponse
+    from moto.server import ThreadedMotoServer
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(GlueResponse, "update_job", _moto_update_job, raising=False)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+    patch.undo()
+
+
+@pytest.fixture()
+def aws(moto_server, monkeypatch):
+    """AWS mode settings pointing at moto (fake credentials, development only)."""
+    requests.post(f"{moto_server}/moto-api/reset", timeout=10)
+    # one state per poll: STARTING -> RUNNING -> SUCCEEDED
+    requests.post(
+        f"{moto_server}/moto-api/state-manager/set-transition",
+        json={"model_name": "glue::job_run", "transition": {"progression": "manual", "times": 1}},
+        timeout=10,
+    )
+    _moto_update_job.calls.clear()
+    env = {
+        "AWS_ENDPOINT_URL": moto_server,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps({"conn_type": "aws"}),
+        "FLUXO_GLUE_MODE": "aws",
+        "FLUXO_AWS_REGION": REGION,
+        "FLUXO_GLUE_ARTIFACTS_BUCKET": "fluxo-glue-test",
+        "FLUXO_GLUE_ROLE": ROLE_ARN,
+        "FLUXO_GLUE_WORKER_TYPE": "G.2X",
+        "FLUXO_GLUE_NUMBER_OF_WORKERS": "3",
+        "FLUXO_GLUE_JOB_PREFIX": "fluxo-test-",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    clients = {name: boto3.client(name, region_name=REGION) for name in ("glue", "s3")}
+    clients["s3"].create_bucket(Bucket="fluxo-glue-test")
+    return clients
+
+
+def _s3_keys(s3) -> set[str]:
+    return {obj["Key"] for obj in s3.list_objects_v2(Bucket="fluxo-glue-test").get("Contents", [])}
+
+
+def test_aws_mode_creates_job_uploads_artifacts_and_awaits_run(aws, scripts_dir, echo_file, monkeypatch):
+    context = _context()
+    result = _operator(scripts_dir).execute(context)
+
+    job = aws["glue"].get_job(JobName="fluxo-test-standardize")["Job"]
+    assert job["GlueVersion"] == "6.0"
+    assert job["Command"] == {
+        "Name": "glueetl",
+        "ScriptLocation": "s3://fluxo-glue-test/scripts/standardize.py",
+        "PythonVersion": "3",
+    }
+    assert (job["Role"], job["WorkerType"], job["NumberOfWorkers"]) == (ROLE_ARN, "G.2X", 3)
+    assert "MaxCapacity" not in job
+    defaults = job["DefaultArguments"]
+    assert defaults["--extra-py-files"] == "s3://fluxo-glue-test/libs/fluxo-0.1.0.zip"
+    assert defaults["--additional-python-modules"] == (
+        "great_expectations==1.24.1,deltalake==1.6.6,psycopg[binary]==3.3.9"
+    )
+    assert defaults["--enable-metrics"] == "true"
+    assert defaults["--enable-continuous-cloudwatch-log"] == "true"
+    assert defaults["--job-language"] == "python"
+
+    keys = _s3_keys(aws["s3"])
+    assert {"scripts/standardize.py", "libs/fluxo-0.1.0.zip"} <= keys
+    uploaded = aws["s3"].get_object(Bucket="fluxo-glue-test", Key="scripts/standardize.py")["Body"].read()
+    assert uploaded.decode() == ECHO_SCRIPT
+
+    runs = aws["glue"].get_job_runs(JobName="fluxo-test-standardize")["JobRuns"]
+    assert len(runs) == 1 and runs[0]["JobRunState"] == "SUCCEEDED"
+    run_args = runs[0]["Arguments"]
+    assert run_args["--ingest_date"] == "2024-03-05"
+    assert run_args["--lake_root"] == "s3://fluxo-lake/lake"
+    assert result == {
+        "job_name": "fluxo-test-standardize",
+        "mode": "aws",
+        "duration_s": result["duration_s"],
+        "run_id": runs[0]["Id"],
+    }
+    assert context["ti"].xcom["glue_job_run_id"] == runs[0]["Id"]
+
+    # The same DAG task in local mode hands the script exactly the run's own arguments.
+    monkeypatch.setenv("FLUXO_GLUE_MODE", "local")
+    _operator(scripts_dir).execute(_context())
+    argv = json.loads(echo_file.read_text())["argv"]
+    local_args = dict(zip(argv[::2], argv[1::2]))
+    assert local_args.pop("--JOB_NAME") == "fluxo-test-standardize"
+    run_only = {k: v for k, v in run_args.items() if k not in defaults}
+    assert local_args == run_only
+
+
+def test_aws_mode_failure_surfaces_glue_error_message(aws, scripts_dir, monkeypatch):
+    from moto.glue.models import FakeJobRun
+
+    reported = FakeJobRun.as_dict
+
+    def failed_run(self):  # moto cannot fail a run; report what Glue reports for one
+        return {**reported(self), "JobRunState": "FAILED", "ErrorMessage": "FLUXO_ERROR: no raw rows"}
+
+    monkeypatch.setattr(FakeJobRun, "as_dict", failed_run)
+    with pytest.raises(AirflowException, match="failed: FAILED: FLUXO_ERROR: no raw rows"):
+        _operator(scripts_dir).execute(_context())
+
+
+def test_deploy_creates_every_job_and_is_idempotent(aws, scripts_dir, monkeypatch, capsys):
+    glue, s3 = aws["glue"], aws["s3"]
+    names = {f"fluxo-test-{stage}" for stage in STAGES}
+
+    assert glue_package.deploy(FluxoSettings(), scripts_dir) == {n: "created" for n in names}
+    assert {j["Name"] for j in glue.get_jobs()["Jobs"]} == names
+    assert {f"scripts/{s}.py" for s in STAGES} | {"libs/fluxo-0.1.0.zip"} <= _s3_keys(s3)
+    assert "job fluxo-test-curate: created" in capsys.readouterr().out
+
+    assert glue_package.deploy(FluxoSettings(), scripts_dir) == {n: "unchanged" for n in names}
+    assert _moto_update_job.calls == []
+
+    monkeypatch.setenv("FLUXO_GLUE_NUMBER_OF_WORKERS", "5")
+    actions = glue_package.deploy(FluxoSettings(), scripts_dir)
+    assert actions == {n: "updated (NumberOfWorkers)" for n in names}
+    jobs = glue.get_jobs()["Jobs"]
+    assert len(jobs) == len(STAGES)
+    assert {j["NumberOfWorkers"] for j in jobs} == {5}
+    assert {j["GlueVersion"] for j in jobs} == {"6.0"}
+
+    # The operator builds the very definition deploy wrote: running it updates nothing.
+    _moto_update_job.calls.clear()
+    _operator(scripts_dir).execute(_context())
+    assert _moto_update_job.calls == []
+    assert len(glue.get_job_runs(JobName="fluxo-test-standardize")["JobRuns"]) == 1
+
+
+# --- the library zip --------------------------------------------------------
+
+
+_IMPORT_CHECK = textwrap.dedent(
+    """
+    import importlib, importlib.abc, json, sys
+    zip_path, modules, repo_root = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+    # No repo and no editable install: only the zip provides fluxo.
+    sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in type(f).__module__]
+    sys.path[:] = [p for p in sys.path if p not in ("", ".", repo_root)]
+
+    class NotOnGlue(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] == "pydantic_settings":
+                raise ImportError(f"{name} is not installed on AWS Glue")
+            return None
+
+    sys.meta_path.insert(0, NotOnGlue())
+    sys.path.insert(0, zip_path)
+    for module in modules:
+        importlib.import_module(module)
+    outside = [n for n, m in sys.modules.items()
+               if n.split(".")[0] == "fluxo" and not (getattr(m, "__file__", "") or "").startswith(zip_path)]
+    assert not outside, outside
+    print(json.dumps(sorted(n for n in sys.modules if n.split(".")[0] == "fluxo")))
+    """
+)
+
+
+def test_library_zip_imports_alone(tmp_path):
+    zip_path = glue_package.build_library_zip(tmp_path / "dist")
+    modules = glue_package.library_modules()
+    assert {"fluxo", "fluxo.contract", "fluxo.lake"} <= set(modules)
+
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", _IMPORT_CHECK, str(zip_path), json.dumps(modules), str(REPO_ROOT)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert set(json.loads(done.stdout)) >= set(modules)
+
+    with zipfile.ZipFile(zip_path) as zf:
+        names = set(zf.namelist())
+    assert not {f"{m.replace('.', '/')}.py" for m in glue_package.DEV_ONLY_MODULES} & names
+    if "fluxo.reference" in modules:
+        assert "fluxo/reference/fx_rates.csv" in names
+    # same sources, same bytes: re-uploading an unchanged library changes nothing
+    assert glue_package.build_library_zip(tmp_path / "again").read_bytes() == zip_path.read_bytes()
+
+
+def test_library_follows_script_imports_and_rejects_dev_only_modules(tmp_path):
+    (tmp_path / "curate.py").write_text(
+        "from fluxo.reference import *\n"
+        "def main():\n    from fluxo.settings import get_settings\n"
+    )
+    modules = glue_package.library_modules(tmp_path)
+    assert "fluxo.reference" in modules and "fluxo.settings" not in modules
+    with zipfile.ZipFile(glue_package.build_library_zip(tmp_path / "dist", tmp_path)) as zf:
+        assert "fluxo/reference/fx_rates.csv" in zf.namelist()
+
+    (tmp_path / "aggregate.py").write_text("from fluxo.settings import get_settings\n")
+    with pytest.raises(ValueError, match="glue_scripts/aggregate.py imports fluxo.settings"):
+        glue_package.library_modules(tmp_path)
+
+
+def test_additional_modules_pin_the_versions_run_locally():
+    for pin in glue_package.requirement_pins():
+        name, version = pin.split("==")
+        assert metadata.version(name.split("[")[0]) == version
+
+
+def test_cli_build_lists_the_zip(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "fluxo.glue_package", "build", "--out", str(tmp_path)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"built {tmp_path / 'fluxo-0.1.0.zip'}" in done.stdout
+    assert "fluxo/contract.py" in done.stdout
