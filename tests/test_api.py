@@ -1,4 +1,4 @@
-"""The query API over real HTTP (uvicorn subprocess) against a real, migrated PostgreSQL warehouse."""
+"""The query API over real HTTP (uvicorn subprocess) against the real, migrated warehouse of the local stack."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -29,9 +28,6 @@ from fluxo.contract import DAILY_METRICS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 API_DIR = REPO_ROOT / "api"
-MIGRATIONS = REPO_ROOT / "fluxo" / "warehouse" / "migrations"
-# Debian's PostgreSQL server binaries; override where they live elsewhere.
-PG_BIN = Path(os.environ.get("FLUXO_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 
 CLIENT_ID = f"bi-dashboards-{uuid.uuid4().hex[:8]}"
 CLIENT_SECRET = secrets.token_urlsafe(32)
@@ -43,39 +39,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-# Until tests/conftest.py provides the shared `warehouse_url` (the real local stack),
-# this module starts its own; delete this fixture to switch to the shared one.
-@pytest.fixture(scope="module", name="warehouse_url")
-def _throwaway_warehouse():
-    if not (PG_BIN / "pg_ctl").exists():
-        pytest.skip(f"PostgreSQL server binaries not found in {PG_BIN}")
-    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    root = Path(tempfile.mkdtemp(prefix="fluxo-api-pg-"))
-    if as_postgres:
-        shutil.chown(root, "postgres", "postgres")
-    data, port = root / "data", _free_port()
-    subprocess.run(
-        [*as_postgres, PG_BIN / "initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
-        check=True, capture_output=True,
-    )
-    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run(
-        [*as_postgres, PG_BIN / "pg_ctl", "-D", data, "-l", root / "server.log", "-w", "-o", options, "start"],
-        check=True, capture_output=True,
-    )
-    try:
-        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres", autocommit=True) as conn:
-            conn.execute("CREATE DATABASE warehouse")
-        url = f"postgresql://postgres@127.0.0.1:{port}/warehouse"
-        with psycopg.connect(url) as conn:
-            for migration in sorted(MIGRATIONS.glob("*.sql")):
-                conn.execute(migration.read_text())
-        yield url
-    finally:
-        subprocess.run([*as_postgres, PG_BIN / "pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @dataclass
@@ -126,7 +89,8 @@ def _stop(server: ApiServer) -> None:
 
 
 @pytest.fixture(scope="module")
-def api_server(warehouse_url, tmp_path_factory):
+def audited_api(warehouse_url, tmp_path_factory):
+    """An instance of our own (not conftest's shared `api_server`): own client, own log to inspect."""
     server = _start_api(warehouse_url, tmp_path_factory.mktemp("api") / "api.log")
     yield server
     _stop(server)
@@ -142,8 +106,8 @@ def api_without_warehouse(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def client(api_server):
-    with httpx.Client(base_url=api_server.base_url, timeout=30) as http:
+def client(audited_api):
+    with httpx.Client(base_url=audited_api.base_url, timeout=30) as http:
         yield http
 
 
@@ -302,6 +266,8 @@ BAD_TOKENS = {
     "alg-hs512": lambda: jwt.encode(_claims(), JWT_SECRET, algorithm="HS512"),
     "wrong-audience": lambda: jwt.encode(_claims(aud="someone-else"), JWT_SECRET),
     "wrong-issuer": lambda: jwt.encode(_claims(iss="evil"), JWT_SECRET),
+    "issued-in-the-future": lambda: jwt.encode(_claims(iat=datetime.now(timezone.utc) + timedelta(hours=1)),
+                                               JWT_SECRET),
     "no-expiry": lambda: jwt.encode(_claims(exp=None), JWT_SECRET),
     "garbage": lambda: "not.a.token",
 }
@@ -363,7 +329,7 @@ def test_the_longest_allowed_window_is_accepted(client, access_token, metric_row
 # --- audit ------------------------------------------------------------------
 
 
-def test_every_request_is_audited_with_status_and_principal(client, api_server, warehouse_url, access_token,
+def test_every_request_is_audited_with_status_and_principal(client, audited_api, warehouse_url, access_token,
                                                            metric_rows):
     bearer = {"Authorization": f"Bearer {access_token}"}
     form = {"grant_type": "client_credentials", "client_id": CLIENT_ID}
@@ -407,7 +373,7 @@ def test_every_request_is_audited_with_status_and_principal(client, api_server, 
     assert leaked == 0
 
     # One JSON log line per request, without secrets.
-    lines = api_server.log_lines()
+    lines = audited_api.log_lines()
     access_lines = [json.loads(line) for line in lines if line.startswith("{") and '"api access"' in line]
     logged_ids = {entry["detail"]["request_id"] for entry in access_lines}
     assert {request_id for request_id, *_ in seen} <= logged_ids

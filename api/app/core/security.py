@@ -75,6 +75,8 @@ def decode_access_token(settings: Settings, token: str) -> Principal:
         )
     except jwt.ExpiredSignatureError as exc:
         raise InvalidToken("token expired") from exc
+    except jwt.ImmatureSignatureError as exc:
+        raise InvalidToken("token is not valid yet") from exc
     except jwt.InvalidAudienceError as exc:
         raise InvalidToken("token audience is not this API") from exc
     except jwt.InvalidIssuerError as exc:
