@@ -18,7 +18,9 @@ import pytest
 
 from fluxo.settings import REPO_ROOT
 
-TEST_HOME = REPO_ROOT / ".fluxo" / "test-home"
+TEST_HOMES = REPO_ROOT / ".fluxo" / "test-homes"
+# One home per test session, so concurrent sessions never stop each other's services.
+TEST_HOME = TEST_HOMES / str(os.getpid())
 AIRFLOW_BIN = Path(sys.executable).parent / "airflow"
 
 
@@ -45,9 +47,7 @@ def stack_env():
     from fluxo.settings import get_settings
     from fluxo.stack import Stack
 
-    if TEST_HOME.exists() and not os.environ.get("FLUXO_TEST_KEEP_HOME"):
-        Stack(home=TEST_HOME).down()
-        shutil.rmtree(TEST_HOME, ignore_errors=True)
+    _remove_stale_homes(Stack)
     stack = Stack(home=TEST_HOME)
     env = stack.up()
     saved = dict(os.environ)
@@ -62,6 +62,21 @@ def stack_env():
     os.environ.update(saved)
     get_settings.cache_clear()
     stack.down()
+    shutil.rmtree(TEST_HOME, ignore_errors=True)
+
+
+def _remove_stale_homes(stack_cls) -> None:
+    """Stop and delete the services of test sessions that are no longer running."""
+    for home in TEST_HOMES.glob("*") if TEST_HOMES.exists() else []:
+        try:
+            os.kill(int(home.name), 0)
+            continue
+        except (ValueError, ProcessLookupError):
+            pass
+        except PermissionError:
+            continue
+        stack_cls(home=home).down()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
