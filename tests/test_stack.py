@@ -1,0 +1,221 @@
+"""The embedded local services: real PostgreSQL, tansu (Kafka protocol) and SeaweedFS (S3) processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import uuid
+
+import pytest
+
+from fluxo.stack import Stack, load_env
+from fluxo.stack.core import EXTERNAL_SETTING
+from fluxo.stack.kafka import TRANSACTIONS_PARTITIONS, TRANSACTIONS_TOPIC
+from fluxo.stack.process import port_is_open
+from fluxo.stack.s3 import BUCKETS, s3_client
+
+EXTERNAL_KEYS = [*EXTERNAL_SETTING.values(), "FLUXO_S3_ACCESS_KEY", "FLUXO_S3_SECRET_KEY", "FLUXO_SOURCE_DATABASE_URL"]
+
+
+def _clear_external(mp: pytest.MonkeyPatch) -> None:
+    # A session-wide stack of the test run may export these; here every service must be our own.
+    for key in EXTERNAL_KEYS:
+        mp.delenv(key, raising=False)
+
+
+def _all_ports(stack: Stack) -> list[int]:
+    return [int(port) for service in stack.services.values() for port in service.state().values() if isinstance(port, int)]
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        _clear_external(mp)
+        home = tmp_path_factory.mktemp("stack")
+        stack = Stack(home=home, progress=lambda message: None)
+        try:
+            env = stack.up()
+            mp.setenv("AIRFLOW_HOME", env["AIRFLOW_HOME"])  # keep Airflow imports out of ~/airflow
+            yield stack, env
+        finally:
+            stack.down()
+
+
+def test_postgres_serves_the_three_databases_to_the_fluxo_role(running):
+    import psycopg
+
+    _, env = running
+    urls = {
+        "fluxo": env["FLUXO_DATABASE_URL"],
+        "fluxo_source": env["FLUXO_SOURCE_DATABASE_URL"],
+        "airflow": env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace("postgresql+psycopg2://", "postgresql://"),
+    }
+    for database, url in urls.items():
+        with psycopg.connect(url, connect_timeout=5) as conn:
+            current = conn.execute("SELECT current_database(), current_user").fetchone()
+            assert current == (database, "fluxo")
+            # The role owns its databases, so migrations (and Airflow's) can create tables.
+            conn.execute("CREATE TABLE stack_probe (id int)")
+            conn.rollback()
+    with psycopg.connect(urls["fluxo"]) as conn:
+        assert conn.execute("SELECT current_setting('listen_addresses')").fetchone() == ("127.0.0.1",)
+
+
+def test_kafka_round_trips_a_message_on_transactions(running):
+    from confluent_kafka import Consumer, Producer
+    from confluent_kafka.admin import AdminClient
+
+    _, env = running
+    bootstrap = env["FLUXO_KAFKA_BOOTSTRAP"]
+    topics = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).topics
+    assert len(topics[TRANSACTIONS_TOPIC].partitions) == TRANSACTIONS_PARTITIONS
+
+    key = uuid.uuid4().hex.encode()
+    producer = Producer({"bootstrap.servers": bootstrap})
+    producer.produce(TRANSACTIONS_TOPIC, key=key, value=b'{"transaction_id": "t-1"}')
+    assert producer.flush(10) == 0
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"stack-test-{key.decode()}",
+            "auto.offset.reset": "earliest",
+            # tansu completes the first join after half the session timeout.
+            "session.timeout.ms": 6000,
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([TRANSACTIONS_TOPIC])
+    received = None
+    try:
+        for _ in range(40):  # consume until our message arrives: tansu's end offsets are not reliable
+            message = consumer.poll(0.5)
+            if message is not None and not message.error() and message.key() == key:
+                received = message
+                break
+    finally:
+        consumer.close()
+    assert received is not None and received.value() == b'{"transaction_id": "t-1"}'
+
+
+def test_s3_stores_objects_and_refuses_a_wrong_secret(running):
+    from botocore.exceptions import ClientError
+
+    _, env = running
+    client = s3_client(env["FLUXO_S3_ENDPOINT"], env["FLUXO_S3_ACCESS_KEY"], env["FLUXO_S3_SECRET_KEY"])
+    assert set(BUCKETS) <= {b["Name"] for b in client.list_buckets()["Buckets"]}
+    client.put_object(Bucket="fluxo-landing", Key="probe/hello.json", Body=b'{"ok": true}')
+    assert client.get_object(Bucket="fluxo-landing", Key="probe/hello.json")["Body"].read() == b'{"ok": true}'
+
+    forged = s3_client(env["FLUXO_S3_ENDPOINT"], env["FLUXO_S3_ACCESS_KEY"], "not-the-secret")
+    with pytest.raises(ClientError) as refused:
+        forged.get_object(Bucket="fluxo-landing", Key="probe/hello.json")
+    assert refused.value.response["Error"]["Code"] in {"SignatureDoesNotMatch", "AccessDenied"}
+
+
+def test_every_port_listens_on_loopback_127_0_0_1_only(running):
+    stack, _ = running
+    ports = _all_ports(stack)
+    assert len(ports) == 12  # postgres 1, kafka 1, seaweedfs 10
+    for port in ports:
+        assert port_is_open(port), port
+        # Another loopback address reaches a 0.0.0.0 listener but not one bound to 127.0.0.1.
+        assert not port_is_open(port, host="127.0.0.2"), port
+
+
+def test_stack_env_and_secrets_are_private_and_airflow_reads_the_connections(running):
+    from airflow.sdk import Connection
+
+    stack, env = running
+    for private in (stack.env_file, stack.home / "secrets.json"):
+        assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    assert load_env(stack.home) == env
+    assert env["FLUXO_API_CLIENT_ID"] == "fluxo-demo"
+    assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "False"
+    assert os.path.isfile(os.path.join(env["JAVA_HOME"], "bin", "java"))
+
+    warehouse = Connection.from_json(env["AIRFLOW_CONN_FLUXO_WAREHOUSE"], conn_id="fluxo_warehouse")
+    assert (warehouse.conn_type, warehouse.login, warehouse.schema) == ("postgres", "fluxo", "fluxo")
+    assert f"{warehouse.host}:{warehouse.port}" in env["FLUXO_DATABASE_URL"]
+    s3 = Connection.from_json(env["AIRFLOW_CONN_FLUXO_S3"], conn_id="fluxo_s3")
+    assert (s3.conn_type, s3.login, s3.password) == ("aws", env["FLUXO_S3_ACCESS_KEY"], env["FLUXO_S3_SECRET_KEY"])
+    assert s3.extra_dejson["endpoint_url"] == env["FLUXO_S3_ENDPOINT"]
+    kafka = Connection.from_json(env["AIRFLOW_CONN_FLUXO_KAFKA"], conn_id="fluxo_kafka")
+    assert kafka.extra_dejson["bootstrap.servers"] == env["FLUXO_KAFKA_BOOTSTRAP"]
+
+
+def test_second_up_reuses_the_running_services(running):
+    stack, env = running
+    before = stack.status()
+    again = Stack(home=stack.home, progress=lambda message: None)
+    assert again.up() == env
+    assert again.status() == before
+    assert {info["state"] for info in before.values()} == {"running"}
+
+
+def test_external_database_url_means_no_postgres_is_started(running, tmp_path, monkeypatch):
+    import psycopg
+
+    _, env = running
+    _clear_external(monkeypatch)
+    monkeypatch.setenv("FLUXO_DATABASE_URL", env["FLUXO_DATABASE_URL"])
+    stack = Stack(home=tmp_path, progress=lambda message: None)
+    try:
+        own = stack.up()
+        assert stack.status()["postgres"] == {"state": "external", "endpoint": env["FLUXO_DATABASE_URL"], "pid": None}
+        assert not (tmp_path / "services" / "postgres").exists()
+        assert own["FLUXO_DATABASE_URL"] == env["FLUXO_DATABASE_URL"]
+        assert own["FLUXO_SOURCE_DATABASE_URL"] == env["FLUXO_SOURCE_DATABASE_URL"]
+        assert own["FLUXO_KAFKA_BOOTSTRAP"] != env["FLUXO_KAFKA_BOOTSTRAP"]  # its own broker
+        with psycopg.connect(own["FLUXO_DATABASE_URL"], connect_timeout=5) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        stack.down()
+
+
+def test_down_stops_everything_and_a_stale_pid_file_is_not_trusted(tmp_path, monkeypatch):
+    _clear_external(monkeypatch)
+    stack = Stack(home=tmp_path, progress=lambda message: None)
+    try:
+        first = stack.up()
+        ports = _all_ports(stack)
+        pids = [info["pid"] for info in stack.status().values()]
+        stack.down()
+        assert {info["state"] for info in stack.status().values()} == {"stopped"}
+        assert not any(port_is_open(port) for port in ports)
+        assert (tmp_path / "services" / "postgres" / "data" / "PG_VERSION").exists()  # data kept
+
+        # A pid file naming a live process that is not the broker (pid reuse) counts as stopped.
+        stack.kafka.pid_file.write_text(f"{os.getpid()}\n")
+        assert stack.status()["kafka"]["state"] == "stopped"
+        second = stack.up()
+        assert second["FLUXO_DATABASE_URL"] == first["FLUXO_DATABASE_URL"]  # same password and port
+        assert os.getpid() not in [info["pid"] for info in stack.status().values()]
+        assert set(pids).isdisjoint(info["pid"] for info in stack.status().values())
+    finally:
+        stack.down(purge=True)
+    assert not (tmp_path / "services").exists()
+    assert json.loads((tmp_path / "secrets.json").read_text())["postgres_password"] in first["FLUXO_DATABASE_URL"]
+
+
+def test_cli_env_evaluates_in_a_shell_to_the_same_values(running):
+    import subprocess
+    import sys
+
+    stack, env = running
+    cli = f"{sys.executable} -m fluxo.stack --home {stack.home}"
+    script = f'eval "$({cli} env)" && printf "%s\\n%s\\n" "$AIRFLOW_CONN_FLUXO_S3" "$FLUXO_DATABASE_URL" && {cli} status'
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    lines = result.stdout.splitlines()
+    assert lines[:2] == [env["AIRFLOW_CONN_FLUXO_S3"], env["FLUXO_DATABASE_URL"]]
+    table = {line.split()[0]: line.split() for line in lines[2:]}
+    assert table["postgres"][1] == table["kafka"][1] == table["s3"][1] == "running"
+    assert table["kafka"][2] == env["FLUXO_KAFKA_BOOTSTRAP"]
+
+
+def test_cli_env_without_a_stack_says_to_run_up_first(tmp_path):
+    from fluxo.stack.__main__ import main
+
+    assert load_env(tmp_path) == {}
+    assert main(["--home", str(tmp_path), "env"]) == 1
