@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shlex
@@ -101,9 +103,20 @@ class Stack:
         return {"postgres": self.postgres.url, "kafka": self.kafka.endpoint, "s3": self.s3.url}[name]()
 
     # -- lifecycle -------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _exclusive(self):
+        """One up/down at a time per home, across processes (two test sessions, demo + CLI)."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        with open(self.home / ".stack.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
     def up(self) -> dict[str, str]:
         """Start (or reuse) every service not replaced by an external one; write and return stack.env."""
-        self.home.mkdir(parents=True, exist_ok=True)
+        with self._exclusive():
+            return self._up()
+
+    def _up(self) -> dict[str, str]:
         self.credentials.ensure_all()
         local = []
         for name, service in self.services.items():
@@ -129,14 +142,15 @@ class Stack:
 
     def down(self, purge: bool = False) -> None:
         """Stop every local service gracefully; `purge` also deletes their data (secrets stay)."""
-        with ThreadPoolExecutor(len(self.services)) as pool:
-            for future in [pool.submit(s.stop) for s in self.services.values()]:
-                future.result()
-        if purge:
-            for service in self.services.values():
-                service.purge()
-            shutil.rmtree(self.home / "services", ignore_errors=True)
-            self.progress(f"deleted service data under {self.home / 'services'}")
+        if not self.home.exists():
+            return
+        with self._exclusive():
+            with ThreadPoolExecutor(len(self.services)) as pool:
+                for future in [pool.submit(s.stop) for s in self.services.values()]:
+                    future.result()
+            if purge:
+                shutil.rmtree(self.home / "services", ignore_errors=True)
+                self.progress(f"deleted service data under {self.home / 'services'}")
 
     def status(self) -> dict[str, dict]:
         report = {}

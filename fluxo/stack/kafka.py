@@ -62,7 +62,8 @@ class Kafka(Service):
     def _admin(self):
         from confluent_kafka.admin import AdminClient
 
-        return AdminClient({"bootstrap.servers": self.endpoint(), "socket.timeout.ms": 10000})
+        # log_level 4: keep librdkafka's informational shutdown notes out of the CLI output.
+        return AdminClient({"bootstrap.servers": self.endpoint(), "socket.timeout.ms": 10000, "log_level": 4})
 
     def provision(self) -> None:
         from confluent_kafka import KafkaError, KafkaException

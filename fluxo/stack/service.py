@@ -1,9 +1,8 @@
-"""What every embedded service shares: its folder, pid/log/state files, reuse, stop and purge."""
+"""What every embedded service shares: its folder, pid/log/state files, reuse and stop."""
 
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -99,6 +98,3 @@ class Service:
             self.progress(f"stopped {self.label} (pid {pid})")
         self.pid_file.unlink(missing_ok=True)
         return stopped
-
-    def purge(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
