@@ -1,0 +1,208 @@
+"""Run expectation suites over a Spark DataFrame with a GX 1.x Checkpoint and judge the result.
+
+Critical failures stop the run (`QualityGateFailed`); warnings are only recorded.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+RESULT_FORMAT = {"result_format": "SUMMARY"}
+DOCS_SITE = "fluxo"
+# Long value sets make failure messages unreadable; show the first few.
+_MAX_LISTED_VALUES = 5
+
+
+class QualityGateFailed(Exception):
+    """At least one critical expectation failed; the message names every one."""
+
+    def __init__(self, report: QualityReport):
+        self.report = report
+        super().__init__("; ".join(describe_failure(r) for r in report.critical_failures))
+
+
+@dataclass
+class QualityReport:
+    records: list[dict]
+    rows: int | None
+    seconds: float
+    validated_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+    data_docs_index: str | None = None
+
+    @property
+    def critical_failures(self) -> list[dict]:
+        return [r for r in self.records if not r["success"] and r["severity"] == "critical"]
+
+    @property
+    def warnings(self) -> list[dict]:
+        return [r for r in self.records if not r["success"] and r["severity"] == "warning"]
+
+    @property
+    def success(self) -> bool:
+        return not self.critical_failures
+
+    def stats(self) -> dict:
+        return {
+            "stage": "quality_gate",
+            "critical_failed": len(self.critical_failures),
+            "warnings_failed": len(self.warnings),
+            "evaluated": len(self.records),
+            "rows": self.rows,
+            "seconds": round(self.seconds, 3),
+        }
+
+    def document(self, ingest_date: str | None = None) -> dict:
+        """The validation.json document: run totals plus `results`, one record per expectation."""
+        return {
+            "ingest_date": ingest_date,
+            "validated_at": self.validated_at,
+            "success": self.success,
+            **self.stats(),
+            "results": self.records,
+        }
+
+    def raise_for_critical(self) -> None:
+        if self.critical_failures:
+            raise QualityGateFailed(self)
+
+
+def _short(value):
+    if isinstance(value, list) and len(value) > _MAX_LISTED_VALUES:
+        return "[" + ", ".join(map(str, value[:_MAX_LISTED_VALUES])) + f", … {len(value)} values]"
+    return value
+
+
+def describe_failure(record: dict) -> str:
+    """e.g. `critical expectation failed: expect_column_values_to_be_between(column=amount_reporting,
+    max_value=1000000000) — 1 of 5000 rows unexpected (suite transactions_business)`."""
+    args = ", ".join(f"{k}={_short(v)}" for k, v in record["kwargs"].items())
+    call = f"{record['expectation_type']}({args})"
+    if record.get("exception"):
+        outcome = f"could not be evaluated: {record['exception']}"
+    elif record["unexpected_count"] is not None:
+        of = f" of {record['element_count']}" if record["element_count"] is not None else ""
+        outcome = f"{record['unexpected_count']}{of} rows unexpected"
+    else:
+        outcome = f"observed {record['observed_value']!r}"
+    return f"{record['severity']} expectation failed: {call} — {outcome} (suite {record['suite']}, rule {record['rule']})"
+
+
+def _column_name(kwargs: dict, meta: dict) -> str | None:
+    """The column a record is about (None for a rule on the whole table)."""
+    if "column" in kwargs:
+        return kwargs["column"]
+    if "column_A" in kwargs:
+        return f"{kwargs['column_A']},{kwargs['column_B']}"
+    if "column_list" in kwargs:
+        return ",".join(kwargs["column_list"])
+    return meta.get("column")
+
+
+def _gx_suite(suite: dict):
+    """A GX ExpectationSuite from a suite dict; invalid expectations raise instead of being skipped."""
+    import great_expectations as gx
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+    expectations = []
+    for e in suite["expectations"]:
+        config = ExpectationConfiguration(
+            type=e["type"],
+            kwargs=e["kwargs"],
+            meta=e["meta"],
+            severity=e["meta"]["severity"],
+        )
+        expectations.append(config.to_domain_obj())
+    return gx.ExpectationSuite(name=suite["name"], expectations=expectations, meta=suite.get("meta"))
+
+
+def _context(data_docs_dir: str | None):
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    if data_docs_dir:
+        context.add_data_docs_site(
+            site_name=DOCS_SITE,
+            site_config={
+                "class_name": "SiteBuilder",
+                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": data_docs_dir},
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            },
+        )
+    return context
+
+
+def _record(suite: dict, result: dict) -> dict:
+    config = result["expectation_config"]
+    meta = config.get("meta") or {}
+    # Report the kwargs as written in the suite file (GX turns 1000000000 into 1000000000.0).
+    written = next(e for e in suite["expectations"] if e["meta"]["rule"] == meta.get("rule"))
+    outcome = result.get("result") or {}
+    exception = result.get("exception_info") or {}
+    unexpected = outcome.get("unexpected_count")
+    if unexpected is None and config["type"] == "unexpected_rows_expectation":
+        unexpected = outcome.get("observed_value")
+    return {
+        "suite": suite["name"],
+        "expectation_type": config["type"],
+        "column": _column_name(config["kwargs"], meta),
+        "rule": meta.get("rule"),
+        "severity": meta.get("severity"),
+        "success": bool(result["success"]),
+        "unexpected_count": unexpected,
+        "element_count": outcome.get("element_count"),
+        "observed_value": outcome.get("observed_value") if unexpected is None else None,
+        "exception": exception.get("exception_message") if exception.get("raised_exception") else None,
+        "kwargs": written["kwargs"],
+    }
+
+
+def validate(df, suites: list[dict], data_docs_dir: str | None = None) -> QualityReport:
+    """Validate a Spark DataFrame against suite dicts (see `load_suites`) in one GX Checkpoint run.
+
+    With `data_docs_dir`, also builds a GX Data Docs site there (local paths only).
+    """
+    import great_expectations as gx
+    from great_expectations.checkpoint.actions import UpdateDataDocsAction
+
+    started = time.perf_counter()
+    context = _context(data_docs_dir)
+    batch_definition = (
+        context.data_sources.add_spark("fluxo_spark")
+        .add_dataframe_asset("staged_transactions")
+        .add_batch_definition_whole_dataframe("run")
+    )
+    definitions = [
+        context.validation_definitions.add(
+            gx.ValidationDefinition(name=suite["name"], data=batch_definition, suite=context.suites.add(_gx_suite(suite)))
+        )
+        for suite in suites
+    ]
+    actions = [UpdateDataDocsAction(name="data_docs", site_names=[DOCS_SITE])] if data_docs_dir else []
+    checkpoint = context.checkpoints.add(
+        gx.Checkpoint(
+            name="quality_gate", validation_definitions=definitions, actions=actions, result_format=RESULT_FORMAT
+        )
+    )
+    result = checkpoint.run(batch_parameters={"dataframe": df})
+
+    by_name = {suite["name"]: suite for suite in suites}
+    records = []
+    for run_result in result.run_results.values():
+        suite = by_name[run_result.suite_name]
+        records.extend(_record(suite, r.to_json_dict()) for r in run_result.results)
+    # The row count is what every column rule saw; rules that query the table report none of their own.
+    rows = max((r["element_count"] for r in records if r["element_count"] is not None), default=None)
+    for r in records:
+        if r["element_count"] is None and r["unexpected_count"] is not None:
+            r["element_count"] = rows
+    # GX returns results in its own order; keep the order of the suite files.
+    position = {(s["name"], e["meta"]["rule"]): n for n, (s, e) in enumerate((s, e) for s in suites for e in s["expectations"])}
+    records.sort(key=lambda r: position.get((r["suite"], r["rule"]), len(position)))
+    index = os.path.join(data_docs_dir, "index.html") if data_docs_dir else None
+    return QualityReport(records=records, rows=rows, seconds=time.perf_counter() - started, data_docs_index=index)

@@ -1,0 +1,199 @@
+"""The quality gate: suites as data derived from the contract, GX validation on Spark, the Glue script."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fluxo.contract import TRANSACTION
+from fluxo.lake import Lake
+from fluxo.quality import QualityGateFailed, build_contract_suite, load_suites, validate
+from fluxo.quality import suites as suite_files
+from fluxo.quality.sample import synthetic_transactions
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+ROWS = 200
+INGEST_DATE = "2026-11-20"
+
+
+# --- suites as data ---------------------------------------------------------
+
+
+def test_contract_suite_file_equals_a_fresh_build():
+    checked_in = (suite_files.EXPECTATIONS_DIR / "transactions_contract.json").read_text(encoding="utf-8")
+    assert checked_in == suite_files.suite_text(build_contract_suite()), (
+        "expectations/transactions_contract.json drifted from fluxo.contract: run `python -m fluxo.quality build-suites`"
+    )
+
+
+def test_packaged_suites_are_copies_of_expectations():
+    canonical = {p.name: p.read_bytes() for p in suite_files.EXPECTATIONS_DIR.glob("*.json")}
+    packaged = {p.name: p.read_bytes() for p in suite_files.PACKAGED_DIR.glob("*.json")}
+    assert canonical and packaged == canonical, "run `python -m fluxo.quality build-suites`"
+
+
+def test_contract_suite_has_a_rule_for_every_contract_property():
+    rules = {e["meta"]["rule"]: e for e in build_contract_suite()["expectations"]}
+    for column in TRANSACTION.columns:
+        assert f"type:{column.name}" in rules
+        assert (f"required:{column.name}" in rules) == column.required
+        assert (f"closed_set:{column.name}" in rules) == (column.allowed is not None)
+        if column.regex:
+            assert rules[f"pattern:{column.name}"]["meta"]["severity"] == ("critical" if column.required else "warning")
+    assert rules["unique_key"]["kwargs"] == {"column": "transaction_id"}
+    assert rules["min_exclusive:amount"]["kwargs"] == {"column": "amount", "min_value": 0, "strict_min": True}
+
+
+def test_every_expectation_keys_one_warehouse_row():
+    # quality.expectation_results is keyed by (run, suite, expectation, column).
+    keys = [
+        (s["name"], e["type"], e["kwargs"].get("column", e["meta"].get("column")))
+        for s in load_suites()
+        for e in s["expectations"]
+    ]
+    assert len(keys) == len(set(keys))
+
+
+def test_load_suites_reads_packaged_copies_when_expectations_folder_is_absent(monkeypatch, tmp_path):
+    monkeypatch.setattr(suite_files, "EXPECTATIONS_DIR", tmp_path / "not-in-the-glue-zip")
+    assert [s["name"] for s in load_suites()] == ["transactions_contract", "transactions_business"]
+
+
+def test_load_suites_rejects_an_expectation_without_severity(monkeypatch, tmp_path):
+    suite = {"name": "loose", "expectations": [{"type": "expect_column_to_exist", "kwargs": {"column": "x"}}]}
+    (tmp_path / "loose.json").write_text(json.dumps(suite))
+    monkeypatch.setattr(suite_files, "EXPECTATIONS_DIR", tmp_path)
+    with pytest.raises(ValueError, match="meta.severity"):
+        load_suites(["loose"])
+
+
+# --- validation on Spark ------------------------------------------------------
+
+
+def _broken(df, **changes):
+    """df with one column replaced on one row each: {column: (transaction number, SQL value)}."""
+    from pyspark.sql import functions as F
+
+    for column, (number, value) in changes.items():
+        hit = F.col("transaction_id") == f"TXN-{number:010d}"
+        df = df.withColumn(column, F.when(hit, F.expr(value)).otherwise(F.col(column)))
+    return df
+
+
+@pytest.fixture(scope="module")
+def good(spark):
+    return synthetic_transactions(spark, ROWS)
+
+
+@pytest.fixture(scope="module")
+def suites():
+    return load_suites()
+
+
+@pytest.fixture(scope="module")
+def good_report(good, suites, tmp_path_factory):
+    return validate(good, suites, data_docs_dir=str(tmp_path_factory.mktemp("docs") / "data_docs"))
+
+
+@pytest.fixture(scope="module")
+def broken_report(good, suites):
+    df = _broken(
+        good,
+        customer_id=(3, "CAST(NULL AS STRING)"),
+        amount_reporting=(7, "CAST(987654321000 AS DECIMAL(18,2))"),
+        card_last4=(11, "'12a4'"),
+    )
+    return validate(df, suites)
+
+
+@pytest.fixture(scope="module")
+def warnings_report(good, suites):
+    df = _broken(good, card_last4=(11, "'12a4'"), event_ts=(12, "ingested_at + INTERVAL 10 MINUTES"))
+    return validate(df, suites)
+
+
+def test_good_data_passes_every_expectation(good_report, suites):
+    assert good_report.success and not good_report.critical_failures and not good_report.warnings
+    assert good_report.rows == ROWS
+    assert len(good_report.records) == sum(len(s["expectations"]) for s in suites)
+    good_report.raise_for_critical()
+
+
+def test_data_docs_index_is_written(good_report):
+    index = Path(good_report.data_docs_index)
+    assert index.is_file() and "transactions_contract" in index.read_text(encoding="utf-8")
+
+
+def test_null_customer_id_is_a_critical_failure_naming_expectation_and_column(broken_report):
+    failed = {(r["expectation_type"], r["column"]) for r in broken_report.critical_failures}
+    assert ("expect_column_values_to_not_be_null", "customer_id") in failed
+    with pytest.raises(QualityGateFailed) as raised:
+        broken_report.raise_for_critical()
+    assert "expect_column_values_to_not_be_null(column=customer_id) — 1 of 200 rows unexpected" in str(raised.value)
+
+
+def test_absurd_amount_is_a_critical_failure_naming_it(broken_report):
+    with pytest.raises(QualityGateFailed) as raised:
+        broken_report.raise_for_critical()
+    assert (
+        "critical expectation failed: expect_column_values_to_be_between(column=amount_reporting, "
+        "max_value=1000000000) — 1 of 200 rows unexpected (suite transactions_business"
+    ) in str(raised.value)
+    assert len(broken_report.critical_failures) == 2
+
+
+def test_bad_card_last4_and_future_event_are_warnings_and_the_gate_passes(warnings_report):
+    assert warnings_report.success
+    warned = {r["rule"]: r for r in warnings_report.warnings}
+    assert set(warned) == {"pattern:card_last4", "future_event_ts"}
+    assert warned["pattern:card_last4"]["unexpected_count"] == 1
+    assert warned["future_event_ts"]["unexpected_count"] == 1 and warned["future_event_ts"]["column"] == "event_ts"
+    assert warnings_report.stats()["warnings_failed"] == 2
+    warnings_report.raise_for_critical()
+
+
+# --- the Glue script ----------------------------------------------------------
+
+
+def _run_gate(lake_root: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run(
+        [sys.executable, str(REPO_ROOT / "glue_scripts" / "quality_gate.py"), "--JOB_NAME", "quality_gate",
+         "--lake_root", str(lake_root), "--ingest_date", INGEST_DATE],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+
+
+def test_script_passes_good_data_and_writes_validation_json(good, tmp_path):
+    lake = Lake(str(tmp_path / "lake"))
+    good.write.parquet(lake.staged(INGEST_DATE))
+    proc = _run_gate(tmp_path / "lake")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    document = json.loads(Path(lake.quality(INGEST_DATE), "validation.json").read_text())
+    assert document["success"] and document["rows"] == ROWS and document["critical_failed"] == 0
+    assert {"suite", "expectation_type", "column", "severity", "success", "unexpected_count", "element_count"} <= set(
+        document["results"][0]
+    )
+    stats = json.loads(Path(lake.work("stats", f"ingest_date={INGEST_DATE}", "quality_gate.json")).read_text())
+    assert stats["stage"] == "quality_gate" and stats["evaluated"] == len(document["results"])
+    assert Path(lake.data_docs, "index.html").is_file()
+
+
+def test_script_fails_with_the_critical_expectation_named(good, tmp_path):
+    lake = Lake(str(tmp_path / "lake"))
+    _broken(good, amount_reporting=(7, "CAST(987654321000 AS DECIMAL(18,2))")).write.parquet(lake.staged(INGEST_DATE))
+    proc = _run_gate(tmp_path / "lake")
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        "FLUXO_ERROR: critical expectation failed: expect_column_values_to_be_between(column=amount_reporting, "
+        "max_value=1000000000) — 1 of 200 rows unexpected"
+    ), last
+    # the results are recorded even when the run stops
+    document = json.loads(Path(lake.quality(INGEST_DATE), "validation.json").read_text())
+    assert document["critical_failed"] == 1 and not document["success"]
