@@ -32,8 +32,12 @@ class FluxoSettings(BaseSettings):
     # "local": Glue scripts run here with spark-submit; "aws": AWS Glue runs them.
     glue_mode: Literal["local", "aws"] = "local"
     reporting_currency: str = "BRL"
+    # secret salt of card tokens (generated for development by `fluxo.stack`)
+    token_salt: str = ""
 
     database_url: str = ""
+    # the OLTP system the db extractor reads (a local database in development)
+    source_database_url: str = ""
     kafka_bootstrap: str = ""
     s3_endpoint: str = ""
     s3_access_key: str = ""
