@@ -1,0 +1,320 @@
+"""The canonical world: customers, cards, merchants and each day's transactions
+(with the planted fraud and outliers). Everything is sampled with numpy in bulk;
+per-row Python only runs over the card dimension (one sha256 per card)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from decimal import Decimal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from fluxo.contract import CHANNELS, CURRENCIES, STATUSES
+from fluxo.tokenize import card_token
+
+from . import catalog as cat
+
+FRAUD_PATTERNS = (None, "card_testing", "velocity_country", "high_amount_mcc")
+NO_FRAUD, CARD_TESTING, VELOCITY_COUNTRY, HIGH_AMOUNT_MCC = range(4)
+DAY_SECONDS = 86_400
+MIN_ROWS_PER_DAY = 100
+
+MCC_MEDIAN_CENTS = np.array([round(p[2] * 100) for p in cat.MCC_PROFILES], dtype=np.int64)
+MCC_SIGMA = np.array([p[3] for p in cat.MCC_PROFILES])
+MCC_CHANNEL_CDF = np.cumsum(np.array([p[5] for p in cat.MCC_PROFILES]), axis=1)
+MARKET_CURRENCY = np.array([CURRENCIES.index(m[1]) for m in cat.MARKETS], dtype=np.int8)
+CHANNEL = {c: i for i, c in enumerate(CHANNELS)}
+STATUS = {s: i for i, s in enumerate(STATUSES)}
+# Diurnal profile in São Paulo local hours (UTC-3), from night lull to lunch/evening peaks.
+LOCAL_HOUR_WEIGHTS = np.array(
+    [0.3, 0.2, 0.15, 0.1, 0.1, 0.2, 0.5, 1.0, 1.5, 2.0, 2.2, 2.5, 3.0, 2.8, 2.4, 2.3, 2.4, 2.6, 3.0, 3.0, 2.6, 2.0, 1.4, 0.7]
+)
+UTC_HOUR_CDF = np.cumsum(np.roll(LOCAL_HOUR_WEIGHTS, 3))  # UTC hour h is local hour h-3
+
+
+def day_start_epoch(day: date) -> int:
+    return int(datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp())
+
+
+def pick(rng: np.random.Generator, cdf: np.ndarray, n: int) -> np.ndarray:
+    """n draws from the categorical distribution given by an (unnormalised) cdf."""
+    return np.searchsorted(cdf, rng.random(n) * cdf[-1], side="right")
+
+
+def fixed_width_strings(chars: np.ndarray) -> pa.StringArray:
+    """An (n, w) uint8 matrix of ASCII codes as n strings of width w, without a Python loop."""
+    n, w = chars.shape
+    offsets = np.arange(n + 1, dtype=np.int64) * w
+    return pa.LargeStringArray.from_buffers(
+        n, pa.py_buffer(offsets), pa.py_buffer(np.ascontiguousarray(chars).tobytes())
+    ).cast(pa.string())
+
+
+_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+
+
+def uuid4_strings(rng: np.random.Generator, n: int) -> pa.StringArray:
+    raw = np.frombuffer(rng.bytes(16 * n), dtype=np.uint8).reshape(n, 16).copy()
+    raw[:, 6] = (raw[:, 6] & 0x0F) | 0x40  # version 4
+    raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80  # RFC 4122 variant
+    hexchars = np.empty((n, 32), dtype=np.uint8)
+    hexchars[:, 0::2] = _HEX[raw >> 4]
+    hexchars[:, 1::2] = _HEX[raw & 0x0F]
+    out = np.full((n, 36), ord("-"), dtype=np.uint8)
+    for src, dst in (((0, 8), (0, 8)), ((8, 12), (9, 13)), ((12, 16), (14, 18)), ((16, 20), (19, 23)), ((20, 32), (24, 36))):
+        out[:, dst[0] : dst[1]] = hexchars[:, src[0] : src[1]]
+    return fixed_width_strings(out)
+
+
+def prefixed_ids(prefix: str, numbers: np.ndarray, width: int) -> pa.Array:
+    digits = pc.utf8_lpad(pc.cast(pa.array(numbers, pa.int64()), pa.string()), width=width, padding="0")
+    return pc.binary_join_element_wise(prefix, digits, "")
+
+
+# (prefix, length, share): Visa, Mastercard, Elo, Hipercard, Amex.
+CARD_BRANDS = (("4", 16, 0.45), ("5", 16, 0.30), ("636368", 16, 0.12), ("606282", 19, 0.05), ("37", 15, 0.08))
+
+
+def luhn_pans(rng: np.random.Generator, n: int) -> pa.StringArray:
+    """Luhn-valid card numbers of mixed brands and lengths (13-19 digits)."""
+    width = 19
+    brand = pick(rng, np.cumsum([b[2] for b in CARD_BRANDS]), n)
+    lengths = np.array([b[1] for b in CARD_BRANDS])[brand]
+    digits = rng.integers(0, 10, size=(n, width), dtype=np.int64)
+    # Right-aligned: leading zero padding adds nothing to the Luhn sum.
+    digits[np.arange(width)[None, :] < (width - lengths)[:, None]] = 0
+    for b, (prefix, length, _) in enumerate(CARD_BRANDS):
+        rows = brand == b
+        start = width - length
+        if prefix == "5":  # Mastercard 51-55
+            digits[rows, start] = 5
+            digits[rows, start + 1] = rng.integers(1, 6, size=int(rows.sum()))
+        else:
+            digits[rows, start : start + len(prefix)] = np.array([int(c) for c in prefix])
+    payload = digits[:, : width - 1]
+    doubled = payload[:, 1::2] * 2  # every second digit left of the check digit
+    total = np.where(doubled > 9, doubled - 9, doubled).sum(axis=1) + payload[:, 0::2].sum(axis=1)
+    digits[:, width - 1] = (10 - total % 10) % 10
+    chars = (digits + ord("0")).astype(np.uint8)
+    keep = np.arange(width)[None, :] >= (width - lengths)[:, None]
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    return pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(chars[keep].tobytes())).cast(pa.string())
+
+
+@dataclass
+class Dimensions:
+    customer_ids: pa.Array
+    card_customer: np.ndarray
+    card_cdf: np.ndarray
+    card_pans: pa.Array
+    card_tokens: pa.Array
+    card_last4: pa.Array  # what sources send beside a token: null for a few issuers
+    pan_last4: pa.Array
+    merchant_ids: pa.Array
+    merchant_mcc: np.ndarray  # index into catalog.MCC_PROFILES
+    merchant_market: np.ndarray  # index into catalog.MARKETS
+    pools: list[tuple[np.ndarray, np.ndarray]]  # per market: merchant indices, popularity cdf
+
+
+def build_dimensions(seed: int, rows_per_day: int, token_salt: str) -> Dimensions:
+    rng = np.random.default_rng([seed, 0])
+    n_customers = max(500, rows_per_day // 6)
+    n_cards = n_customers + n_customers // 4  # every customer has a card, some two
+    card_customer = np.concatenate([np.arange(n_customers), rng.integers(0, n_customers, n_cards - n_customers)])
+    card_cdf = np.cumsum(rng.lognormal(0.0, 1.0, n_cards))
+    pans = luhn_pans(rng, n_cards)
+    tokens = pa.array([card_token(p, token_salt) for p in pans.to_pylist()], pa.string())
+    pan_last4 = pc.utf8_slice_codeunits(pans, start=-4)
+    last4_unknown = rng.random(n_cards) < 0.03
+    card_last4 = pc.if_else(pa.array(last4_unknown), pa.scalar(None, pa.string()), pan_last4)
+
+    n_merchants = max(400, rows_per_day // 40)
+    shares = np.array([m[2] for m in cat.MARKETS])
+    per_market = np.maximum(np.round(shares * n_merchants).astype(int), 8)
+    per_market[0] = max(per_market[0], len(cat.MCC_PROFILES))
+    merchant_market = np.repeat(np.arange(len(cat.MARKETS)), per_market)
+    mcc_cdf = np.cumsum([p[4] for p in cat.MCC_PROFILES])
+    merchant_mcc = pick(rng, mcc_cdf, len(merchant_market))
+    merchant_mcc[: len(cat.MCC_PROFILES)] = np.arange(len(cat.MCC_PROFILES))  # every MCC exists at home
+    popularity = rng.lognormal(0.0, 1.2, len(merchant_market))
+    pools = []
+    for m in range(len(cat.MARKETS)):
+        idx = np.flatnonzero(merchant_market == m)
+        pools.append((idx, np.cumsum(popularity[idx])))
+    return Dimensions(
+        customer_ids=prefixed_ids("C", np.arange(1, n_customers + 1), 7),
+        card_customer=card_customer,
+        card_cdf=card_cdf,
+        card_pans=pans,
+        card_tokens=tokens,
+        card_last4=card_last4,
+        pan_last4=pan_last4,
+        merchant_ids=prefixed_ids("M", np.arange(1, len(merchant_market) + 1), 6),
+        merchant_mcc=merchant_mcc,
+        merchant_market=merchant_market,
+        pools=pools,
+    )
+
+
+def fx_scaled(rates: dict[str, Decimal]) -> tuple[np.ndarray, int]:
+    """Rates of contract.CURRENCIES as exact integers times 10**scale."""
+    scale = max(max(0, -rates[c].as_tuple().exponent) for c in CURRENCIES)
+    scaled = np.array([int(rates[c] * 10**scale) for c in CURRENCIES], dtype=np.int64)
+    return scaled, scale
+
+
+@dataclass
+class DayTransactions:
+    day: date
+    transaction_id: pa.Array
+    event_ts: np.ndarray  # epoch seconds, UTC
+    card: np.ndarray
+    merchant: np.ndarray
+    mcc: np.ndarray
+    market: np.ndarray
+    currency: np.ndarray  # index into contract.CURRENCIES
+    cents: np.ndarray  # amount in minor units of `currency`, > 0
+    channel: np.ndarray
+    status: np.ndarray
+    fraud: np.ndarray  # index into FRAUD_PATTERNS
+    planted_outlier: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.cents)
+
+    @property
+    def planted(self) -> np.ndarray:
+        """Fraud and outlier rows stay clean so the truth always holds them."""
+        return (self.fraud != NO_FRAUD) | self.planted_outlier
+
+    def reporting_cents(self, fx: tuple[np.ndarray, int]) -> np.ndarray:
+        scaled, scale = fx
+        unit = 10**scale
+        # round half up of a positive amount, in exact integer arithmetic
+        return (self.cents * scaled[self.currency] + unit // 2) // unit
+
+    def is_outlier(self, fx: tuple[np.ndarray, int]) -> np.ndarray:
+        return self.reporting_cents(fx) >= cat.OUTLIER_X_MEDIAN * MCC_MEDIAN_CENTS[self.mcc]
+
+
+def _diurnal_seconds(rng: np.random.Generator, n: int) -> np.ndarray:
+    return pick(rng, UTC_HOUR_CDF, n) * 3600 + rng.integers(0, 3600, n)
+
+
+def _merchants_in(rng: np.random.Generator, dims: Dimensions, market: np.ndarray) -> np.ndarray:
+    merchant = np.empty(len(market), dtype=np.int64)
+    for m, (idx, cdf) in enumerate(dims.pools):
+        rows = np.flatnonzero(market == m)
+        if len(rows):
+            merchant[rows] = idx[pick(rng, cdf, len(rows))]
+    return merchant
+
+
+def _home_merchants_with(rng: np.random.Generator, dims: Dimensions, mccs: tuple[str, ...], n: int) -> np.ndarray:
+    wanted = np.isin(dims.merchant_mcc, [cat.MCC_CODES.index(m) for m in mccs]) & (dims.merchant_market == 0)
+    return rng.choice(np.flatnonzero(wanted), n)
+
+
+def _channels(rng: np.random.Generator, mcc: np.ndarray) -> np.ndarray:
+    u = rng.random(len(mcc)) * MCC_CHANNEL_CDF[mcc, -1]
+    return np.minimum((u[:, None] >= MCC_CHANNEL_CDF[mcc]).sum(axis=1), len(CHANNELS) - 1)
+
+
+def _natural_brl_cents(rng: np.random.Generator, mcc: np.ndarray) -> np.ndarray:
+    median = MCC_MEDIAN_CENTS[mcc]
+    cents = median * np.exp(MCC_SIGMA[mcc] * rng.standard_normal(len(mcc)))
+    cents = np.clip(cents, 100, cat.NATURAL_CAP_X_MEDIAN * median)
+    atm = mcc == cat.MCC_CODES.index(cat.ATM_MCC)
+    cents[atm] = np.maximum(np.round(cents[atm] / 2000) * 2000, 2000)  # notes of R$20
+    return cents
+
+
+def build_day(dims: Dimensions, day: date, rows_per_day: int, seed: int, fx: tuple[np.ndarray, int]) -> DayTransactions:
+    if rows_per_day < MIN_ROWS_PER_DAY:
+        raise ValueError(f"rows_per_day must be at least {MIN_ROWS_PER_DAY}")
+    rng = np.random.default_rng([seed, day.toordinal()])
+    n = rows_per_day
+    burst_sizes = rng.integers(10, 31, max(1, n // 20_000))
+    n_velocity = max(1, n // 5_000)
+    n_high = max(1, n // 10_000)
+    n_normal = n - int(burst_sizes.sum()) - 2 * n_velocity - n_high
+    parts: list[dict[str, np.ndarray]] = []
+
+    # Ordinary traffic.
+    market = pick(rng, np.cumsum([m[2] for m in cat.MARKETS]), n_normal)
+    merchant = _merchants_in(rng, dims, market)
+    mcc = dims.merchant_mcc[merchant]
+    brl_cents = _natural_brl_cents(rng, mcc)
+    outliers = rng.choice(n_normal, max(1, n // 2_000), replace=False)
+    brl_cents[outliers] = MCC_MEDIAN_CENTS[mcc[outliers]] * rng.uniform(60, 300, len(outliers))
+    planted_outlier = np.zeros(n_normal, dtype=bool)
+    planted_outlier[outliers] = True
+    parts.append(dict(
+        ts=_diurnal_seconds(rng, n_normal), card=pick(rng, dims.card_cdf, n_normal), merchant=merchant, mcc=mcc,
+        market=market, brl_cents=brl_cents, channel=_channels(rng, mcc),
+        status=pick(rng, np.cumsum(cat.STATUS_SHARES), n_normal), fraud=np.full(n_normal, NO_FRAUD),
+        outlier=planted_outlier,
+    ))
+
+    # Card testing: bursts of tiny e-commerce charges on one card within minutes, mostly declined.
+    burst = np.repeat(np.arange(len(burst_sizes)), burst_sizes)
+    k = len(burst)
+    burst_start = rng.integers(0, DAY_SECONDS - 3600, len(burst_sizes))
+    merchant = _home_merchants_with(rng, dims, (cat.CARD_TESTING_MCC,), len(burst_sizes))[burst]
+    parts.append(dict(
+        ts=burst_start[burst] + rng.integers(0, 600, k), card=pick(rng, dims.card_cdf, len(burst_sizes))[burst],
+        merchant=merchant, mcc=dims.merchant_mcc[merchant], market=np.zeros(k, dtype=np.int64),
+        brl_cents=rng.integers(50, 501, k).astype(float), channel=np.full(k, CHANNEL["ecommerce"]),
+        status=np.where(rng.random(k) < 0.8, STATUS["declined"], STATUS["approved"]),
+        fraud=np.full(k, CARD_TESTING), outlier=np.zeros(k, dtype=bool),
+    ))
+
+    # Velocity: the same card at home and abroad within 30 minutes.
+    card = pick(rng, dims.card_cdf, n_velocity)
+    t_home = rng.integers(0, DAY_SECONDS - 1800, n_velocity)
+    abroad = rng.integers(1, len(cat.MARKETS), n_velocity)
+    market = np.concatenate([np.zeros(n_velocity, dtype=np.int64), abroad])
+    merchant = _merchants_in(rng, dims, market)
+    mcc = dims.merchant_mcc[merchant]
+    # Abroad the card is present (pos, or cash at an ATM): it cannot be a card-not-present mistake.
+    abroad_channel = np.where(mcc[n_velocity:] == cat.MCC_CODES.index(cat.ATM_MCC), CHANNEL["atm"], CHANNEL["pos"])
+    channel = np.concatenate([_channels(rng, mcc[:n_velocity]), abroad_channel])
+    parts.append(dict(
+        ts=np.concatenate([t_home, t_home + rng.integers(120, 1800, n_velocity)]), card=np.concatenate([card, card]),
+        merchant=merchant, mcc=mcc, market=market, brl_cents=_natural_brl_cents(rng, mcc), channel=channel,
+        status=np.where(rng.random(2 * n_velocity) < 0.9, STATUS["approved"], STATUS["declined"]),
+        fraud=np.full(2 * n_velocity, VELOCITY_COUNTRY), outlier=np.zeros(2 * n_velocity, dtype=bool),
+    ))
+
+    # High amount at a merchant category the business rarely sees.
+    merchant = _home_merchants_with(rng, dims, cat.HIGH_RISK_MCCS, n_high)
+    mcc = dims.merchant_mcc[merchant]
+    parts.append(dict(
+        ts=_diurnal_seconds(rng, n_high), card=pick(rng, dims.card_cdf, n_high), merchant=merchant, mcc=mcc,
+        market=np.zeros(n_high, dtype=np.int64), brl_cents=rng.uniform(2_500_000, 6_000_000, n_high),
+        channel=_channels(rng, mcc), status=np.where(rng.random(n_high) < 0.7, STATUS["approved"], STATUS["declined"]),
+        fraud=np.full(n_high, HIGH_AMOUNT_MCC), outlier=np.zeros(n_high, dtype=bool),
+    ))
+
+    col = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+    currency = MARKET_CURRENCY[col["market"]]
+    scaled, scale = fx
+    cents = np.maximum(np.round(col["brl_cents"] * 10**scale / scaled[currency]), 1).astype(np.int64)
+    return DayTransactions(
+        day=day,
+        transaction_id=uuid4_strings(rng, n),
+        event_ts=(day_start_epoch(day) + col["ts"]).astype(np.int64),
+        card=col["card"].astype(np.int64),
+        merchant=col["merchant"].astype(np.int64),
+        mcc=col["mcc"].astype(np.int64),
+        market=col["market"].astype(np.int64),
+        currency=currency.astype(np.int64),
+        cents=cents,
+        channel=col["channel"].astype(np.int64),
+        status=col["status"].astype(np.int64),
+        fraud=col["fraud"].astype(np.int8),
+        planted_outlier=col["outlier"],
+    )

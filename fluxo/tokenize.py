@@ -1,0 +1,34 @@
+"""Card tokenisation shared by the generator (ground truth) and the standardize stage.
+
+A raw card number (PAN) must never reach curated data: it is replaced by
+`"tok_" + sha256(salt + pan)` (hex, first 32 chars), keeping only its last four
+digits. Both sides import this module so the rule exists once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+
+TOKEN_PREFIX = "tok_"
+# 13-19 digits: the ISO/IEC 7812 PAN lengths.
+PAN_PATTERN = r"^[0-9]{13,19}$"
+DEFAULT_TOKEN_SALT = "dev-only-salt"  # development only; set FLUXO_TOKEN_SALT elsewhere
+
+_PAN_RE = re.compile(PAN_PATTERN)
+
+
+def token_salt() -> str:
+    """The salt in force: FLUXO_TOKEN_SALT, else the development default."""
+    return os.environ.get("FLUXO_TOKEN_SALT") or DEFAULT_TOKEN_SALT
+
+
+def is_raw_pan(value: str | None) -> bool:
+    return value is not None and bool(_PAN_RE.match(value))
+
+
+def card_token(pan: str, salt: str | None = None) -> str:
+    """The canonical token of a raw PAN."""
+    salt = token_salt() if salt is None else salt
+    return TOKEN_PREFIX + hashlib.sha256((salt + pan).encode()).hexdigest()[:32]
