@@ -10,9 +10,12 @@ is replaced by JobUpdate, as AWS does) so the update path goes over HTTP too.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 import uuid
 import zipfile
 from importlib import metadata
@@ -159,6 +162,51 @@ def test_missing_script_fails_before_running(tmp_path, monkeypatch):
     monkeypatch.setenv("FLUXO_GLUE_MODE", "local")
     with pytest.raises(AirflowException, match="Glue script not found"):
         _operator(tmp_path).execute(_context())
+
+
+def _alive(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    try:
+        return "\tZ" not in next(line for line in status.read_text().splitlines() if line.startswith("State:"))
+    except FileNotFoundError:
+        return False
+
+
+def test_on_kill_stops_the_local_run_and_its_children(scripts_dir, echo_file, monkeypatch):
+    monkeypatch.setenv("FLUXO_GLUE_MODE", "local")
+    (scripts_dir / "standardize.py").write_text(textwrap.dedent(
+        """
+        import os, subprocess, sys, time
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+        with open(os.environ["FLUXO_ECHO_FILE"], "w") as f:
+            f.write(str(child.pid))
+        time.sleep(120)
+        """
+    ))
+    op = _operator(scripts_dir)
+    failure: list[BaseException] = []
+
+    def run():
+        try:
+            op.execute(_context())
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            failure.append(exc)
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    deadline = time.monotonic() + 60
+    while not (echo_file.exists() and echo_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    child = int(echo_file.read_text())
+    op.on_kill()
+    runner.join(timeout=30)
+
+    assert not runner.is_alive()
+    assert failure and isinstance(failure[0], AirflowException) and "exit -15" in str(failure[0])
+    deadline = time.monotonic() + 10
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(child)
 
 
 # --- AWS mode against moto's HTTP server ---------------------------------------
@@ -325,6 +373,52 @@ def test_deploy_creates_every_job_and_is_idempotent(aws, scripts_dir, monkeypatc
     _operator(scripts_dir).execute(_context())
     assert _moto_update_job.calls == []
     assert len(glue.get_job_runs(JobName="fluxo-test-standardize")["JobRuns"]) == 1
+
+
+DAG_FILE = textwrap.dedent(
+    """
+    import pendulum
+    from airflow.sdk import DAG
+    from fluxo_glue import FluxoGlueJobOperator
+
+    with DAG("fluxo_glue_smoke", schedule=None, start_date=pendulum.datetime(2024, 3, 1, tz="UTC")):
+        FluxoGlueJobOperator(
+            task_id="standardize",
+            script="standardize",
+            script_args={{"--lake_root": "s3://fluxo-lake/lake", "--ingest_date": "{{{{ ds }}}}"}},
+            scripts_dir={scripts_dir!r},
+            job_poll_interval=0.5,
+        )
+    """
+)
+
+
+def test_dag_runs_the_operator_through_the_airflow_task_runtime(aws, scripts_dir, tmp_path):
+    """`airflow dags test` with plugins/ as the plugins folder: templating, task state, XCom."""
+    home = tmp_path / "airflow"
+    (home / "dags").mkdir(parents=True)
+    (home / "plugins").mkdir()
+    (home / "plugins" / "fluxo_glue").symlink_to(REPO_ROOT / "plugins" / "fluxo_glue")
+    (home / "dags" / "smoke.py").write_text(DAG_FILE.format(scripts_dir=str(scripts_dir)))
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(home / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    }
+    airflow = [sys.executable, "-m", "airflow"]
+    migrated = subprocess.run([*airflow, "db", "migrate"], env=env, capture_output=True, text=True, timeout=300)
+    assert migrated.returncode == 0, migrated.stderr[-3000:]
+    done = subprocess.run(
+        [*airflow, "dags", "test", "fluxo_glue_smoke", "2024-03-05"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-5000:]
+    assert "Glue job fluxo-test-standardize (aws mode) succeeded" in output, output[-5000:]
+    runs = aws["glue"].get_job_runs(JobName="fluxo-test-standardize")["JobRuns"]
+    assert [r["Arguments"]["--ingest_date"] for r in runs] == ["2024-03-05"]
 
 
 # --- the library zip --------------------------------------------------------

@@ -15,6 +15,7 @@ same DAG file drives both worlds:
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -138,6 +139,8 @@ class FluxoGlueJobOperator(GlueJobOperator):
                 text=True,
                 errors="replace",
                 bufsize=1,
+                # its own process group, so on_kill also stops the Spark JVM it starts
+                start_new_session=True,
             )
 
             def pump_stderr() -> None:
@@ -211,7 +214,10 @@ class FluxoGlueJobOperator(GlueJobOperator):
 
     def on_kill(self) -> None:
         if self._process is not None:
-            self.log.info("Terminating local run of %s", self.script)
-            self._process.terminate()
+            self.log.info("Terminating local run of %s (process group %s)", self.script, self._process.pid)
+            try:
+                os.killpg(self._process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
             return
         super().on_kill()
