@@ -20,8 +20,17 @@ _PAN_RE = re.compile(PAN_PATTERN)
 
 
 def token_salt() -> str:
-    """The salt in force: FLUXO_TOKEN_SALT, else the development default."""
-    return os.environ.get("FLUXO_TOKEN_SALT") or DEFAULT_TOKEN_SALT
+    """The salt in force: FLUXO_TOKEN_SALT (environment, or the stack's settings file),
+    else the development default."""
+    salt = os.environ.get("FLUXO_TOKEN_SALT")
+    if not salt:
+        try:
+            from fluxo.settings import get_settings
+
+            salt = get_settings().token_salt
+        except (ImportError, ValueError):  # a bare worker without the settings' dependencies
+            salt = ""
+    return salt or DEFAULT_TOKEN_SALT
 
 
 def is_raw_pan(value: str | None) -> bool:

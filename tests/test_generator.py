@@ -472,8 +472,10 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
 
 
 def test_source_subset_renders_the_same_records(tmp_path, run):
+    generate(tmp_path, START, 2, 300, seed=1, token_salt=SALT)  # an earlier run's files must not linger
     generate(tmp_path, START, 1, 6000, seed=11, sources="api,kafka", defect_rates=BOOSTED, token_salt=SALT)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["api", "kafka", "labels", "manifest.json", "truth"]
+    assert sorted(p.name for p in (tmp_path / "kafka").iterdir()) == [f"dt={START}"]
     out, _, _, _ = run
     for rel in (f"kafka/dt={START}/events.jsonl", f"api/dt={START}/page-0001.json"):
         assert (tmp_path / rel).read_bytes() == (out / rel).read_bytes()

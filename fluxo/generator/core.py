@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from fluxo.contract import CHANNELS, STATUSES, TRANSACTION
+from fluxo.tokenize import DEFAULT_TOKEN_SALT
 from fluxo.tokenize import token_salt as default_token_salt
 
 from . import catalog as cat
@@ -31,6 +32,7 @@ from .universe import FRAUD_PATTERNS, build_day, build_dimensions, fx_scaled, uu
 GENERATOR_VERSION = 1
 LINEAGE_COLUMNS = ("source", "batch_id", "ingested_at")
 PROGRESS_EVERY = 250_000
+RENDER_THREADS = 2
 LABELS_SCHEMA = pa.schema([
     pa.field("source", pa.string(), nullable=False),
     pa.field("file", pa.string(), nullable=False),
@@ -108,6 +110,10 @@ def generate(
     rates = resolve_rates(defect_rates)
     fx = fx_scaled(cat.load_fx_rates())
     dims = build_dimensions(seed, rows_per_day, salt)
+    # Labels describe every file under out_dir: leftovers of an earlier run would be unlabelled.
+    for stale in (*SOURCES, "truth", "labels"):
+        shutil.rmtree(out_dir / stale, ignore_errors=True)
+    (out_dir / "manifest.json").unlink(missing_ok=True)
     truth_parts: list[pa.Table] = []
     label_parts: list[pa.Table] = []
     per_day: dict[str, dict] = {}
@@ -122,60 +128,51 @@ def generate(
         event_ids = uuid4_strings(np.random.default_rng([seed, day.toordinal(), 2]), len(tx))
         updated, produced = timelines(tx, recs)
         ts = tx.event_ts[recs.tx]
-        for source in sources:
-            shutil.rmtree(out_dir / source / f"dt={day.isoformat()}", ignore_errors=True)
         rendered = np.zeros(len(tx), dtype=bool)
         day_summary = {s: {"records": 0, "shapes": {}, "files": [], "defects": Counter(), "expected_valid": 0,
                            "expected_quarantined": 0} for s in sources}
-        valid_tx: dict[str, list[np.ndarray]] = {s: [] for s in sources}
+        valid_tx = {s: np.zeros(len(tx), dtype=bool) for s in sources}
 
-        for shape, name in enumerate(SHAPES):
-            source = SHAPE_SOURCE[shape]
-            if source not in sources:
-                continue
+        def render(shape: int):
             sel = np.flatnonzero(recs.shape == shape)
             key = _sort_key(shape, ts, updated, produced, recs.lag)[sel]
             order = sel[np.lexsort((sel, key))]
             sub = recs.take(order)
-            view = View(tx, dims, sub, updated[order], produced[order], event_ids)
-            outputs = RENDERERS[shape](view, day)
+            outputs = RENDERERS[shape](View(tx, dims, sub, updated[order], produced[order], event_ids), day)
             for out in outputs:
                 _write(out_dir, out.relpath, out.chunks)
-            rendered[sub.tx] = True
+                out.chunks = []
+            return sub, outputs
 
-            counts = np.array([o.records for o in outputs])
-            defects = pa.array(defect_label(sub.defect, sub.detail), pa.string())
-            quarantined = pa.array(np.isin(sub.defect, _QUARANTINED_CODES))
-            label_parts.append(pa.Table.from_arrays([
-                pa.array(np.full(len(sub), source)),
-                pa.array([o.relpath for o in outputs]).take(np.repeat(np.arange(len(outputs)), counts)),
-                pa.array(np.arange(len(sub)) + 1 - np.repeat(np.cumsum(counts) - counts, counts), pa.int64()),
-                tx.transaction_id.take(sub.tx),
-                defects,
-                pc.if_else(quarantined, "quarantined", "valid"),
-                pc.if_else(quarantined, defects, pa.scalar(None, pa.string())),
-            ], schema=LABELS_SCHEMA))
+        shapes = [shape for shape in range(len(SHAPES)) if SHAPE_SOURCE[shape] in sources]
+        # pyarrow compute releases the GIL: the shapes render side by side.
+        with ThreadPoolExecutor(max_workers=RENDER_THREADS) as pool:
+            for shape, (sub, outputs) in zip(shapes, pool.map(render, shapes)):
+                source, name = SHAPE_SOURCE[shape], SHAPES[shape]
+                rendered[sub.tx] = True
 
-            s = day_summary[source]
-            s["records"] += len(sub)
-            s["shapes"][name] = len(sub)
-            s["files"] += [o.relpath for o in outputs]
-            s["defects"].update(Counter(DEFECTS[d] for d in sub.defect[sub.defect != NONE]))
-            n_quarantined = int(np.count_nonzero(quarantined))
-            s["expected_valid"] += len(sub) - n_quarantined
-            s["expected_quarantined"] += n_quarantined
-            valid_tx[source].append(sub.tx[~quarantined.to_numpy(zero_copy_only=False)])
-            total_records += len(sub)
-            if progress and total_records >= next_progress:
-                rate = total_records / (time.perf_counter() - started)
-                progress(f"[generator] {day} {name}: {total_records:,} records so far ({rate:,.0f} records/s)")
-                next_progress = (total_records // PROGRESS_EVERY + 1) * PROGRESS_EVERY
+                quarantined = np.isin(sub.defect, _QUARANTINED_CODES)
+                label_parts.append(_labels(source, outputs, sub, tx.transaction_id, quarantined))
+                s = day_summary[source]
+                s["records"] += len(sub)
+                s["shapes"][name] = len(sub)
+                s["files"] += [o.relpath for o in outputs]
+                s["defects"].update(Counter(DEFECTS[d] for d in sub.defect[sub.defect != NONE]))
+                n_quarantined = int(np.count_nonzero(quarantined))
+                s["expected_valid"] += len(sub) - n_quarantined
+                s["expected_quarantined"] += n_quarantined
+                valid_tx[source][sub.tx[~quarantined]] = True
+                total_records += len(sub)
+                if progress and total_records >= next_progress:
+                    rate = total_records / (time.perf_counter() - started)
+                    progress(f"[generator] {day} {name}: {total_records:,} records so far ({rate:,.0f} records/s)")
+                    next_progress = (total_records // PROGRESS_EVERY + 1) * PROGRESS_EVERY
 
         valid = rendered & ~np.isin(assignment.kind, _QUARANTINED_CODES)
         truth_parts.append(_truth(tx, dims, assignment.kind, valid, fx))
         for source, summary in day_summary.items():
             summary["defects"] = dict(sorted(summary["defects"].items()))
-            summary["distinct_valid_transactions"] = int(len(np.unique(np.concatenate(valid_tx[source] or [[]]))))
+            summary["distinct_valid_transactions"] = int(np.count_nonzero(valid_tx[source]))
         per_day[day.isoformat()] = day_summary
 
     labels = pa.concat_tables(label_parts) if label_parts else LABELS_SCHEMA.empty_table()
@@ -184,7 +181,8 @@ def generate(
         (out_dir / sub_dir).mkdir(parents=True, exist_ok=True)
         pq.write_table(table, out_dir / sub_dir / name)
 
-    manifest = _manifest(out_dir, start, days, rows_per_day, seed, sources, rates, token_salt, per_day, labels, truth)
+    manifest = _manifest(out_dir, start, days, rows_per_day, seed, sources, rates, token_salt, salt, per_day, labels,
+                         truth)
     elapsed = time.perf_counter() - started
     return {
         "out_dir": str(out_dir),
@@ -196,14 +194,29 @@ def generate(
     }
 
 
+def _labels(source: str, outputs: list, sub, transaction_ids: pa.Array, quarantined: np.ndarray) -> pa.Table:
+    """One label row per rendered record, in file order."""
+    counts = np.array([o.records for o in outputs])
+    defects = pa.array(defect_label(sub.defect, sub.detail), pa.string())
+    mask = pa.array(quarantined)
+    return pa.Table.from_arrays([
+        pa.array(np.full(len(sub), source)),
+        pa.array([o.relpath for o in outputs]).take(np.repeat(np.arange(len(outputs)), counts)),
+        pa.array(np.arange(len(sub)) + 1 - np.repeat(np.cumsum(counts) - counts, counts), pa.int64()),
+        transaction_ids.take(sub.tx),
+        defects,
+        pc.if_else(mask, "quarantined", "valid"),
+        pc.if_else(mask, defects, pa.scalar(None, pa.string())),
+    ], schema=LABELS_SCHEMA)
+
+
 def _truth(tx, dims, kind: np.ndarray, valid: np.ndarray, fx) -> pa.Table:
     idx = np.flatnonzero(valid)
     card = tx.card[idx]
     raw_pan = kind[idx] == D["raw_pan"]
     reporting = tx.reporting_cents(fx)[idx]
     fraud = pa.array(list(FRAUD_PATTERNS), pa.string()).take(tx.fraud[idx].astype(np.int64))
-    last4 = pa.array(np.where(raw_pan, dims.pan_last4.take(card).to_numpy(zero_copy_only=False),
-                              dims.card_last4.take(card).to_numpy(zero_copy_only=False)).tolist(), pa.string())
+    last4 = pc.if_else(pa.array(raw_pan), dims.pan_last4.take(card), dims.card_last4.take(card))
     columns = {
         "transaction_id": tx.transaction_id.take(idx),
         "event_ts": pa.array(tx.event_ts[idx] * 1_000_000, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
@@ -225,7 +238,7 @@ def _truth(tx, dims, kind: np.ndarray, valid: np.ndarray, fx) -> pa.Table:
     return pa.Table.from_arrays([columns[f.name] for f in schema], schema=schema)
 
 
-def _manifest(out_dir, start, days, rows_per_day, seed, sources, rates, token_salt, per_day, labels, truth) -> dict:
+def _manifest(out_dir, start, days, rows_per_day, seed, sources, rates, token_salt, salt, per_day, labels, truth) -> dict:
     by_defect = Counter()
     for summary in (s for day in per_day.values() for s in day.values()):
         by_defect.update(summary["defects"])
@@ -238,7 +251,7 @@ def _manifest(out_dir, start, days, rows_per_day, seed, sources, rates, token_sa
             "start": start.isoformat(), "days": days, "rows_per_day": rows_per_day, "seed": seed,
             "sources": list(sources), "defect_rates": rates, "reporting_currency": "BRL",
             "token_salt": "explicit" if token_salt is not None else
-                          ("FLUXO_TOKEN_SALT" if os.environ.get("FLUXO_TOKEN_SALT") else "development default"),
+                          ("development default" if salt == DEFAULT_TOKEN_SALT else "FLUXO_TOKEN_SALT"),
         },
         "days": per_day,
         "labels": {"records": labels.num_rows, "by_defect": dict(sorted(by_defect.items())), "expected": dict(expected)},
