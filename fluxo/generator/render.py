@@ -10,7 +10,8 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timedelta
+from functools import lru_cache
 
 import numpy as np
 import pyarrow as pa
@@ -64,8 +65,24 @@ def _join(*parts, sep: str = "") -> pa.Array:
     return pc.binary_join_element_wise(*parts, sep)
 
 
+_CLOCK = "%H:%M:%S"
+
+
+@lru_cache(maxsize=1)
+def _clock_faces() -> pa.Array:
+    """"HH:MM:SS" of every second of a day."""
+    return pc.strftime(pa.array(np.arange(DAY_SECONDS), pa.int64()).cast(pa.timestamp("s")), format=_CLOCK)
+
+
 def _strftime(secs: np.ndarray, fmt: str) -> pa.Array:
-    return pc.strftime(pa.array(secs, pa.int64()).cast(pa.timestamp("s")), format=fmt)
+    """Format epoch seconds (naive wall time) as fmt = <date part>%H:%M:%S<suffix>.
+
+    A batch spans a handful of calendar days: each day is formatted once and the
+    time of day comes from a table, so the cost is two takes and a join."""
+    head, tail = fmt.split(_CLOCK)
+    days, inverse = np.unique(secs // DAY_SECONDS, return_inverse=True)
+    day_text = pa.array([(datetime(1970, 1, 1) + timedelta(days=int(d))).strftime(head) for d in days], pa.string())
+    return _join(day_text.take(inverse.ravel()), _clock_faces().take(secs % DAY_SECONDS), tail)
 
 
 def _q(arr: pa.Array) -> pa.Array:

@@ -53,16 +53,11 @@ def fixed_width_strings(chars: np.ndarray) -> pa.StringArray:
     ).cast(pa.string())
 
 
-_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
-
-
 def uuid4_strings(rng: np.random.Generator, n: int) -> pa.StringArray:
     raw = np.frombuffer(rng.bytes(16 * n), dtype=np.uint8).reshape(n, 16).copy()
     raw[:, 6] = (raw[:, 6] & 0x0F) | 0x40  # version 4
     raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80  # RFC 4122 variant
-    hexchars = np.empty((n, 32), dtype=np.uint8)
-    hexchars[:, 0::2] = _HEX[raw >> 4]
-    hexchars[:, 1::2] = _HEX[raw & 0x0F]
+    hexchars = np.frombuffer(raw.tobytes().hex().encode(), dtype=np.uint8).reshape(n, 32)
     out = np.full((n, 36), ord("-"), dtype=np.uint8)
     for src, dst in (((0, 8), (0, 8)), ((8, 12), (9, 13)), ((12, 16), (14, 18)), ((16, 20), (19, 23)), ((20, 32), (24, 36))):
         out[:, dst[0] : dst[1]] = hexchars[:, src[0] : src[1]]
