@@ -43,6 +43,7 @@ BASELINE_MODULES = ("fluxo.contract", "fluxo.lake")
 DEV_ONLY_MODULES = frozenset(
     {"fluxo.settings", "fluxo.stack", "fluxo.demo", "fluxo.generator", "fluxo.glue_package"}
 )
+_DOTTED_FLUXO = re.compile(r"^fluxo(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 # Fixed timestamp so the same sources always give a byte-identical zip.
 _ZIP_DATE = (2020, 1, 1, 0, 0, 0)
 
@@ -117,6 +118,11 @@ def fluxo_imports(path: Path, module: str | None = None) -> tuple[set[str], set[
             for name in found:
                 if _module_file(name) is not None:
                     (lazy if nested else eager).add(name)
+            # a package named in a string, e.g. resources.files("fluxo.reference"),
+            # is needed for its data files when that code runs
+            if isinstance(child, ast.Constant) and isinstance(child.value, str):
+                if _DOTTED_FLUXO.match(child.value) and _module_file(child.value) is not None:
+                    lazy.add(child.value)
             visit(child, nested)
 
     visit(ast.parse(Path(path).read_text(encoding="utf-8")), in_function=False)

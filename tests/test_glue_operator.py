@@ -375,6 +375,18 @@ def test_deploy_creates_every_job_and_is_idempotent(aws, scripts_dir, monkeypatc
     assert len(glue.get_job_runs(JobName="fluxo-test-standardize")["JobRuns"]) == 1
 
 
+def test_cli_deploy_ships_the_repo_scripts(aws):
+    done = subprocess.run(
+        [sys.executable, "-m", "fluxo.glue_package", "deploy"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    expected = {f"fluxo-test-{s}" for s in glue_package.script_names()}
+    assert expected, "no glue_scripts/*.py to deploy"
+    assert {j["Name"] for j in aws["glue"].get_jobs()["Jobs"]} == expected
+    assert "uploaded fluxo-0.1.0.zip -> s3://fluxo-glue-test/libs/fluxo-0.1.0.zip" in done.stdout
+
+
 DAG_FILE = textwrap.dedent(
     """
     import pendulum
@@ -445,6 +457,17 @@ _IMPORT_CHECK = textwrap.dedent(
     outside = [n for n, m in sys.modules.items()
                if n.split(".")[0] == "fluxo" and not (getattr(m, "__file__", "") or "").startswith(zip_path)]
     assert not outside, outside
+    # every packaged data file is readable the way the code reads it: importlib.resources
+    import zipfile
+    from importlib import resources
+    for name in zipfile.ZipFile(zip_path).namelist():
+        if not name.endswith(".py"):
+            parts = name.split("/")
+            depth = max(
+                i for i in range(1, len(parts)) if hasattr(sys.modules.get(".".join(parts[:i])), "__path__")
+            )
+            data = resources.files(".".join(parts[:depth])).joinpath(*parts[depth:]).read_bytes()
+            assert data, name
     print(json.dumps(sorted(n for n in sys.modules if n.split(".")[0] == "fluxo")))
     """
 )
@@ -473,7 +496,9 @@ def test_library_zip_imports_alone(tmp_path):
 
 def test_library_follows_script_imports_and_rejects_dev_only_modules(tmp_path):
     (tmp_path / "curate.py").write_text(
-        "from fluxo.reference import *\n"
+        "from importlib import resources\n"
+        "from fluxo.lake import Lake\n"
+        "def rates():\n    return resources.files('fluxo.reference').joinpath('fx_rates.csv').read_text()\n"
         "def main():\n    from fluxo.settings import get_settings\n"
     )
     modules = glue_package.library_modules(tmp_path)

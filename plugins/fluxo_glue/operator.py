@@ -166,10 +166,9 @@ class FluxoGlueJobOperator(GlueJobOperator):
 
     def _run_on_glue(self, settings: FluxoSettings, args: dict[str, str], context: Context) -> str | None:
         definition = glue_package.job_definition(settings, self.script)
-        definition["Name"] = self.job_name
-        definition["LogUri"] = f"s3://{settings.glue_artifacts_bucket}/logs/glue-logs/{self.job_name}"
-        # Feed GlueJobOperator/GlueJobHook the same definition `deploy` creates;
-        # the hook adds Name, Description, Role, ExecutionProperty, MaxRetries, LogUri itself.
+        # Feed GlueJobOperator/GlueJobHook the same definition `deploy` creates: the
+        # hook assembles Name, Description, Role, ExecutionProperty, MaxRetries and
+        # LogUri (from s3_bucket) itself, the rest goes through create_job_kwargs.
         self.region_name = self.region_name or settings.aws_region
         self.s3_bucket = settings.glue_artifacts_bucket
         self.s3_artifacts_prefix = "scripts/"
