@@ -30,6 +30,9 @@ down: $(STAMP)
 status: $(STAMP)
 	$(PY) -m fluxo.stack status
 
+deploy: $(STAMP)
+	$(PY) -m fluxo.glue_package deploy
+
 airflow: $(STAMP)
 	@echo "Airflow UI on http://127.0.0.1:8080 (login: see $${FLUXO_HOME:-.fluxo}/airflow/simple_auth_manager_passwords.json.generated); Ctrl-C stops it"
 	@eval "$$($(PY) -m fluxo.stack env)" && $(PY) -m fluxo.warehouse.migrate && PATH="$(VENV)/bin:$$PATH" airflow db migrate >/dev/null && PATH="$(VENV)/bin:$$PATH" airflow standalone
