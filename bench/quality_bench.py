@@ -17,7 +17,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fluxo.quality import load_suites, validate  # noqa: E402
-from fluxo.quality._runtime import spark_session  # noqa: E402
 from fluxo.quality.sample import synthetic_transactions  # noqa: E402
 
 
@@ -27,7 +26,14 @@ def main() -> None:
     parser.add_argument("--data-docs", action="store_true", help="also build Data Docs (into the temp folder)")
     args = parser.parse_args()
 
-    spark = spark_session("fluxo-quality-bench")
+    from pyspark.sql import SparkSession
+
+    spark = (
+        SparkSession.builder.master("local[2]")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.ui.showConsoleProgress", "false")
+        .getOrCreate()
+    )
     spark.sparkContext.setLogLevel("ERROR")
     suites = load_suites()
     with tempfile.TemporaryDirectory(prefix="fluxo-quality-bench-") as tmp:

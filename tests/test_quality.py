@@ -190,10 +190,10 @@ def test_script_fails_with_the_critical_expectation_named(good, tmp_path):
     proc = _run_gate(tmp_path / "lake")
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith(
-        "FLUXO_ERROR: critical expectation failed: expect_column_values_to_be_between(column=amount_reporting, "
-        "max_value=1000000000) — 1 of 200 rows unexpected"
-    ), last
+    assert last.startswith("FLUXO_ERROR: ") and (
+        "critical expectation failed: expect_column_values_to_be_between(column=amount_reporting, "
+        "max_value=1000000000) — 1 of 200 rows unexpected (suite transactions_business"
+    ) in last, last
     # the results are recorded even when the run stops
     document = json.loads(Path(lake.quality(INGEST_DATE), "validation.json").read_text())
     assert document["critical_failed"] == 1 and not document["success"]
