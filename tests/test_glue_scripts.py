@@ -1,0 +1,254 @@
+"""The three Glue scripts end to end as subprocesses on a tiny raw folder: outputs, stats,
+idempotent reruns, a cross-run duplicate, an empty day and the FLUXO_ERROR failure line."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pytest
+
+from fluxo.contract import DAILY_METRICS, QUARANTINE, TRANSACTION
+from fluxo.glue_runtime import ERROR_PREFIX, read_stats, resolve_args, write_stats
+from fluxo.lake import Lake
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = REPO / "glue_scripts"
+DAY1, DAY2, EMPTY_DAY = "2026-11-26", "2026-11-27", "2026-11-25"
+HEADER = "id_transacao;data_hora;cliente;cartao;cartao_final;estabelecimento;mcc;valor;moeda;pais;canal;status"
+PAN = "5555555555554444"
+
+
+def gateway(tid, occurred, amount, currency="BRL", channel="ecommerce", status="APPROVED", customer="C9"):
+    return json.dumps({
+        "id": tid, "occurred_at": occurred, "customer": {"id": customer},
+        "card": {"token": "tok_g", "last4": "4242"},
+        "merchant": {"id": "M9", "mcc": "5999", "country": "br"},
+        "amount": {"value": amount, "currency": currency}, "channel": channel, "status": status,
+    })
+
+
+DAY1_CSV = "\n".join([
+    HEADER,
+    "s1;26/11/2026 14:03:22;C1;tok_a;1234;M1;5411;1.234,56;BRL;BR;Presencial;aprovada",
+    f"s2;26/11/2026 22:30:00;C2;{PAN};;M2;5812;10,00;usd;us;ONLINE;Negada",
+    "s3;31/02/2026 10:00:00;C3;tok_b;;M1;5411;5,00;BRL;BR;pos;ok",
+    "s4;26/11/2026 10:00:00;C4",
+    "g1;26/11/2026 07:00:00;C9;tok_g;4242;M9;5999;51,00;BRL;BR;web;aprovada",
+]) + "\n"
+DAY1_JSONL = "\n".join([
+    gateway("g1", "2026-11-26T10:00:00Z", 50),
+    gateway("g2", "2026-11-26T12:00:00-03:00", "20.00", currency="eur", status="declined"),
+    '{"id": "g-broken", ',
+    gateway("g3", "2026-11-26T12:00:00Z", 1, channel="drone"),
+]) + "\n"
+DAY2_JSONL = "\n".join([
+    gateway("s1", "2026-11-26T17:03:22Z", "1234.56", customer="C1"),  # redelivered a day later
+    gateway("n1", "2026-11-26T20:00:00+00:00", "100.00", customer="C5"),
+]) + "\n"
+
+
+def land(lake_root: Path, ingest_date: str, batch: str, name: str, text: str, landed: datetime) -> None:
+    folder = lake_root / "raw" / "s3" / f"ingest_date={ingest_date}" / f"batch={batch}"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    data = text.encode()
+    path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    os.utime(path, (landed.timestamp(), landed.timestamp()))
+
+
+def environment() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
+        "FLUXO_SPARK_MASTER": "local[2]",
+        "FLUXO_SPARK_SHUFFLE_PARTITIONS": "2",
+        "FLUXO_SPARK_DRIVER_MEMORY": "1g",
+        "FLUXO_TOKEN_SALT": "glue-scripts-test",
+    })
+    env.pop("PYSPARK_GATEWAY_PORT", None)
+    return env
+
+
+def stage_argv(stage: str, lake_root: Path, ingest_date: str) -> list[str]:
+    argv = [str(SCRIPTS / f"{stage}.py"), "--JOB_NAME", stage, "--lake_root", str(lake_root), "--ingest_date", ingest_date]
+    return argv + (["--batch_id", f"run-{ingest_date}"] if stage == "standardize" else [])
+
+
+def run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *argv], cwd=cwd, env=environment(), capture_output=True, text=True, timeout=600
+    )
+
+
+def run_in_one_process(argvs: list[list[str]], cwd: Path) -> subprocess.CompletedProcess:
+    """Several stages in one Python process (one JVM): the scripts run as __main__ one after another."""
+    driver = "import json, runpy, sys\nfor argv in json.loads(sys.argv[1]):\n    sys.argv = argv\n    runpy.run_path(argv[0], run_name='__main__')\n"
+    return run(["-c", driver, json.dumps(argvs)], cwd)
+
+
+def assert_ok(proc: subprocess.CompletedProcess) -> None:
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert ERROR_PREFIX not in proc.stderr
+
+
+def stats(lake_root: Path, ingest_date: str, stage: str) -> dict:
+    return json.loads((lake_root / "work" / "stats" / f"ingest_date={ingest_date}" / f"{stage}.json").read_text())
+
+
+def table(path: str, partitioned: bool = False):
+    dataset = ds.dataset(path, format="parquet", partitioning="hive" if partitioned else None)
+    return dataset.to_table().to_pandas()
+
+
+def curated_snapshot(lake: Lake) -> list[tuple]:
+    df = table(lake.curated_transactions, partitioned=True)
+    return sorted(tuple(str(v) for v in row) for row in df[TRANSACTION.names].itertuples(index=False))
+
+
+def partition_mtimes(lake: Lake) -> dict[str, float]:
+    """Latest write time of each curated partition's files."""
+    root = Path(lake.curated_transactions)
+    return {p.name: max(f.stat().st_mtime for f in p.glob("*.parquet")) for p in root.glob("event_date=*")}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lake")
+    lake = Lake(str(root))
+    landed1 = datetime(2026, 11, 27, 3, 0, tzinfo=timezone.utc)
+    land(root, DAY1, "b1", "acquirer.csv", DAY1_CSV, landed1)
+    land(root, DAY1, "b2", "gateway.jsonl.gz", DAY1_JSONL, landed1)
+    land(root, DAY2, "b3", "gateway.jsonl", DAY2_JSONL, datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc))
+
+    first = {}
+    for stage in ("standardize", "curate", "aggregate"):
+        first[stage] = run(stage_argv(stage, root, DAY1), root)
+        assert_ok(first[stage])
+    result = {
+        "root": root,
+        "lake": lake,
+        "first_stats": {s: stats(root, DAY1, s) for s in first},
+        "first_curated": curated_snapshot(lake),
+        "first_metrics": table(lake.metrics("daily", DAY1)),
+    }
+    # rerun day 1, then day 2 (a redelivery of a curated transaction), then a day without files
+    rest = run_in_one_process(
+        [stage_argv(s, root, d) for d in (DAY1, DAY2, EMPTY_DAY) for s in ("standardize", "curate", "aggregate")],
+        root,
+    )
+    assert_ok(rest)
+    result["rerun_stats"] = {s: stats(root, DAY1, s) for s in first}
+    return result
+
+
+def test_first_run_outputs_and_stats(runs):
+    lake, st = runs["lake"], runs["first_stats"]
+    assert st["standardize"] == {
+        "stage": "standardize",
+        "read": 9,
+        "staged": 4,
+        "quarantined": 4,
+        "quarantine_by_reason": {"invalid_timestamp": 1, "invalid_value:channel": 1, "malformed_record": 2},
+        "duplicates_dropped": 1,
+    }
+    staged = table(lake.staged(DAY1))
+    assert list(staged.columns) == TRANSACTION.names
+    assert sorted(staged["transaction_id"]) == ["g1", "g2", "s1", "s2"]
+    assert PAN not in staged.to_csv()
+    quarantine = table(lake.quarantine(DAY1, "standardize"))
+    assert list(quarantine.columns) == QUARANTINE.names and len(quarantine) == 4
+
+    assert st["curate"] == {
+        "stage": "curate",
+        "staged": 4,
+        "curated_rows_in_touched_partitions": 0,
+        "new_rows": 4,
+        "duplicates_dropped": 0,
+        "partitions": [DAY1, DAY2],  # s2 at 22:30 São Paulo is 01:30 UTC the next day
+    }
+    curated = table(lake.curated_transactions, partitioned=True)
+    g1 = curated[curated["transaction_id"] == "g1"].iloc[0]
+    assert (g1["amount"], g1["batch_id"]) == (Decimal("51.00"), "b1")  # same landing time: smaller batch wins
+
+    assert st["aggregate"] == {"stage": "aggregate", "metric_rows": 2, "dates": [DAY1, DAY2]}
+    metrics = runs["first_metrics"].set_index("event_date")
+    assert list(runs["first_metrics"].columns) == DAILY_METRICS.names
+    day = metrics.loc[date(2026, 11, 26)]
+    # s1 1234.56 + g1 51.00 + g2 20 EUR x 5.80 = 116.00
+    assert (day["transaction_count"], day["amount_total"], day["amount_avg"]) == (3, Decimal("1401.56"), Decimal("467.19"))
+    assert (day["approved_count"], day["declined_count"], day["approval_rate"]) == (2, 1, pytest.approx(2 / 3))
+    assert metrics.loc[date(2026, 11, 27)]["amount_total"] == Decimal("53.50")  # 10 USD x 5.35
+
+
+def test_rerun_of_a_day_is_idempotent(runs):
+    assert runs["rerun_stats"]["standardize"] == runs["first_stats"]["standardize"]
+    curate = runs["rerun_stats"]["curate"]
+    assert (curate["new_rows"], curate["duplicates_dropped"], curate["curated_rows_in_touched_partitions"]) == (0, 4, 4)
+
+
+def test_next_day_dedupes_against_curated_and_replaces_only_touched_partitions(runs):
+    root, lake = runs["root"], runs["lake"]
+    assert stats(root, DAY2, "curate") == {
+        "stage": "curate",
+        "staged": 2,
+        "curated_rows_in_touched_partitions": 3,
+        "new_rows": 1,
+        "duplicates_dropped": 1,
+        "partitions": [DAY1],
+    }
+    after = curated_snapshot(lake)
+    ids = [row[0] for row in after]
+    assert sorted(ids) == sorted({*ids}) == ["g1", "g2", "n1", "s1", "s2"]
+    s1 = [row for row in after if row[0] == "s1"][0]
+    assert s1 == [row for row in runs["first_curated"] if row[0] == "s1"][0]  # the earlier copy stays
+    # day 2 started after the day-1 rerun; only the partition it touches was rewritten since
+    day2_started = (root / "work" / "stats" / f"ingest_date={DAY2}" / "standardize.json").stat().st_mtime
+    written = partition_mtimes(lake)
+    assert written["event_date=2026-11-27"] < day2_started < written["event_date=2026-11-26"]
+    metrics = table(lake.metrics("daily", DAY2))
+    assert metrics["transaction_count"].tolist() == [4]
+
+
+def test_day_without_files_writes_empty_outputs(runs):
+    root, lake = runs["root"], runs["lake"]
+    assert stats(root, EMPTY_DAY, "standardize") == {
+        "stage": "standardize", "read": 0, "staged": 0, "quarantined": 0,
+        "quarantine_by_reason": {}, "duplicates_dropped": 0,
+    }
+    assert stats(root, EMPTY_DAY, "curate")["partitions"] == []
+    assert stats(root, EMPTY_DAY, "aggregate") == {"stage": "aggregate", "metric_rows": 0, "dates": []}
+    assert list(table(lake.staged(EMPTY_DAY)).columns) == TRANSACTION.names
+    assert list(table(lake.metrics("daily", EMPTY_DAY)).columns) == DAILY_METRICS.names
+
+
+def test_failure_ends_with_one_fluxo_error_line(tmp_path):
+    proc = run(stage_argv("curate", tmp_path, "2026-01-01"), tmp_path)
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(ERROR_PREFIX) and "run standardize for 2026-01-01 first" in last
+
+    proc = run([str(SCRIPTS / "aggregate.py"), "--JOB_NAME", "aggregate", "--ingest_date", DAY1], tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith(ERROR_PREFIX + "GlueArgumentError")
+
+
+def test_optional_arguments_take_defaults():
+    argv = ["x.py", "--JOB_NAME", "x", "--lake_root", "/l", "--reporting_currency", "USD"]
+    args = resolve_args(["JOB_NAME", "lake_root"], {"reporting_currency": "BRL", "token_salt": None}, argv)
+    assert args == {"JOB_NAME": "x", "lake_root": "/l", "reporting_currency": "USD", "token_salt": None}
+
+
+def test_stats_round_trip_as_one_file(spark, tmp_path):
+    path = write_stats(spark, str(tmp_path), DAY1, "unit", {"stage": "unit", "read": 3})
+    assert Path(path).name == "unit.json"
+    assert sorted(p.name for p in Path(path).parent.iterdir()) == ["unit.json"]
+    assert read_stats(spark, str(tmp_path), DAY1, "unit") == {"stage": "unit", "read": 3}
+    assert read_stats(spark, str(tmp_path), DAY1, "missing") is None
