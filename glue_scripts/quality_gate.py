@@ -42,7 +42,9 @@ def main() -> None:
         else:
             data_docs_dir = lake.data_docs.removeprefix("file://")
 
-    report = validate(spark.read.parquet(lake.staged(ingest_date)), suites, data_docs_dir=data_docs_dir)
+    report = validate(
+        spark.read.parquet(lake.staged(ingest_date)), suites, data_docs_dir, run_name=f"ingest_date={ingest_date}"
+    )
 
     # Recorded before judging, so a stopped run still leaves its results for the audit.
     write_json(spark, f"{lake.quality(ingest_date)}/validation.json", report.document(ingest_date))

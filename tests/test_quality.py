@@ -96,8 +96,13 @@ def suites():
 
 
 @pytest.fixture(scope="module")
-def good_report(good, suites, tmp_path_factory):
-    return validate(good, suites, data_docs_dir=str(tmp_path_factory.mktemp("docs") / "data_docs"))
+def docs_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("quality") / "data_docs")
+
+
+@pytest.fixture(scope="module")
+def good_report(good, suites, docs_dir):
+    return validate(good, suites, data_docs_dir=docs_dir, run_name="ingest_date=2026-11-19")
 
 
 @pytest.fixture(scope="module")
@@ -124,9 +129,12 @@ def test_good_data_passes_every_expectation(good_report, suites):
     good_report.raise_for_critical()
 
 
-def test_data_docs_index_is_written(good_report):
+def test_data_docs_index_is_written_and_keeps_earlier_runs(good_report, good, docs_dir):
     index = Path(good_report.data_docs_index)
     assert index.is_file() and "transactions_contract" in index.read_text(encoding="utf-8")
+    validate(good, load_suites(["transactions_business"]), data_docs_dir=docs_dir, run_name="ingest_date=2026-11-20")
+    listed = index.read_text(encoding="utf-8")
+    assert "ingest_date=2026-11-19" in listed and "ingest_date=2026-11-20" in listed
 
 
 def test_null_customer_id_is_a_critical_failure_naming_expectation_and_column(broken_report):

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 
 RESULT_FORMAT = {"result_format": "SUMMARY"}
 DOCS_SITE = "fluxo"
+RESULTS_STORE = "gx_validation_results"
 # Long value sets make failure messages unreadable; show the first few.
 _MAX_LISTED_VALUES = 5
 
@@ -126,6 +127,19 @@ def _context(data_docs_dir: str | None):
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     if data_docs_dir:
+        # The docs index lists only results its source store holds and deletes the other
+        # pages; a file store beside the site keeps earlier days' pages across runs.
+        context.add_store(
+            RESULTS_STORE,
+            {
+                "class_name": "ValidationResultsStore",
+                "store_backend": {
+                    "class_name": "TupleFilesystemStoreBackend",
+                    "base_directory": os.path.join(os.path.dirname(data_docs_dir.rstrip("/")), RESULTS_STORE),
+                },
+            },
+        )
+        context.validation_results_store_name = RESULTS_STORE
         context.add_data_docs_site(
             site_name=DOCS_SITE,
             site_config={
@@ -162,13 +176,16 @@ def _record(suite: dict, result: dict) -> dict:
     }
 
 
-def validate(df, suites: list[dict], data_docs_dir: str | None = None) -> QualityReport:
+def validate(df, suites: list[dict], data_docs_dir: str | None = None, run_name: str | None = None) -> QualityReport:
     """Validate a Spark DataFrame against suite dicts (see `load_suites`) in one GX Checkpoint run.
 
-    With `data_docs_dir`, also builds a GX Data Docs site there (local paths only).
+    With `data_docs_dir` (a local path), also builds a GX Data Docs site there and keeps the
+    GX results beside it (`../gx_validation_results`) so the site lists every run;
+    `run_name` labels the run in the site (e.g. `ingest_date=2026-11-20`).
     """
     import great_expectations as gx
     from great_expectations.checkpoint.actions import UpdateDataDocsAction
+    from great_expectations.core.run_identifier import RunIdentifier
 
     started = time.perf_counter()
     context = _context(data_docs_dir)
@@ -189,7 +206,7 @@ def validate(df, suites: list[dict], data_docs_dir: str | None = None) -> Qualit
             name="quality_gate", validation_definitions=definitions, actions=actions, result_format=RESULT_FORMAT
         )
     )
-    result = checkpoint.run(batch_parameters={"dataframe": df})
+    result = checkpoint.run(batch_parameters={"dataframe": df}, run_id=RunIdentifier(run_name=run_name))
 
     by_name = {suite["name"]: suite for suite in suites}
     records = []
