@@ -107,9 +107,9 @@ def start_stage(required: list[str], optional: dict[str, str | None] | None = No
     args = resolve_args(["JOB_NAME", *required], optional)
     from pyspark.sql import SparkSession
 
-    # Launched by spark-submit (AWS Glue does this too): the JVM and its master already
-    # exist, so only runtime SQL settings may be applied.
-    launched = bool(os.environ.get("PYSPARK_GATEWAY_PORT"))
+    # Launched by spark-submit or by AWS Glue (which always passes --JOB_RUN_ID): the JVM
+    # and its master already exist, so only runtime SQL settings may be applied.
+    launched = bool(os.environ.get("PYSPARK_GATEWAY_PORT")) or _given("JOB_RUN_ID", sys.argv)
     builder = SparkSession.builder.appName(f"fluxo-{args['JOB_NAME']}")
     if not launched:
         builder = (
@@ -188,33 +188,41 @@ def _hadoop_path(spark, path: str):
     return hpath, hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
 
 
-def write_stats(spark, lake_root: str, ingest_date: str, stage: str, stats: dict[str, Any]) -> str:
-    """Write one `<stage>.json` file (local path or s3://) and echo it as a `FLUXO_STATS:` line."""
-    path = stats_path(lake_root, ingest_date, stage)
-    text = json.dumps(stats, sort_keys=True, default=str)
+def write_text(spark, path: str, text: str) -> None:
+    """Write one UTF-8 file through Hadoop's FileSystem (local path, file:// or s3://)."""
     hpath, fs = _hadoop_path(spark, path)
-    fs.setWriteChecksum(False)  # no .crc sidecar next to the local file
+    fs.setWriteChecksum(False)  # no .crc sidecar next to a local file
     out = fs.create(hpath, True)
     try:
         out.write(bytearray(text.encode("utf-8")))
     finally:
         out.close()
+
+
+def read_text(spark, path: str) -> str | None:
+    """The UTF-8 content of one file, or None when it does not exist."""
+    hpath, fs = _hadoop_path(spark, path)
+    if not fs.exists(hpath):
+        return None
+    stream = fs.open(hpath)
+    try:
+        scanner = spark.sparkContext._jvm.java.util.Scanner(stream, "UTF-8").useDelimiter("\\A")
+        return scanner.next() if scanner.hasNext() else ""
+    finally:
+        stream.close()
+
+
+def write_stats(spark, lake_root: str, ingest_date: str, stage: str, stats: dict[str, Any]) -> str:
+    """Write the stage's stats as `<stage>.json` and echo them as a `FLUXO_STATS:` line."""
+    path = stats_path(lake_root, ingest_date, stage)
+    text = json.dumps(stats, sort_keys=True, default=str)
+    write_text(spark, path, text)
     print(STATS_PREFIX + text, flush=True)
     return path
 
 
 def read_stats(spark, lake_root: str, ingest_date: str, stage: str) -> dict[str, Any] | None:
-    path = stats_path(lake_root, ingest_date, stage)
-    hpath, fs = _hadoop_path(spark, path)
-    if not fs.exists(hpath):
-        return None
-    jvm = spark.sparkContext._jvm
-    stream = fs.open(hpath)
-    try:
-        scanner = jvm.java.util.Scanner(stream, "UTF-8").useDelimiter("\\A")
-        text = scanner.next() if scanner.hasNext() else ""
-    finally:
-        stream.close()
+    text = read_text(spark, stats_path(lake_root, ingest_date, stage))
     return json.loads(text) if text else None
 
 

@@ -78,6 +78,7 @@ CSV_CASES = [
     (CSV_B1, csv_line("c-mcc", mcc="54A1"), "invalid_value:mcc"),
     (CSV_B1, csv_line("c-card", card="4111-1111"), "invalid_value:card_token"),
     (CSV_B1, csv_line("c-last4", last4="12"), "invalid_value:card_last4"),
+    (CSV_B1, csv_line("c-pan-bad", card=PAN, last4="", status="??"), "invalid_value:status"),
     # the same transaction landed twice: the copy from the smaller batch wins the tie
     (CSV_B0, csv_line("c-ok"), "staged"),
 ]
@@ -196,6 +197,8 @@ def test_quarantine_keeps_raw_record_without_pans(result):
     assert all(r["source"] == "s3" and r["quarantined_at"] is not None for r in rows)
     assert {r["batch_id"] for r in rows} == {"b1"}
     assert all(PAN not in (r["raw_record"] or "") for r in rows)
+    (pan_row,) = [r for r in by_reason["invalid_value:status"] if r["raw_record"].startswith("c-pan-bad;")]
+    assert pan_row["raw_record"] == csv_line("c-pan-bad", card="<pan ****1111>", last4="", status="??")
 
 
 def test_reporting_currency_other_than_brl(spark):
