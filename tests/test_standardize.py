@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from decimal import Decimal
 
 import pytest
@@ -14,6 +15,7 @@ from fluxo.transforms.standardize import (
     S3_CSV_HEADER,
     load_fx_rates,
     map_s3,
+    read_lines,
     standardize,
     standardize_stats,
 )
@@ -221,3 +223,43 @@ def test_spark_token_matches_python_tokenize(result):
     tokenize = pytest.importorskip("fluxo.tokenize")
     python_token = getattr(tokenize, "tokenize_pan", None) or tokenize.card_token
     assert result["staged"]["c-pan"]["card_token"] == python_token(PAN, SALT)
+
+
+def test_generator_day_matches_its_labels_and_truth(spark, tmp_path):
+    """Contract with fluxo.generator: every planted defect gets exactly the labelled reason and
+    every valid transaction stages with the ground-truth canonical values."""
+    generator = pytest.importorskip("fluxo.generator")
+    import pandas as pd
+
+    rates = {"malformed_record": 0.03, "invalid_amount": 0.03, "invalid_timestamp": 0.03, "future_event_ts": 0.02,
+             "invalid_value": 0.04, "missing_required": 0.04, "raw_pan": 0.04, "type_drift": 0.04}
+    generator.generate(tmp_path, date(2026, 11, 26), 1, 800, seed=11, sources=("s3",), defect_rates=rates,
+                       token_salt=SALT)
+    files = sorted(str(p) for p in (tmp_path / "s3").rglob("*") if p.is_file())
+    candidates = map_s3(
+        read_lines(spark, [f for f in files if f.endswith(".csv")]),
+        read_lines(spark, [f for f in files if f.endswith(".jsonl")]),
+    )
+    out = standardize(candidates, load_fx_rates(spark), token_salt=SALT)
+    checked = out.checked.cache()
+
+    labels = pd.read_parquet(tmp_path / "labels" / "labels.parquet")
+    rows = checked.select("source_file", "raw_record", "reason", "_duplicate").toPandas()
+    got = collections.Counter(rows["reason"].dropna())
+    want = collections.Counter(labels["expected_reason"].dropna())
+    assert got == want and sum(want.values()) > 50
+    stats = standardize_stats(checked)
+    assert stats["read"] == len(labels)
+
+    truth = pd.read_parquet(tmp_path / "truth" / "transactions.parquet")
+    staged = out.staged.toPandas()
+    assert sorted(staged["transaction_id"]) == sorted(truth["transaction_id"])
+    merged = staged.merge(truth, on="transaction_id", suffixes=("", "_truth"))
+    for column in TRANSACTION.names:
+        if f"{column}_truth" not in merged:
+            continue
+        ours, theirs = merged[column], merged[f"{column}_truth"]
+        if column == "event_ts":
+            ours, theirs = pd.to_datetime(ours, utc=True), pd.to_datetime(theirs, utc=True)
+        same = (ours == theirs) | (ours.isna() & theirs.isna())
+        assert same.all(), (column, merged.loc[~same, [column, f"{column}_truth"]].head(3))
