@@ -50,6 +50,11 @@ def transactions_etl():
         landed, loaded = ti.xcom_pull(task_ids="land_s3_files"), ti.xcom_pull(task_ids="load_warehouse")
         return pipeline.record_run(ti.dag_id, run_id, ingest_date, states, landed, loaded)
 
+    @task(trigger_rule="one_failed", retries=0)
+    def fail_run_if_a_stage_failed() -> None:
+        """record_audit always runs and succeeds, so without this leaf a failed stage would end as a successful run."""
+        raise RuntimeError("a stage of transactions_etl failed: see that task's log and audit.pipeline_runs")
+
     ingest_date = resolve_run_date()
     landed = land_s3_files(ingest_date)
     stage_args = {"--lake_root": LAKE_ROOT, "--ingest_date": ingest_date}
@@ -62,6 +67,7 @@ def transactions_etl():
     loaded = load_warehouse(ingest_date)
 
     chain(landed, standardize, quality_gate, curate, aggregate, loaded, record_audit(ingest_date))
+    [landed, standardize, quality_gate, curate, aggregate, loaded] >> fail_run_if_a_stage_failed()
 
 
 transactions_etl()
