@@ -20,6 +20,10 @@ class Lake:
         batch = f"batch={batch_id}" if batch_id else ""
         return self._join("raw", source, f"ingest_date={ingest_date}", batch)
 
+    def incoming(self, source: str, batch_id: str) -> str:
+        """Where a batch is written before it is published to the raw zone (readers never look here)."""
+        return self._join("raw", "_incoming", source, f"batch={batch_id}")
+
     def quarantine(self, ingest_date: str, stage: str = "") -> str:
         return self._join("quarantine", f"ingest_date={ingest_date}", f"stage={stage}" if stage else "")
 
