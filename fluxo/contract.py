@@ -69,58 +69,51 @@ class Contract:
     def spark_schema(self):
         from pyspark.sql import types as T
 
-        def spark_type(t: str):
-            if t == "string":
-                return T.StringType()
-            if t == "timestamp":
-                return T.TimestampType()
-            if t == "date":
-                return T.DateType()
-            if t == "long":
-                return T.LongType()
-            if t == "double":
-                return T.DoubleType()
-            if t.startswith("decimal"):
-                p, s = t[t.index("(") + 1 : -1].split(",")
-                return T.DecimalType(int(p), int(s))
-            raise ValueError(f"unknown contract type {t}")
-
-        return T.StructType([T.StructField(c.name, spark_type(c.type), not c.required) for c in self.columns])
+        return T.StructType(
+            [T.StructField(c.name, _physical(c.type, "spark"), not c.required) for c in self.columns]
+        )
 
     def arrow_schema(self):
         import pyarrow as pa
 
-        def arrow_type(t: str):
-            if t == "string":
-                return pa.string()
-            if t == "timestamp":
-                return pa.timestamp("us", tz="UTC")
-            if t == "date":
-                return pa.date32()
-            if t == "long":
-                return pa.int64()
-            if t == "double":
-                return pa.float64()
-            if t.startswith("decimal"):
-                p, s = t[t.index("(") + 1 : -1].split(",")
-                return pa.decimal128(int(p), int(s))
-            raise ValueError(f"unknown contract type {t}")
-
-        return pa.schema([pa.field(c.name, arrow_type(c.type), nullable=not c.required) for c in self.columns])
+        return pa.schema([pa.field(c.name, _physical(c.type, "arrow"), nullable=not c.required) for c in self.columns])
 
     def sql_types(self) -> dict[str, str]:
         """PostgreSQL type of each column (used to check migrations against the contract)."""
+        return {c.name: _physical(c.type, "sql") for c in self.columns}
 
-        def sql_type(t: str) -> str:
-            return {
-                "string": "text",
-                "timestamp": "timestamp with time zone",
-                "date": "date",
-                "long": "bigint",
-                "double": "double precision",
-            }.get(t) or ("numeric" if t.startswith("decimal") else t)
 
-        return {c.name: sql_type(c.type) for c in self.columns}
+def _physical(contract_type: str, engine: str):
+    """The engine's type for a contract type name ("string", "decimal(18,2)", …)."""
+    if contract_type.startswith("decimal"):
+        precision, scale = (int(x) for x in contract_type[contract_type.index("(") + 1 : -1].split(","))
+        if engine == "spark":
+            from pyspark.sql import types as T
+
+            return T.DecimalType(precision, scale)
+        if engine == "arrow":
+            import pyarrow as pa
+
+            return pa.decimal128(precision, scale)
+        return "numeric"
+    if engine == "sql":
+        return {
+            "string": "text", "timestamp": "timestamp with time zone", "date": "date",
+            "long": "bigint", "double": "double precision",
+        }[contract_type]
+    if engine == "spark":
+        from pyspark.sql import types as T
+
+        return {
+            "string": T.StringType(), "timestamp": T.TimestampType(), "date": T.DateType(),
+            "long": T.LongType(), "double": T.DoubleType(),
+        }[contract_type]
+    import pyarrow as pa
+
+    return {
+        "string": pa.string(), "timestamp": pa.timestamp("us", tz="UTC"), "date": pa.date32(),
+        "long": pa.int64(), "double": pa.float64(),
+    }[contract_type]
 
 
 TRANSACTION = Contract(
