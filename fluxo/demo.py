@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -41,14 +42,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+TASK_EVENT = re.compile(r"\[DAG TEST\] (starting|end) task task_id=(\S+)")
+
+
 def run_airflow_day(env: dict, day: date, log_dir: Path) -> float:
+    """`airflow dags test` for one day; prints each task as it finishes, keeps the full log in a file."""
     log_file = log_dir / f"transactions_etl-{day}.log"
     started = time.monotonic()
+    task_started: dict[str, float] = {}
     with log_file.open("w") as log:
-        proc = subprocess.run(
+        proc = subprocess.Popen(
             [str(AIRFLOW_BIN), "dags", "test", "transactions_etl", day.isoformat()],
-            env=env, stdout=log, stderr=subprocess.STDOUT, timeout=1800,
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
         )
+        for line in proc.stdout:
+            log.write(line)
+            event = TASK_EVENT.search(line)
+            if event and event.group(1) == "starting":
+                task_started[event.group(2)] = time.monotonic()
+            elif event:
+                task = event.group(2)
+                print(f"    - {task:<28}{time.monotonic() - task_started.get(task, started):>6.1f}s", flush=True)
+        proc.wait()
     elapsed = time.monotonic() - started
     if proc.returncode != 0:
         text = log_file.read_text(errors="replace")
