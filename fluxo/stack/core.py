@@ -205,6 +205,7 @@ class Stack:
             database_url, AIRFLOW_DB, scheme="postgresql+psycopg2"
         )
         env["AIRFLOW_CONN_FLUXO_WAREHOUSE"] = _postgres_connection(database_url)
+        env["AIRFLOW_CONN_FLUXO_SOURCE_DB"] = _postgres_connection(env["FLUXO_SOURCE_DATABASE_URL"])
         env["AIRFLOW_CONN_FLUXO_S3"] = json.dumps(
             {
                 "conn_type": "aws",
