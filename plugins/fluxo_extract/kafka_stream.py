@@ -1,0 +1,242 @@
+"""Land the Kafka `transactions` topic into the raw zone, committing offsets only after the landing.
+
+One run = one landing batch (`raw/kafka/ingest_date=D/batch=B/part-NNNNN.jsonl`, one file per
+micro-batch of `consume()`), then, in this order (the protocol of `landing.py`):
+
+1. publish the batch to the raw zone;
+2. `ExtractState.confirm`: the batch row and the watermark (next offset per partition) in one
+   warehouse transaction;
+3. a synchronous commit of exactly the landed offsets to the broker (consumer group of the
+   connection, auto-commit off).
+
+Where a run starts, per partition: an explicit replay (`replay_from_offsets`, or
+`replay_from_timestamp` through `offsets_for_times`), otherwise the later of the group's committed
+offset and the durable watermark. Because the watermark is confirmed with the batch, a crash
+between 2 and 3 does not land those messages again; a crash between 1 and 3 (published, not
+confirmed) lands them again in a new batch (at-least-once), and curate keeps one row per
+transaction_id. Replays always land into a new batch; the watermark and the commit never move
+backwards.
+
+The broker's end offsets are never asked (the local broker reports them wrong): a run stops when
+no message arrived for `idle_seconds`, or after `max_messages`.
+
+Each raw line is an envelope
+`{"topic": str, "partition": int, "offset": int, "timestamp": int (epoch ms, the message's
+create time), "key": str | null, "value": str | null}` where `value` is the message value exactly
+as sent (a malformed JSON value lands as-is and standardize quarantines it). A value that is not
+UTF-8 cannot be carried in a JSON text without altering it, so it is quarantined here
+(`malformed_record`, stage=extract) with the topic/partition/offset in its detail; its offset still
+counts as consumed, so landed + quarantined = messages read.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timezone
+from json.encoder import encode_basestring as json_string  # the C encoder: escapes without a dict round trip
+
+from airflow.providers.apache.kafka.hooks.consume import KafkaConsumerHook
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+
+from fluxo.lake import Lake
+from fluxo.settings import get_settings
+from fluxo_extract.landing import ExtractState, LandingBatch
+
+log = logging.getLogger(__name__)
+
+SOURCE = "kafka"
+DEFAULT_TOPIC = "transactions"
+# Settings a landing consumer needs whatever the connection says: nothing is acknowledged
+# behind our back, and the first group join (which takes half the session timeout on the local
+# broker) stays short. Reading from the start applies only to a group that never committed.
+CONSUMER_OVERRIDES = {"enable.auto.commit": False, "enable.auto.offset.store": False}
+CONSUMER_DEFAULTS = {"auto.offset.reset": "earliest", "session.timeout.ms": 6000, "log_level": 4}
+ASSIGNMENT_TIMEOUT_S = 60.0
+CRASH_POINTS = ("before_confirm", "before_commit")
+
+
+class SimulatedCrash(RuntimeError):
+    """Raised by `simulate_crash` to stop a run where a killed worker would stop."""
+
+
+class LandingConsumerHook(KafkaConsumerHook):
+    """The provider's consumer hook (connection extra = librdkafka config), with manual commits."""
+
+    def __init__(self, topics, kafka_config_id: str, group_id: str | None = None) -> None:
+        super().__init__(topics=topics, kafka_config_id=kafka_config_id)
+        self.group_id = group_id
+
+    def _get_client(self, config) -> Consumer:
+        config = {**CONSUMER_DEFAULTS, **config, **CONSUMER_OVERRIDES}
+        if self.group_id:
+            config["group.id"] = self.group_id
+        if not config.get("group.id"):
+            raise ValueError(f"connection {self.kafka_config_id!r} has no group.id: offsets need a consumer group")
+        return super()._get_client(config)
+
+
+def _epoch_ms(moment: str) -> int:
+    parsed = datetime.fromisoformat(moment.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return int(parsed.timestamp() * 1000)
+
+
+def start_offsets(consumer: Consumer, topic: str, watermark: dict | None,
+                  replay_from_offsets: dict | None = None, replay_from_timestamp: str | None = None,
+                  timeout: float = 15.0) -> tuple[dict[int, int], dict[int, int], dict[int, int]]:
+    """Per partition: (where this run starts, where a normal run resumes, the group's committed offset).
+
+    -1 in the last two means nothing was ever landed/committed for that partition."""
+    metadata = consumer.list_topics(topic, timeout=timeout).topics[topic]
+    if metadata.error is not None:
+        raise KafkaException(metadata.error)
+    partitions = sorted(metadata.partitions)
+    committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=timeout)
+    group_offsets = {tp.partition: (tp.offset if tp.offset >= 0 else -1) for tp in committed}
+    resume = {p: max(o, int((watermark or {}).get(str(p), -1))) for p, o in group_offsets.items()}
+    start = {p: (o if o >= 0 else OFFSET_BEGINNING) for p, o in resume.items()}
+    if replay_from_offsets:
+        unknown = {int(p) for p in replay_from_offsets} - set(partitions)
+        if unknown:
+            raise ValueError(f"topic {topic} has no partitions {sorted(unknown)} (it has {partitions})")
+        start.update({int(p): int(o) for p, o in replay_from_offsets.items()})
+    elif replay_from_timestamp:
+        wanted = [TopicPartition(topic, p, _epoch_ms(replay_from_timestamp)) for p in partitions]
+        for tp in consumer.offsets_for_times(wanted, timeout=timeout):
+            if tp.error is not None:
+                raise KafkaException(tp.error)
+            if tp.offset >= 0:  # -1: nothing at or after the timestamp in this partition
+                start[tp.partition] = tp.offset
+    return start, resume, group_offsets
+
+
+def _envelopes(messages: list, topic_json: str, batch: LandingBatch) -> tuple[list[str], dict[int, int]]:
+    """JSON lines for one micro-batch and the last offset seen per partition."""
+    lines: list[str] = []
+    append = lines.append
+    last: dict[int, int] = {}
+    prefix = '{"topic": ' + topic_json + ', "partition": '
+    for message in messages:
+        if message.error() is not None:
+            if message.error().code() == KafkaError._PARTITION_EOF:
+                continue
+            raise KafkaException(message.error())
+        partition, offset, key, value = message.partition(), message.offset(), message.key(), message.value()
+        last[partition] = offset
+        if value is not None:
+            try:
+                value = json_string(value.decode())
+            except UnicodeDecodeError as exc:
+                batch.quarantine("malformed_record", value,
+                                 f"{message.topic()}/{partition}@{offset}: message value is not UTF-8 ({exc.reason})")
+                continue
+        else:
+            value = "null"
+        key = "null" if key is None else json_string(key.decode(errors="replace"))
+        append(f'{prefix}{partition}, "offset": {offset}, "timestamp": {message.timestamp()[1]}, '
+               f'"key": {key}, "value": {value}}}')
+    return lines, last
+
+
+def land_kafka(ingest_date: str, conn_id: str = "fluxo_kafka", topic: str = DEFAULT_TOPIC,
+               max_messages: int = 1_000_000, idle_seconds: float = 5.0,
+               replay_from_offsets: dict | None = None, replay_from_timestamp: str | None = None,
+               *, micro_batch: int = 50_000, group_id: str | None = None,
+               warehouse_conn_id: str = "fluxo_warehouse", simulate_crash: str | None = None) -> dict:
+    """Consume `topic` until idle (or `max_messages`), land it as one raw batch, confirm, then commit.
+
+    `replay_from_offsets` maps partition -> first offset to read again (other partitions resume
+    normally); `replay_from_timestamp` (ISO-8601, UTC if naive) replays every partition from the
+    first message at or after it. `simulate_crash` ("before_confirm" | "before_commit") stops the
+    run at that point, as a killed worker would (for tests and drills).
+    Returns {batch_id, messages, landed, quarantined, partitions, committed}.
+    """
+    from fluxo_tasks.pipeline import warehouse_connection
+
+    if simulate_crash not in (None, *CRASH_POINTS):
+        raise ValueError(f"simulate_crash must be one of {CRASH_POINTS}")
+    if replay_from_offsets and replay_from_timestamp:
+        raise ValueError("replay from offsets or from a timestamp, not both")
+    settings = get_settings()
+    stream = topic
+    batch = LandingBatch(Lake(settings.lake_root), SOURCE, ingest_date)
+    started = time.monotonic()
+
+    with warehouse_connection() as conn:
+        state = ExtractState(conn)
+        watermark = state.watermark(SOURCE, stream) or {}
+        hook = LandingConsumerHook([topic], kafka_config_id=conn_id, group_id=group_id)
+        consumer = hook.get_conn
+        try:
+            start, resume, group_offsets = start_offsets(consumer, topic, watermark, replay_from_offsets, replay_from_timestamp)
+            assigned_at: list[float] = []
+
+            def on_assign(c: Consumer, partitions: list[TopicPartition]) -> None:
+                for tp in partitions:
+                    tp.offset = start.get(tp.partition, OFFSET_BEGINNING)
+                c.assign(partitions)
+                assigned_at.append(time.monotonic())
+                log.info("assigned %s", {tp.partition: tp.offset for tp in partitions})
+
+            consumer.subscribe([topic], on_assign=on_assign)
+            last: dict[int, int] = {}
+            read = 0
+            last_message_at = 0.0
+            topic_json = json_string(topic)
+            while read < max_messages:
+                messages = consumer.consume(num_messages=min(micro_batch, max_messages - read), timeout=1.0)
+                now = time.monotonic()
+                if not messages:
+                    if not assigned_at:
+                        if now - started > ASSIGNMENT_TIMEOUT_S:
+                            raise KafkaException(f"no partitions of {topic} assigned within {ASSIGNMENT_TIMEOUT_S:.0f}s")
+                        continue
+                    if now - max(last_message_at, assigned_at[-1]) >= idle_seconds:
+                        break
+                    continue
+                last_message_at = now
+                read += len(messages)
+                lines, seen = _envelopes(messages, topic_json, batch)
+                last.update(seen)
+                if lines:
+                    lines.append("")
+                    batch.write(f"part-{len(batch.files):05d}.jsonl", "\n".join(lines).encode(), records=len(lines) - 1)
+
+            landed_next = {p: o + 1 for p, o in last.items()}
+            # Never move the watermark or the group's offsets backwards (a replay re-reads old offsets).
+            new_watermark = {p: o for p, o in resume.items() if o >= 0}
+            for p, o in landed_next.items():
+                new_watermark[p] = max(new_watermark.get(p, 0), o)
+            if read:
+                counts = batch.publish()
+                if simulate_crash == "before_confirm":
+                    raise SimulatedCrash(f"{batch.batch_id} published, not confirmed, offsets not committed")
+                replay = ({"replay_from_offsets": {str(p): o for p, o in replay_from_offsets.items()}}
+                          if replay_from_offsets else
+                          {"replay_from_timestamp": replay_from_timestamp} if replay_from_timestamp else {})
+                state.confirm(batch, stream, {str(p): o for p, o in sorted(new_watermark.items())},
+                              {"messages": read, "start_offsets": {str(p): o for p, o in start.items()},
+                               "end_offsets": {str(p): o for p, o in landed_next.items()}, **replay})
+                if simulate_crash == "before_commit":
+                    raise SimulatedCrash(f"{batch.batch_id} confirmed, offsets not committed")
+            else:
+                counts = {"landed": 0, "quarantined": 0}
+            # Also catches the group up where an earlier run confirmed but died before committing.
+            committed = {p: o for p, o in new_watermark.items() if o > group_offsets.get(p, -1)}
+            if committed:
+                result = consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in committed.items()],
+                                         asynchronous=False)
+                failed = [tp for tp in result or [] if tp.error is not None]
+                if failed:
+                    raise KafkaException(f"offset commit failed after landing {batch.batch_id}: {failed}")
+        finally:
+            consumer.close()
+
+    elapsed = time.monotonic() - started
+    log.info("read %d messages from %s in %.1fs: %d landed, %d quarantined (batch %s); committed %s",
+             read, topic, elapsed, counts["landed"], counts["quarantined"], batch.batch_id if read else None, committed)
+    return {"batch_id": batch.batch_id if read else None, "messages": read, "landed": counts["landed"],
+            "quarantined": counts["quarantined"], "partitions": len(landed_next),
+            "committed": {str(p): o for p, o in sorted(committed.items())}}
