@@ -1,47 +1,303 @@
-"""Land the day's partner files (CSV/JSON in the landing bucket) into the raw zone.
+"""Land new partner files (CSV/JSON in the landing bucket) into the raw zone, exactly once.
 
-The connection `fluxo_s3` carries the endpoint, so the local S3 server and AWS
-use the same code. A rerun of a day replaces that day's batch folder.
+    land_day(ingest_date, aws_conn_id="fluxo_s3", prefixes=None, bucket=None, conn=None) -> counts
+
+What a run does:
+
+* Lists every object under `s3://<landing_bucket>/<landing_prefix>/` (or the given
+  prefixes) through `S3Hook`; the `fluxo_s3` connection carries the endpoint, so the
+  local S3 server and AWS run the same code.
+* Skips what the manifest `extract.s3_object` (bucket, key, ETag) already holds: a file
+  uploaded again unchanged (same ETag) lands once; a changed file (new ETag) lands again.
+  Which day folder (`dt=`) an object sits in does not matter: a late file for an old
+  day lands with the run that first sees it, under that run's ingest date.
+* Streams each new object (`GetObject` pinned to the listed ETag, so the bytes landed are
+  the bytes recorded; an object replaced in between is left for the next run) into one
+  `LandingBatch(lake, "s3", ingest_date)`, then publishes it to
+  `raw/s3/ingest_date=D/batch=B/` and confirms it (batch + manifest rows + a
+  `{"last_listed": ...}` watermark) in one warehouse transaction. Objects are never held
+  in memory whole, so multi-GB exports land in constant memory.
+* Raw file names are the key below the prefix with `/` turned into `__`
+  (`dt=2026-11-26__export.csv`), so equal basenames in different day folders never clash.
+  Gzip content under a name without `.gz` lands with `.gz` appended, so readers decompress it.
+
+File-level hostility is decided here; rows are the standardize stage's business:
+
+* `empty_file`: a 0-byte object, or a gzip that decompresses to nothing;
+* `unreadable_file`: a gzip that does not decompress (truncated, corrupt, not gzip at all),
+  checked while streaming with zlib (bounded output, so a gzip bomb cannot fill memory).
+  The received bytes are kept under `quarantine/ingest_date=D/stage=extract/source=s3/files/`.
+
+Quarantined objects go into the manifest too (not retried until they change) and into the
+batch's quarantine file with their reason. Objects with other extensions are counted as
+`skipped_unsupported` and logged, and not recorded, so they land once support is added.
+Folder markers (keys ending in `/`) are ignored.
+
+Counts: `listed = files + quarantined + skipped_seen + skipped_unsupported + skipped_changed`.
+Runs over the same bucket are serialised by a PostgreSQL advisory lock, so two concurrent
+runs never land the same object twice. A crash after publishing and before confirming lands
+those objects again next run (in a new batch); curate keeps one row per transaction_id.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 import time
+import zlib
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime, timezone
 
+import pyarrow.fs as pafs
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+from botocore.exceptions import ClientError
 
 from fluxo import lakefs
 from fluxo.lake import Lake
 from fluxo.settings import get_settings
+from fluxo_extract.landing import ExtractState, LandingBatch
 
 log = logging.getLogger(__name__)
+SOURCE = "s3"
 LANDABLE_SUFFIXES = (".csv", ".csv.gz", ".jsonl", ".jsonl.gz", ".json", ".json.gz")
+GZIP_MAGIC = b"\x1f\x8b"
+CHUNK = 8 * 1024 * 1024
+# Bounded inflate per step while checking a gzip: memory stays flat whatever the ratio.
+INFLATE_STEP = 1024 * 1024
+VANISHED = {"PreconditionFailed", "NoSuchKey", "404", "412"}
 
 
-def land_day(ingest_date: str, aws_conn_id: str = "fluxo_s3") -> dict:
+class GzipCheck:
+    """Inflate a gzip stream chunk by chunk (multi-member aware) to prove it is complete."""
+
+    def __init__(self) -> None:
+        self._inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        self.inflated_bytes = 0
+        self.error = ""
+
+    def feed(self, data: bytes) -> None:
+        if self.error:
+            return
+        try:
+            while data:
+                self.inflated_bytes += len(self._inflater.decompress(data, INFLATE_STEP))
+                data = self._inflater.unconsumed_tail
+                if not data and self._inflater.eof:
+                    data = self._inflater.unused_data
+                    if data.strip(b"\x00"):  # another member follows (concatenated gzip)
+                        self._inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
+                    else:
+                        data = b""
+        except zlib.error as exc:
+            self.error = f"not a valid gzip stream: {exc}"
+
+    def finish(self) -> str:
+        """The reason the stream is unreadable, or "" when it is a complete gzip."""
+        if not self.error and not self._inflater.eof:
+            self.error = "truncated gzip: the stream ends before its end-of-stream marker"
+        return self.error
+
+
+def _objects(objects: list, *_ignored) -> list:
+    """`S3Hook.list_keys` object filter keeping the listing entries whole (ETag, Size)."""
+    return objects
+
+
+def raw_name(key: str, prefix: str) -> str:
+    relative = key[len(prefix):] if key.startswith(prefix) else key
+    return re.sub(r"[^A-Za-z0-9._=-]", "_", relative.strip("/").replace("/", "__"))
+
+
+def _unique(name: str, key: str, used: set[str]) -> str:
+    if name in used:
+        name = f"{hashlib.sha1(key.encode()).hexdigest()[:8]}-{name}"
+    used.add(name)
+    return name
+
+
+def _normalise_prefixes(prefixes: str | Sequence[str] | None, default: str) -> list[str]:
+    chosen = [prefixes] if isinstance(prefixes, str) else list(prefixes or [default])
+    return sorted({p.strip("/") + "/" if p.strip("/") else "" for p in chosen})
+
+
+def _already_landed(conn, bucket: str, listed: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    if not listed:
+        return set()
+    keys, etags = zip(*listed)
+    rows = conn.execute(
+        "SELECT o.key, o.etag FROM extract.s3_object o"
+        " JOIN unnest(%s::text[], %s::text[]) AS l(key, etag) ON o.key = l.key AND o.etag = l.etag"
+        " WHERE o.bucket = %s",
+        (list(keys), list(etags), bucket),
+    ).fetchall()
+    return {(k, e) for k, e in rows}
+
+
+def _warehouse_connection():
+    from fluxo_tasks.pipeline import warehouse_connection
+
+    return warehouse_connection()
+
+
+class _Landing:
+    """One run: the batch being filled, the manifest rows it will confirm, and the counts."""
+
+    def __init__(self, client, bucket: str, batch: LandingBatch) -> None:
+        self.client, self.bucket, self.batch = client, bucket, batch
+        self.fs, self.incoming = lakefs.resolve(batch.lake.incoming(SOURCE, batch.batch_id))
+        self.manifest: list[tuple[str, str, str, int]] = []
+        self.reasons: Counter[str] = Counter()
+        self.landed_bytes = 0
+        self.skipped_changed = 0
+        self._used: set[str] = set()
+        self._dir_ready = False
+
+    def quarantine(self, key: str, etag: str, size: int, reason: str, detail: str, kept: str = "") -> None:
+        uri = f"s3://{self.bucket}/{key}"
+        self.batch.quarantine(reason, kept or uri, f"{uri} (etag {etag}, {size} bytes): {detail}")
+        self.manifest.append((self.bucket, key, etag, size))
+        self.reasons[reason] += 1
+        log.warning("quarantined %s as %s: %s", uri, reason, detail)
+
+    def land(self, key: str, etag: str, size: int, name: str) -> None:
+        if size == 0:
+            self.quarantine(key, etag, size, "empty_file", "the object has no bytes")
+            return
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=key, IfMatch=f'"{etag}"')["Body"]
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code not in VANISHED:
+                raise
+            self.skipped_changed += 1
+            log.warning("s3://%s/%s changed or vanished since listing (%s): left for the next run", self.bucket, key, code)
+            return
+        if not self._dir_ready:
+            self.fs.create_dir(self.incoming, recursive=True)
+            self._dir_ready = True
+        name = _unique(name, key, self._used)
+        check, written, path = None, 0, f"{self.incoming}/{name}"
+        # compression=None: pyarrow would otherwise gzip a ".gz" path a second time
+        with self.fs.open_output_stream(path, compression=None) as out:
+            for chunk in body.iter_chunks(CHUNK):
+                if check is None:
+                    gzipped = name.lower().endswith(".gz") or chunk[:2] == GZIP_MAGIC
+                    check = GzipCheck() if gzipped else False
+                if check:
+                    check.feed(chunk)
+                out.write(chunk)
+                written += len(chunk)
+        if written != size:  # a cut connection, not bad data: fail the run so it is retried
+            raise OSError(f"s3://{self.bucket}/{key}: received {written} of {size} bytes")
+        if check:
+            error = check.finish()
+            if error or check.inflated_bytes == 0:
+                kept = self._keep_quarantined(path, name)
+                reason = "unreadable_file" if error else "empty_file"
+                self.quarantine(key, etag, size, reason, error or "the gzip holds no bytes", kept)
+                return
+            if not name.lower().endswith(".gz"):
+                self.fs.move(path, f"{path}.gz")
+                name = f"{name}.gz"
+        self.batch.files.append(name)
+        self.manifest.append((self.bucket, key, etag, size))
+        self.landed_bytes += written
+
+    def _keep_quarantined(self, path: str, name: str) -> str:
+        """Move the received bytes out of the batch into the quarantine zone; returns where."""
+        target_uri = (
+            f"{self.batch.lake.quarantine(self.batch.ingest_date, 'extract')}/source={SOURCE}"
+            f"/files/batch={self.batch.batch_id}/{name}"
+        )
+        fs, target = lakefs.resolve(target_uri)
+        fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
+        if isinstance(self.fs, pafs.LocalFileSystem):
+            self.fs.move(path, target)
+        else:
+            self.fs.copy_file(path, target)
+            self.fs.delete_file(path)
+        return target_uri
+
+    def discard(self) -> None:
+        if self.fs.get_file_info(self.incoming).type == pafs.FileType.Directory:
+            self.fs.delete_dir(self.incoming)
+
+
+def land_day(
+    ingest_date: str,
+    aws_conn_id: str = "fluxo_s3",
+    prefixes: str | Sequence[str] | None = None,
+    bucket: str | None = None,
+    conn=None,
+) -> dict:
+    """Land every object not landed yet under the prefixes as one batch of `ingest_date`; returns the counts."""
     settings = get_settings()
+    bucket = bucket or settings.landing_bucket
+    prefixes = _normalise_prefixes(prefixes, settings.landing_prefix)
+    stream = ",".join(f"s3://{bucket}/{p}" for p in prefixes)
     hook = S3Hook(aws_conn_id=aws_conn_id)
-    prefix = f"{settings.landing_prefix}/dt={ingest_date}/"
-    keys = sorted(hook.list_keys(bucket_name=settings.landing_bucket, prefix=prefix) or [])
-    batch_id = f"s3-{ingest_date}"
-    dest = Lake(settings.lake_root).raw("s3", ingest_date, batch_id)
-    lakefs.delete_dir(dest)
-    started, landed, skipped, total_bytes = time.monotonic(), 0, [], 0
-    client = hook.get_conn()
-    for key in keys:
-        name = key.rsplit("/", 1)[-1]
-        if not name.lower().endswith(LANDABLE_SUFFIXES):
-            skipped.append(key)
-            continue
-        body = client.get_object(Bucket=settings.landing_bucket, Key=key)["Body"].read()
-        lakefs.write_bytes(f"{dest}/{name}", body)
-        landed += 1
-        total_bytes += len(body)
-        log.info("landed s3://%s/%s (%d bytes) -> %s", settings.landing_bucket, key, len(body), dest)
-    if skipped:
-        log.warning("skipped %d objects that are not CSV/JSON: %s", len(skipped), skipped[:10])
-    if not keys:
-        log.warning("no objects under s3://%s/%s: the day lands empty", settings.landing_bucket, prefix)
-    log.info("landed %d files, %.1f MB in %.1fs", landed, total_bytes / 1e6, time.monotonic() - started)
-    return {"batch_id": batch_id, "files": landed, "bytes": total_bytes, "skipped_objects": len(skipped)}
+    own_conn = conn is None
+    conn = _warehouse_connection() if own_conn else conn
+    started = time.monotonic()
+    lock = f"fluxo-extract-s3:{bucket}"
+    try:
+        conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (lock,))
+        try:
+            return _land(ingest_date, Lake(settings.lake_root), hook, conn, bucket, prefixes, stream, started)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (lock,))
+    finally:
+        if own_conn:
+            conn.close()
+
+
+def _land(ingest_date: str, lake: Lake, hook: S3Hook, conn, bucket: str, prefixes: list[str], stream: str, started: float) -> dict:
+    listed_at = datetime.now(timezone.utc).isoformat()
+    candidates, unsupported, listed = [], [], 0
+    for prefix in prefixes:
+        for obj in hook.list_keys(bucket_name=bucket, prefix=prefix, object_filter=_objects):
+            key = obj["Key"]
+            if key.endswith("/"):
+                continue
+            listed += 1
+            name = raw_name(key, prefix)
+            if not name.lower().endswith(LANDABLE_SUFFIXES):
+                unsupported.append(key)
+                continue
+            candidates.append((key, obj["ETag"].strip('"'), int(obj["Size"]), name))
+    seen = _already_landed(conn, bucket, [(k, e) for k, e, _, _ in candidates])
+    new = [c for c in candidates if (c[0], c[1]) not in seen]
+    if unsupported:
+        log.warning("skipped %d objects that are not CSV/JSON: %s", len(unsupported), unsupported[:10])
+
+    batch = LandingBatch(lake, SOURCE, ingest_date)
+    landing = _Landing(hook.get_conn(), bucket, batch)
+    try:
+        for key, etag, size, name in new:
+            landing.land(key, etag, size, name)
+        batch.publish()
+    finally:
+        landing.discard()  # what publish did not move: a failed run's partial files, or an empty folder
+    counts = {
+        "listed": listed,
+        "files": len(batch.files),
+        "landed_bytes": landing.landed_bytes,
+        "quarantined": len(batch.quarantined),
+        "quarantine_by_reason": dict(landing.reasons),
+        "skipped_seen": len(candidates) - len(new),
+        "skipped_unsupported": len(unsupported),
+        "skipped_changed": landing.skipped_changed,
+    }
+    ExtractState(conn).confirm(
+        batch, stream=stream, watermark={"last_listed": listed_at, "objects_listed": listed},
+        counts=counts, s3_objects=landing.manifest,
+    )
+    elapsed = time.monotonic() - started
+    log.info(
+        "batch %s: %d files (%.1f MB) landed in %.1fs, %d quarantined, %d already landed, %d unsupported, %d changed",
+        batch.batch_id, counts["files"], landing.landed_bytes / 1e6, elapsed, counts["quarantined"],
+        counts["skipped_seen"], counts["skipped_unsupported"], counts["skipped_changed"],
+    )
+    return {"batch_id": batch.batch_id, "raw_path": batch.raw_path, **counts}
