@@ -50,7 +50,7 @@ def put(s3, prefix: str, name: str, body: bytes) -> str:
     return key
 
 
-def land(prefix: str, conn, ingest_date: str = DAY) -> dict:
+def land(prefix: str | list[str], conn, ingest_date: str = DAY) -> dict:
     """One run; conn=None lets it open the `fluxo_warehouse` Airflow connection as the DAG task does."""
     from fluxo_extract.s3_files import land_day
 
@@ -133,7 +133,8 @@ def test_same_basename_in_different_day_folders_does_not_clash(s3, conn, prefix)
     put(s3, prefix, "dt=2026-11-25/export.csv", CSV)
     put(s3, prefix, "dt=2026-11-26/export.csv", CSV + b"T7;2,00\n")
     put(s3, prefix, "dt=2026-11-26/nested/export.csv", CSV + b"T8;3,00\n")
-    counts = land(prefix, conn)
+    counts = land([prefix, f"{prefix}/dt=2026-11-26"], conn)  # overlapping prefixes list an object once
+    assert counts["listed"] == 3
     assert landed_files(counts) == {
         "dt=2026-11-25__export.csv": CSV,
         "dt=2026-11-26__export.csv": CSV + b"T7;2,00\n",
@@ -220,3 +221,19 @@ def test_gzip_check_streams_in_any_chunking(step):
     assert "truncated" in check(gzip.compress(body)[:-9]).error
     assert "not a valid gzip" in check(gzip.compress(body) + b"trailing junk").error
 
+
+
+def test_object_replaced_after_listing_is_left_for_the_next_run(s3, conn, prefix):
+    """The bytes landed are the bytes of the listed ETag: GetObject is pinned with If-Match."""
+    from fluxo_extract.landing import LandingBatch
+    from fluxo_extract.s3_files import _Landing
+
+    key = put(s3, prefix, "dt=2026-11-26/acquirer.csv", CSV)
+    listed = s3.head_object(Bucket=BUCKET, Key=key)["ETag"].strip('"')
+    put(s3, prefix, "dt=2026-11-26/acquirer.csv", CSV + b"T9;1,00\n")
+    batch = LandingBatch(Lake(get_settings().lake_root), "s3", DAY)
+    landing = _Landing(s3, BUCKET, batch)
+    landing.land(key, listed, len(CSV), "acquirer.csv")
+    landing.discard()
+    assert (landing.skipped_changed, batch.files, landing.manifest) == (1, [], [])
+    assert land(prefix, conn)["files"] == 1

@@ -255,13 +255,13 @@ def land_day(
 
 def _land(ingest_date: str, lake: Lake, hook: S3Hook, conn, bucket: str, prefixes: list[str], stream: str, started: float) -> dict:
     listed_at = datetime.now(timezone.utc).isoformat()
-    candidates, unsupported, listed = [], [], 0
+    candidates, unsupported, keys = [], [], set()
     for prefix in prefixes:
         for obj in hook.list_keys(bucket_name=bucket, prefix=prefix, object_filter=_objects):
             key = obj["Key"]
-            if key.endswith("/"):
+            if key.endswith("/") or key in keys:  # a folder marker, or listed under an overlapping prefix
                 continue
-            listed += 1
+            keys.add(key)
             name = raw_name(key, prefix)
             if not name.lower().endswith(LANDABLE_SUFFIXES):
                 unsupported.append(key)
@@ -281,7 +281,7 @@ def _land(ingest_date: str, lake: Lake, hook: S3Hook, conn, bucket: str, prefixe
     finally:
         landing.discard()  # what publish did not move: a failed run's partial files, or an empty folder
     counts = {
-        "listed": listed,
+        "listed": len(keys),
         "files": len(batch.files),
         "landed_bytes": landing.landed_bytes,
         "quarantined": len(batch.quarantined),
@@ -291,7 +291,7 @@ def _land(ingest_date: str, lake: Lake, hook: S3Hook, conn, bucket: str, prefixe
         "skipped_changed": landing.skipped_changed,
     }
     ExtractState(conn).confirm(
-        batch, stream=stream, watermark={"last_listed": listed_at, "objects_listed": listed},
+        batch, stream=stream, watermark={"last_listed": listed_at, "objects_listed": len(keys)},
         counts=counts, s3_objects=landing.manifest,
     )
     elapsed = time.monotonic() - started
