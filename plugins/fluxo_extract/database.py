@@ -1,0 +1,197 @@
+"""Incremental extraction of the OLTP table `payments.card_transaction` into the raw zone.
+
+Watermark: the composite `(updated_at, id)` of the last landed row. Each run reads, with one
+COPY, the rows with `(updated_at, id) > watermark` in `(updated_at, id)` order, so rows that
+share one `updated_at` are never split or skipped at a batch boundary: the tuple comparison
+resumes exactly after the last landed id of that timestamp.
+
+Late commits. A plain "greater than the last watermark" misses rows of a transaction that was
+still open while the extractor ran: the source stamps `updated_at` with the transaction's START
+time (fluxo.source_db), so when that transaction commits its rows appear BEHIND the watermark.
+The extractor therefore only lands *settled* rows, those with `updated_at < horizon`, where
+
+    horizon = min(now(), xact_start of every other open transaction in the source database)
+
+read from `pg_stat_activity` in a statement that finishes before the COPY starts. Why nothing
+can ever appear below a horizon once it has been used: a row version with `updated_at < horizon`
+was written by a transaction T that started at or before that `updated_at`. When the horizon was
+read, T was not open (else `xact_start(T) >= horizon`) and had already started (it started
+before `now()`), so T had already committed (the COPY's later snapshot sees its rows) or aborted
+(its rows never exist). Hence every later row has `updated_at >= horizon > watermark`, the
+watermark never has to move backwards, and no row is read twice: `skipped_seen` is always 0 for
+this source (the key is kept so every extractor reports the same counts). Rows at or beyond
+the horizon are `held_back` and land in the next run. Rows the source will never commit
+(rolled back) are never landed.
+
+Requirements on the source, checked at run time where possible:
+* `updated_at` is set by the database to `now()` on insert and update (the trigger of
+  fluxo.source_db; `seed` is a backfill that runs before extraction);
+* the extracting role sees other sessions' `xact_start` (superuser or `pg_read_all_stats`);
+  if it does not, the run stops with an error instead of guessing;
+* a session that keeps a transaction open holds the horizon back (logged with its pid and
+  age): rows are delayed, never lost. Prepared (two-phase) transactions are not supported.
+
+Landing is lossless: PostgreSQL's CSV quotes every field holding a delimiter, quote or line
+break and tells NULL (empty, unquoted) from '' (`""`); timestamps are ISO-8601 UTC with
+microseconds. Junk in text columns (SQL-looking strings, huge fields) lands as it is: the
+standardize stage quarantines it. Note that a field may contain a line break, so raw db files
+must be read as CSV (multi-line records), not line by line.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import time
+from contextlib import ExitStack
+from datetime import datetime
+
+from fluxo.lake import Lake
+from fluxo.settings import get_settings
+from fluxo.source_db import COLUMNS, TABLE, TIMESTAMP_COLUMNS
+
+from fluxo_extract.landing import ExtractState, LandingBatch
+
+log = logging.getLogger(__name__)
+
+SOURCE = "db"
+STREAM = TABLE
+PART_ROWS = 250_000
+ISO_UTC = 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'
+
+_HORIZON_SQL = """
+SELECT now(),
+       min(xact_start) FILTER (WHERE pid <> pg_backend_pid()),
+       count(*) FILTER (WHERE state IS NULL AND pid <> pg_backend_pid()),
+       (array_agg(pid ORDER BY xact_start) FILTER (WHERE xact_start IS NOT NULL AND pid <> pg_backend_pid()))[1]
+FROM pg_stat_activity
+-- a session this role may not inspect shows NULL in every column but pid/datname/user
+WHERE datname = current_database() AND (backend_type = 'client backend' OR backend_type IS NULL)
+"""
+
+
+def select_list() -> str:
+    return ", ".join(
+        f"to_char({c} AT TIME ZONE 'UTC', '{ISO_UTC}') AS {c}" if c in TIMESTAMP_COLUMNS else c for c in COLUMNS
+    )
+
+
+def settled_horizon(conn) -> datetime:
+    """The `updated_at` below which no row can still appear (see the module docstring)."""
+    now, oldest_open, hidden, oldest_pid = conn.execute(_HORIZON_SQL).fetchone()
+    conn.commit()  # the COPY must take its snapshot after this read, in a later transaction
+    if hidden:
+        raise PermissionError(
+            f"{hidden} session(s) of the source database hide their transaction start from this role: "
+            "grant it pg_read_all_stats so late commits can be bounded"
+        )
+    if oldest_open is not None and oldest_open < now:
+        log.info("horizon held at %s by the open transaction of pid %s (%.1fs old)",
+                 oldest_open, oldest_pid, (now - oldest_open).total_seconds())
+        return oldest_open
+    return now
+
+
+def _where(watermark: dict | None, settled: bool = True) -> tuple[str, list]:
+    """Rows after the watermark that are settled (below the horizon) or, settled=False, held back."""
+    bound = "updated_at < %s" if settled else "updated_at >= %s"
+    if not watermark:
+        return bound, []
+    return f"(updated_at, id) > (%s::timestamptz, %s) AND {bound}", [watermark["updated_at"], watermark["id"]]
+
+
+def extract_source_db(ingest_date: str, conn_id: str = "fluxo_source_db", source_conn=None, state_conn=None,
+                      warehouse_conn_id: str = "fluxo_warehouse", max_rows: int | None = None,
+                      part_rows: int = PART_ROWS) -> dict:
+    """Land the rows changed since the last run as `raw/db/ingest_date=D/batch=B/part-NNNN.csv`.
+
+    `source_conn`/`state_conn` (psycopg 3 connections) default to PostgresHook connections
+    `conn_id` (the OLTP) and `warehouse_conn_id` (extraction state). `max_rows` caps one batch
+    (the rest lands next run). Returns {batch_id, landed, quarantined, skipped_seen, parts,
+    held_back, watermark}.
+    """
+    started = time.monotonic()
+    with ExitStack() as owned:
+        if source_conn is None:
+            source_conn = owned.enter_context(_hook_conn(conn_id))
+        if state_conn is None:
+            state_conn = owned.enter_context(_hook_conn(warehouse_conn_id))
+        state = ExtractState(state_conn)
+        watermark = state.watermark(SOURCE, STREAM)
+        state_conn.commit()
+
+        horizon = settled_horizon(source_conn)
+        where, params = _where(watermark)
+        params.append(horizon)
+        limit = f" LIMIT {int(max_rows)}" if max_rows else ""
+        query = (f"COPY (SELECT {select_list()} FROM {TABLE} WHERE {where} ORDER BY updated_at, id{limit})"
+                 " TO STDOUT WITH (FORMAT csv, HEADER)")
+
+        batch = LandingBatch(Lake(get_settings().lake_root), SOURCE, ingest_date)
+        landed, parts, last_row = _copy_to_parts(source_conn, query, params, batch, part_rows)
+        held_back = source_conn.execute(
+            f"SELECT count(*) FROM {TABLE} WHERE {_where(watermark, settled=False)[0]}", params
+        ).fetchone()[0]
+        source_conn.commit()
+
+        new_watermark = None
+        if last_row is not None:
+            fields = next(csv.reader(io.StringIO(last_row.decode("utf-8"))))
+            new_watermark = {"updated_at": fields[COLUMNS.index("updated_at")], "id": int(fields[COLUMNS.index("id")])}
+        batch.publish()
+        counts = {"batch_id": batch.batch_id, "landed": landed, "quarantined": len(batch.quarantined),
+                  "skipped_seen": 0, "parts": parts, "held_back": held_back}
+        state.confirm(batch, STREAM, new_watermark, counts)
+        state_conn.commit()
+    counts["watermark"] = new_watermark or watermark
+    elapsed = time.monotonic() - started
+    log.info("db extract %s: landed %d rows in %d parts (%.0f rows/s), %d held back; watermark %s",
+             batch.batch_id, landed, parts, landed / elapsed if elapsed else 0, held_back, counts["watermark"])
+    return counts
+
+
+def _copy_to_parts(conn, query: str, params: list, batch: LandingBatch, part_rows: int):
+    """Stream the COPY into parts of `part_rows` rows, each with the header.
+
+    The server sends one CopyData message per row (a protocol guarantee), so counting messages
+    counts rows exactly, even when a field holds line breaks.
+    """
+    landed, parts, header, last = 0, 0, None, None
+    chunk: list[bytes] = []
+
+    def flush() -> None:
+        nonlocal parts, chunk
+        parts += 1
+        batch.write(f"part-{parts:04d}.csv", header + b"".join(chunk), records=len(chunk))
+        chunk = []
+
+    with conn.cursor() as cur, cur.copy(query, params) as copy:
+        for row in copy:
+            if header is None:
+                header = bytes(row)
+                continue
+            last = row
+            chunk.append(row)
+            landed += 1
+            if len(chunk) >= part_rows:
+                flush()
+    if chunk:
+        flush()
+    return landed, parts, bytes(last) if last is not None else None
+
+
+class _hook_conn:
+    """A psycopg 3 connection from PostgresHook (psycopg 3 serves SQLAlchemy 2 in this provider), closed on exit."""
+
+    def __init__(self, conn_id: str) -> None:
+        self.conn_id = conn_id
+
+    def __enter__(self):
+        from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+        self.conn = PostgresHook(postgres_conn_id=self.conn_id).get_conn()
+        return self.conn
+
+    def __exit__(self, *exc) -> None:
+        self.conn.close()
