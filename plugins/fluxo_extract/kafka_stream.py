@@ -151,7 +151,7 @@ def land_kafka(ingest_date: str, conn_id: str = "fluxo_kafka", topic: str = DEFA
     normally); `replay_from_timestamp` (ISO-8601, UTC if naive) replays every partition from the
     first message at or after it. `simulate_crash` ("before_confirm" | "before_commit") stops the
     run at that point, as a killed worker would (for tests and drills).
-    Returns {batch_id, messages, landed, quarantined, partitions, committed}.
+    Returns {batch_id, messages, landed, quarantined, partitions, committed, timings}.
     """
     from fluxo_tasks.pipeline import warehouse_connection
 
@@ -183,7 +183,7 @@ def land_kafka(ingest_date: str, conn_id: str = "fluxo_kafka", topic: str = DEFA
             consumer.subscribe([topic], on_assign=on_assign)
             last: dict[int, int] = {}
             read = 0
-            last_message_at = 0.0
+            last_message_at = first_message_at = 0.0
             topic_json = json_string(topic)
             while read < max_messages:
                 messages = consumer.consume(num_messages=min(micro_batch, max_messages - read), timeout=1.0)
@@ -197,6 +197,7 @@ def land_kafka(ingest_date: str, conn_id: str = "fluxo_kafka", topic: str = DEFA
                         break
                     continue
                 last_message_at = now
+                first_message_at = first_message_at or now
                 read += len(messages)
                 lines, seen = _envelopes(messages, topic_json, batch)
                 last.update(seen)
@@ -235,8 +236,11 @@ def land_kafka(ingest_date: str, conn_id: str = "fluxo_kafka", topic: str = DEFA
             consumer.close()
 
     elapsed = time.monotonic() - started
+    timings = {"join_s": round(assigned_at[0] - started, 3) if assigned_at else None,
+               "first_message_s": round(first_message_at - started, 3) if read else None,
+               "total_s": round(elapsed, 3)}
     log.info("read %d messages from %s in %.1fs: %d landed, %d quarantined (batch %s); committed %s",
              read, topic, elapsed, counts["landed"], counts["quarantined"], batch.batch_id if read else None, committed)
     return {"batch_id": batch.batch_id if read else None, "messages": read, "landed": counts["landed"],
             "quarantined": counts["quarantined"], "partitions": len(landed_next),
-            "committed": {str(p): o for p, o in sorted(committed.items())}}
+            "committed": {str(p): o for p, o in sorted(committed.items())}, "timings": timings}

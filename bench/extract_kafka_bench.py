@@ -1,0 +1,130 @@
+"""Kafka landing throughput against a raw confluent-kafka consumer on the same broker and topic.
+
+    .venv/bin/python bench/extract_kafka_bench.py                     # ~1,000,000 generator events
+    .venv/bin/python bench/extract_kafka_bench.py --messages 200000
+
+The services run in their own home (.fluxo/bench-kafka-home). Both readers start from offset 0
+with a fresh consumer group and stop at the known message count (neither waits for idleness), so
+both timings include the group join; the landing also writes the raw files, publishes, confirms
+in the warehouse and commits. The goal is a ratio (landing / raw) of at least 0.6.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "plugins"))
+TOPIC = "transactions-bench"
+PARTITIONS = 3
+
+
+def raw_consume(bootstrap: str, topic: str, expected: int, micro_batch: int) -> tuple[float, float]:
+    """Seconds for a bare consumer (fresh group, from the beginning) to read `expected` messages:
+    (in total, from its first message on)."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"raw-{time.time_ns()}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                         "session.timeout.ms": 6000, "log_level": 4})
+    started = time.monotonic()
+    consumer.subscribe([topic])
+    read, first = 0, 0.0
+    while read < expected:
+        messages = consumer.consume(num_messages=micro_batch, timeout=1.0)
+        if messages and not first:
+            first = time.monotonic()
+        read += len(messages)
+        if time.monotonic() - started > 600:
+            raise RuntimeError(f"raw consumer read only {read} of {expected} messages in 600 s")
+    finished = time.monotonic()
+    consumer.close()
+    return finished - started, finished - first
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=1_000_000, help="events to produce (approximately)")
+    parser.add_argument("--micro-batch", type=int, default=50_000)
+    parser.add_argument("--seed", type=int, default=2026)
+    args = parser.parse_args()
+
+    home = REPO_ROOT / ".fluxo" / "bench-kafka-home"
+    os.environ["FLUXO_HOME"] = str(home)
+    os.environ["FLUXO_LAKE_ROOT"] = str(home / "lake")
+    from fluxo.stack import Stack
+
+    Stack(home=home).down()
+    shutil.rmtree(home, ignore_errors=True)
+    try:
+        os.environ.update(Stack(home=home).up())
+        return run(home, args)
+    finally:
+        Stack(home=home).down()
+
+
+def run(home: Path, args) -> int:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from fluxo.generator import generate
+    from fluxo.settings import get_settings
+    from fluxo.streaming import event_files, produce
+    from fluxo.warehouse import migrate
+    from fluxo_extract.kafka_stream import land_kafka
+
+    get_settings.cache_clear()
+    settings = get_settings()
+    migrate(settings.database_url)
+    bootstrap = settings.kafka_bootstrap
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})
+    for future in admin.create_topics([NewTopic(TOPIC, PARTITIONS, 1)], request_timeout=10).values():
+        future.result(timeout=15)
+
+    # The generator spreads transactions over four sources; size the days so kafka gets ~--messages events.
+    sample = generate(home / "calibration", date(2026, 11, 1), days=1, rows_per_day=20_000, seed=args.seed,
+                      sources=("kafka",))
+    share = sample["records"] / 20_000
+    days = max(1, round(args.messages / 500_000))
+    t = time.monotonic()
+    generate(home / "generated", date(2026, 11, 1), days=days, rows_per_day=round(args.messages / share / days),
+             seed=args.seed, sources=("kafka",))
+    generate_s = time.monotonic() - t
+    files = event_files(home / "generated")
+    lines = [line for f in files for line in f.read_text().splitlines()]
+    t = time.monotonic()
+    produced = produce(lines, bootstrap, TOPIC)
+    produce_s = time.monotonic() - t
+    del lines
+    payload_mb = sum(f.stat().st_size for f in files) / 1e6
+
+    raw_s, raw_steady_s = raw_consume(bootstrap, TOPIC, produced, args.micro_batch)
+    t = time.monotonic()
+    result = land_kafka("2026-11-01", topic=TOPIC, max_messages=produced, idle_seconds=5,
+                        micro_batch=args.micro_batch, group_id=f"bench-{time.time_ns()}")
+    land_s = time.monotonic() - t
+    if result["messages"] != produced:
+        raise RuntimeError(f"landed {result['messages']} of {produced} messages")
+    raw_rate, land_rate = produced / raw_s, produced / land_s
+    land_steady_s = land_s - result["timings"]["first_message_s"]
+    raw_steady, land_steady = produced / raw_steady_s, produced / land_steady_s
+    print(f"machine load average: {os.getloadavg()[0]:.2f} (2 cores, shared)")
+    print(f"generated {produced:,} events ({payload_mb:.0f} MB) in {generate_s:.1f}s")
+    print(f"produce (idempotent, as fast as possible): {produced / produce_s:,.0f} msg/s ({produce_s:.1f}s)")
+    print(f"raw confluent-kafka consumer:             {raw_rate:,.0f} msg/s ({raw_s:.1f}s incl. group join)")
+    print(f"land_kafka (raw files+confirm+commit):    {land_rate:,.0f} msg/s ({land_s:.1f}s incl. group join)")
+    print(f"landed {result['landed']:,}, quarantined {result['quarantined']:,}, batch {result['batch_id']}")
+    print(f"from the first message on: raw {raw_steady:,.0f} msg/s ({raw_steady_s:.1f}s), "
+          f"landing {land_steady:,.0f} msg/s ({land_steady_s:.1f}s)")
+    print(f"ratio landing / raw consumer: {land_rate / raw_rate:.2f} end to end, "
+          f"{land_steady / raw_steady:.2f} from the first message (goal >= 0.6)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
