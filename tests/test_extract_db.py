@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import sys
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -16,9 +17,10 @@ from fluxo.generator.render import DB_HEADER
 from fluxo.lake import Lake
 from fluxo.settings import REPO_ROOT
 from fluxo.source_db import COLUMNS, TABLE, ensure_schema, late_commit, seed, simulate_activity
+from fluxo.transforms.standardize import ISO_OFFSET_PATTERN
 
 sys.path.insert(0, str(REPO_ROOT / "plugins"))
-from fluxo_extract.database import extract_source_db, select_list  # noqa: E402
+from fluxo_extract.database import extract_source_db, select_list, use_output_format  # noqa: E402
 
 DAY = date(2026, 11, 20)
 INGEST = "2026-11-26"
@@ -105,6 +107,11 @@ def test_two_runs_land_new_and_updated_rows_once(source_url, generated):
     assert {by_id[i]["status_code"] for i in touched["updated"]} == {"R1"}
     # one transaction wrote them all: a single shared updated_at
     assert len({r["updated_at"] for r in rows}) == 1
+    # timestamps land as ISO-8601 with an offset, exact to the microsecond
+    with psycopg.connect(source_url) as conn:
+        stored = dict(conn.execute(f"SELECT id, updated_at FROM {TABLE} WHERE id = ANY(%s)", (list(by_id),)).fetchall())
+    assert {i: datetime.fromisoformat(r["updated_at"]) for i, r in by_id.items()} == stored
+    assert all(re.fullmatch(ISO_OFFSET_PATTERN, r[c]) for r in rows for c in ("created_at", "updated_at"))
 
     third = extract_source_db(INGEST)
     assert third["landed"] == 0 and third["parts"] == 0
@@ -203,6 +210,7 @@ def test_hostile_rows_land_losslessly(source_url, conns):
     # PostgreSQL reads the landed files back into exactly the table's rows, NULL and '' included
     raw = Path(Lake(os.environ["FLUXO_LAKE_ROOT"]).raw("db", INGEST, counts["batch_id"]))
     source = conns[0]
+    use_output_format(source)
     source.execute(f"CREATE TEMP TABLE landed AS SELECT {select_list()} FROM {TABLE} LIMIT 0")
     with source.cursor() as cur:
         for part in sorted(raw.glob("part-*.csv")):
