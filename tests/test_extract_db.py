@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import sys
@@ -241,3 +242,20 @@ def test_hidden_sessions_stop_the_run_instead_of_guessing(source_url, warehouse_
         with psycopg.connect(source_url, autocommit=True) as admin:
             admin.execute(f"REVOKE ALL ON {TABLE} FROM {role}; REVOKE ALL ON SCHEMA payments FROM {role}")
             admin.execute(f"DROP ROLE {role}")
+
+
+def test_cli_and_simulated_late_commit(source_url, generated, conns, capsys):
+    from fluxo.source_db.__main__ import main
+
+    main(["--url", source_url, "seed", str(generated), "--days", str(DAY)])
+    main(["--url", source_url, "activity", "--updates", "2", "--inserts", "1", "--spread"])
+    assert [json.loads(line) for line in capsys.readouterr().out.splitlines()][1] == \
+        {"updated": 2, "inserted": 1, "late_updated": 0}
+    extract(conns)
+    touched = simulate_activity(source_url, n_updates=3, n_inserts=2, same_timestamp=False, late_updates=2)
+    rows = {int(r["id"]): r for r in landed_rows(extract(conns))}
+    assert sorted(rows) == sorted(touched["updated"] + touched["inserted"] + touched["late_updated"])
+    on_time = [datetime.fromisoformat(rows[i]["updated_at"]) for i in touched["updated"] + touched["inserted"]]
+    assert len(set(on_time)) == 5  # one transaction per row: no shared timestamp
+    # committed last, stamped first
+    assert max(datetime.fromisoformat(rows[i]["updated_at"]) for i in touched["late_updated"]) < min(on_time)
