@@ -85,7 +85,7 @@ def run(home: Path, args) -> None:
     from fluxo.settings import get_settings
     from fluxo.source_db import COLUMNS, TABLE, seed
     from fluxo.warehouse import migrate
-    from fluxo_extract.database import extract_source_db, select_list
+    from fluxo_extract.database import extract_source_db, select_list, use_output_format
 
     get_settings.cache_clear()
     settings = get_settings()
@@ -103,9 +103,11 @@ def run(home: Path, args) -> None:
     with psycopg.connect(settings.source_database_url) as conn:
         copy_to_devnull(conn, f"COPY (SELECT * FROM {TABLE}) TO STDOUT WITH (FORMAT csv, HEADER)")  # warm cache
         plain_rows, plain_s = copy_to_devnull(conn, f"COPY (SELECT * FROM {TABLE}) TO STDOUT WITH (FORMAT csv, HEADER)")
+        use_output_format(conn)
+        end = conn.execute(f"SELECT updated_at, id FROM {TABLE} ORDER BY updated_at DESC, id DESC LIMIT 1").fetchone()
         query_rows, query_s = copy_to_devnull(
-            conn, f"COPY (SELECT {select_list()} FROM {TABLE} WHERE updated_at < now() ORDER BY updated_at, id)"
-                  " TO STDOUT WITH (FORMAT csv, HEADER)")
+            conn, f"COPY (SELECT {select_list()} FROM {TABLE} WHERE (updated_at, id) <= (%s, %s))"
+                  " TO STDOUT WITH (FORMAT csv, HEADER)", end)
     with psycopg.connect(settings.source_database_url) as source, psycopg.connect(settings.database_url) as state:
         t = time.perf_counter()
         counts = extract_source_db("2026-11-27", source_conn=source, state_conn=state)
