@@ -17,8 +17,8 @@ The extractor therefore only lands *settled* rows, those with `updated_at < hori
 read from `pg_stat_activity` in a statement that finishes before the COPY starts. Why nothing
 can ever appear below a horizon once it has been used: a row version with `updated_at < horizon`
 was written by a transaction T that started at or before that `updated_at`. When the horizon was
-read, T was not open (else `xact_start(T) >= horizon`) and had already started (it started
-before `now()`), so T had already committed (the COPY's later snapshot sees its rows) or aborted
+read, T was not open (else `xact_start(T) >= horizon`) and had already started
+(`xact_start(T) <= updated_at < horizon <= now()`), so T had already committed (the COPY's later snapshot sees its rows) or aborted
 (its rows never exist). Hence every later row has `updated_at >= horizon > watermark`, the
 watermark never has to move backwards, and no row is read twice: `skipped_seen` is always 0 for
 this source (the key is kept so every extractor reports the same counts). Rows at or beyond
@@ -28,16 +28,20 @@ the horizon are `held_back` and land in the next run. Rows the source will never
 Requirements on the source, checked at run time where possible:
 * `updated_at` is set by the database to `now()` on insert and update (the trigger of
   fluxo.source_db; `seed` is a backfill that runs before extraction);
-* the extracting role sees other sessions' `xact_start` (superuser or `pg_read_all_stats`);
-  if it does not, the run stops with an error instead of guessing;
+* the extracting role sees other sessions' `xact_start` (its own role's sessions always; other
+  roles' with `pg_read_all_stats`); if it does not, the run stops with an error instead of guessing;
 * a session that keeps a transaction open holds the horizon back (logged with its pid and
   age): rows are delayed, never lost. Prepared (two-phase) transactions are not supported.
 
 Landing is lossless: PostgreSQL's CSV quotes every field holding a delimiter, quote or line
-break and tells NULL (empty, unquoted) from '' (`""`); timestamps are ISO-8601 UTC with
-microseconds. Junk in text columns (SQL-looking strings, huge fields) lands as it is: the
+break and tells NULL (empty, unquoted) from '' (`""`); timestamps are ISO-8601
+`YYYY-MM-DDTHH:MM:SS[.ffffff]+00:00`, exact to the microsecond. Junk in text columns (SQL-looking strings, huge fields) lands as it is: the
 standardize stage quarantines it. Note that a field may contain a line break, so raw db files
 must be read as CSV (multi-line records), not line by line.
+
+A crash after publishing and before the state is confirmed lands the same rows again in a new
+batch next run (the landing protocol of fluxo_extract.landing); curate keeps one row per
+transaction. The extractor commits the connections it is given (its reads are transactions).
 """
 
 from __future__ import annotations
