@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import date
 from pathlib import Path
 
@@ -177,7 +177,7 @@ def simulate_activity(url: str, n_updates: int, n_inserts: int, same_timestamp: 
     committed `hold_seconds` AFTER them (a late commit). Returns the ids touched.
     """
     result: dict = {"updated": [], "inserted": [], "late_updated": []}
-    with late_commit(url, late_updates) if late_updates else _no_late() as late:
+    with late_commit(url, late_updates) if late_updates else nullcontext({}) as late:
         with psycopg.connect(url, autocommit=not same_timestamp) as conn:
             if same_timestamp:
                 result["updated"] = _update_statuses(conn, n_updates)
@@ -191,9 +191,4 @@ def simulate_activity(url: str, n_updates: int, n_inserts: int, same_timestamp: 
             time.sleep(hold_seconds)
             result["late_updated"] = late["ids"]
     return result
-
-
-@contextmanager
-def _no_late() -> Iterator[dict]:
-    yield {}
 
