@@ -3,7 +3,7 @@
     .venv/bin/python bench/extract_kafka_bench.py                     # ~1,000,000 generator events
     .venv/bin/python bench/extract_kafka_bench.py --messages 200000
 
-The services run in their own home (.fluxo/bench-kafka-home). Both readers start from offset 0
+The services run in their own home (.fluxo/bench-kafka-home, removed afterwards). Both readers start from offset 0
 with a fresh consumer group and stop at the known message count (neither waits for idleness), so
 both timings include the group join; the landing also writes the raw files, publishes, confirms
 in the warehouse and commits. The goal is a ratio (landing / raw) of at least 0.6.
@@ -67,6 +67,7 @@ def main() -> int:
         return run(home, args)
     finally:
         Stack(home=home).down()
+        shutil.rmtree(home, ignore_errors=True)  # ~1 GB of events and raw files
 
 
 def run(home: Path, args) -> int:

@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
+
 from datetime import datetime, timezone
 from json.encoder import encode_basestring as json_string  # the C encoder: escapes without a dict round trip
 
@@ -113,7 +115,7 @@ def start_offsets(consumer: Consumer, topic: str, watermark: dict | None,
 
 
 def _envelopes(messages: list, topic_json: str, batch: LandingBatch) -> tuple[list[str], dict[int, int]]:
-    """JSON lines for one micro-batch and the last offset seen per partition."""
+    """JSON lines for one micro-batch and the last offset seen per partition (quarantines non-UTF-8 values)."""
     lines: list[str] = []
     append = lines.append
     last: dict[int, int] = {}
@@ -169,6 +171,7 @@ def land_kafka(ingest_date: str, conn_id: str = "fluxo_kafka", topic: str = DEFA
         watermark = state.watermark(SOURCE, stream) or {}
         hook = LandingConsumerHook([topic], kafka_config_id=conn_id, group_id=group_id)
         consumer = hook.get_conn
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-landing-writer")
         try:
             start, resume, group_offsets = start_offsets(consumer, topic, watermark, replay_from_offsets, replay_from_timestamp)
             assigned_at: list[float] = []
@@ -185,6 +188,7 @@ def land_kafka(ingest_date: str, conn_id: str = "fluxo_kafka", topic: str = DEFA
             read = 0
             last_message_at = first_message_at = 0.0
             topic_json = json_string(topic)
+            parts, pending = 0, None
             while read < max_messages:
                 messages = consumer.consume(num_messages=min(micro_batch, max_messages - read), timeout=1.0)
                 now = time.monotonic()
@@ -203,7 +207,14 @@ def land_kafka(ingest_date: str, conn_id: str = "fluxo_kafka", topic: str = DEFA
                 last.update(seen)
                 if lines:
                     lines.append("")
-                    batch.write(f"part-{len(batch.files):05d}.jsonl", "\n".join(lines).encode(), records=len(lines) - 1)
+                    body = "\n".join(lines).encode()
+                    # Write while the next micro-batch is consumed; at most one write in flight.
+                    if pending is not None:
+                        pending.result()
+                    pending = writer.submit(batch.write, f"part-{parts:05d}.jsonl", body, len(lines) - 1)
+                    parts += 1
+            if pending is not None:
+                pending.result()
 
             landed_next = {p: o + 1 for p, o in last.items()}
             # Never move the watermark or the group's offsets backwards (a replay re-reads old offsets).
@@ -233,6 +244,7 @@ def land_kafka(ingest_date: str, conn_id: str = "fluxo_kafka", topic: str = DEFA
                 if failed:
                     raise KafkaException(f"offset commit failed after landing {batch.batch_id}: {failed}")
         finally:
+            writer.shutdown(wait=True)
             consumer.close()
 
     elapsed = time.monotonic() - started
