@@ -98,7 +98,7 @@ def test_two_runs_land_only_new_and_updated_records(sim, db):
     assert second["landed"] == 2 and second["quarantined"] == 0
     assert {tid for tid, _ in landed(second)} == {"new-0001", existing}
     third = run(db)
-    assert third["landed"] == 0 and third["complete"]
+    assert third["landed"] == 0 and third["quarantined"] == 0 and third["complete"]
 
     expected, _ = server_versions(sim)
     assert landed(first, second, third) == expected  # every version exactly once
@@ -120,6 +120,19 @@ def test_late_write_inside_the_overlap_is_landed_once(sim, db):
     assert third["landed"] == 0 and third["skipped_seen"] > 0
     # a write later than the overlap window is out of reach by design (the window is the promise)
     assert ("late-outside", too_late) not in landed(first, second, third)
+
+
+def test_malformed_record_in_the_overlap_is_quarantined_once(sim, db):
+    first = run(db)
+    broken = json.dumps('{"transaction_id": "broken-1", "updated_at": "2026-11-2')
+    sim.upsert([], raw=[broken])
+    second = run(db)
+    assert second["quarantined"] == 1 and second["landed"] == 0
+    assert [q["raw_record"] for q in quarantined(second)] == [json.loads(broken)]
+    third = run(db)  # the overlap serves it again: skipped, not quarantined twice
+    assert third["quarantined"] == 0 and third["skipped_seen"] == second["skipped_seen"] + 1
+    _, versions = server_versions(sim)
+    assert first["quarantined"] + second["quarantined"] + third["quarantined"] == len(versions["malformed"])
 
 
 FAULTS = {
@@ -191,3 +204,20 @@ def test_api_key_header_from_the_connection_extra(sim, db, monkeypatch):
     counts = run(db)
     assert counts["complete"] and counts["landed"] > 0
     assert datetime.fromisoformat(counts["watermark"]).tzinfo == timezone.utc
+
+
+def test_page_parser_keeps_record_texts_and_rejects_every_truncation():
+    from fluxo_extract.rest_api import parse_page
+
+    page = '{"data": [{"transaction_id": "a", "amount": 1.50}, "{\\"transaction_id\\": \\"b", 7], "next_cursor": "c1"}'
+    records, raws, cursor = parse_page(page)
+    assert records == [{"transaction_id": "a", "amount": 1.5}, '{"transaction_id": "b', 7] and cursor == "c1"
+    assert raws[0] == '{"transaction_id": "a", "amount": 1.50}'  # as received, not re-serialised
+    assert parse_page(' {"next_cursor": null, "data": [ ]}\n') == ([], [], None)
+    for cut in range(len(page)):
+        with pytest.raises(ValueError):
+            parse_page(page[:cut])
+    for bad in ('{"data": [1,]}', '{"data": [1 2]}', '{"data": 5}', "{'data': []}", "[]", '{"data": []}}',
+                '{"data": [], "next_cursor": 3}', "<html>502 Bad Gateway</html>"):
+        with pytest.raises(ValueError):
+            parse_page(bad)

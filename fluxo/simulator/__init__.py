@@ -52,8 +52,9 @@ class Simulator:
     def clear_faults(self) -> dict:
         return self.set_faults(**{k: v for k, v in FAULT_DEFAULTS.items() if k != "seed"})
 
-    def upsert(self, records: list[dict]) -> list[dict]:
-        return self._checked(self._http.post("/_records", json={"records": records}))["stored"]
+    def upsert(self, records: list[dict], raw: list[str] = ()) -> list[dict]:
+        """Add or update records; `raw` JSON value texts are appended as malformed records."""
+        return self._checked(self._http.post("/_records", json={"records": records, "raw": list(raw)}))["stored"]
 
     def versions(self) -> dict:
         return self._checked(self._http.get("/_records/versions"))
@@ -87,21 +88,37 @@ def start_simulator(data_dir: str | Path, faults: dict | None = None, token: str
                     log: Path | None = None, startup_timeout: float = 120.0) -> Simulator:
     """Start `python -m fluxo.simulator` on 127.0.0.1 (a free port unless given) and wait until it serves."""
     token = token or secrets.token_urlsafe(24)  # development only: a fresh token per server
-    port = port or _free_port()
+    for attempt in range(3):  # a free port can be taken between probing and binding: try another
+        try:
+            return _start(data_dir, faults, token, port or _free_port(), log, startup_timeout)
+        except _ExitedEarly:
+            if port or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+class _ExitedEarly(RuntimeError):
+    pass
+
+
+def _start(data_dir, faults, token: str, port: int, log: Path | None, startup_timeout: float) -> Simulator:
     args = [sys.executable, "-m", "fluxo.simulator", "--data", str(data_dir), "--port", str(port), "--token", token]
     if faults:
         args += ["--faults", *(f"{k}={v}" for k, v in faults.items())]
     out = open(log, "ab") if log else subprocess.DEVNULL
     proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+    if log:
+        out.close()  # the child holds its own copy
     base_url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + startup_timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"simulator exited with {proc.returncode}" + (f"; see {log}" if log else ""))
+            raise _ExitedEarly(f"simulator exited with {proc.returncode}" + (f"; see {log}" if log else ""))
         try:
             if httpx.get(f"{base_url}/_health", timeout=1).status_code == 200:
                 return Simulator(proc, base_url, token, log)
         except httpx.HTTPError:
             time.sleep(0.2)
     proc.kill()
+    proc.wait()
     raise RuntimeError(f"simulator did not answer on {base_url} within {startup_timeout}s")

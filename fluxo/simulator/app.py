@@ -3,7 +3,8 @@
     GET  /transactions?updated_since=ISO&cursor=C&limit=N   -> {"data": [...], "next_cursor": C | null}
     GET  /_health                                           (no auth)
     GET  /_faults, POST /_faults {name: value, ...}         fault switches (FAULT_DEFAULTS)
-    POST /_records {"records": [...]}                       add or update records (upsert by transaction_id)
+    POST /_records {"records": [...], "raw": [...]}         add or update records (upsert by transaction_id);
+                                                            raw: JSON value texts served as malformed records
     GET  /_records/versions                                 every version the server has ever held
     GET  /_stats                                            requests and faults served
 
@@ -153,6 +154,14 @@ class RecordStore:
         bisect.insort(self.keys, v.key)
         return v
 
+    def append_raw(self, text: str) -> Version:
+        """A record that is not a well-formed object (any JSON value text), served after the newest record."""
+        json.loads(text)  # must stay a valid array element, or every page holding it breaks
+        last = self.keys[-1] if self.keys else (self.max_updated_us, "", -1)
+        v = self._new(last[1], last[0], text.encode(), malformed=True)
+        bisect.insort(self.keys, v.key)
+        return v
+
     def _retire(self, v: Version) -> None:
         i = bisect.bisect_left(self.keys, v.key)
         if i < len(self.keys) and self.keys[i] == v.key:
@@ -232,6 +241,11 @@ def create_app(data_dir: str | Path | None = None, token: str = "", api_key: str
         authorize(request)
         body = await request.json()
         stored = [store.upsert(r) for r in body.get("records", [])]
+        try:
+            for text in body.get("raw", []):
+                store.append_raw(text)
+        except ValueError as exc:
+            raise HTTPException(422, f"raw records must be JSON values: {exc}") from exc
         return {"stored": [{"transaction_id": v.transaction_id, "updated_at": format_ts(v.updated_us)}
                            for v in stored]}
 

@@ -29,10 +29,11 @@ What a run does:
   doubled. The counts say `complete: false`.
 * Inside a good page, an element that is not an object with a transaction_id and a
   parseable updated_at is quarantined (`malformed_record`) with its raw text; field
-  content is the standardize stage's business.
+  content is the standardize stage's business. A hash of its text joins `seen` (at the
+  updated_at of the record served before it), so the overlap does not quarantine it twice.
 * Each page with something to land is written as received (`page-NNNN.json`, the API's
   envelope); a page from which records were skipped or quarantined is written with only
-  the landed records in the same envelope. Then the batch is published to
+  the landed records (each byte for byte as received) in the same envelope. Then the batch is published to
   `raw/api/ingest_date=D/batch=B/` and confirmed with the new watermark in one warehouse
   transaction (`ExtractState`). Runs are serialised by a PostgreSQL advisory lock.
 * If the API stays unavailable, what was landed so far is published and confirmed, then
@@ -44,6 +45,7 @@ Counts: `read = landed + quarantined + skipped_seen` (records in good pages);
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -51,6 +53,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 
 import requests
 from airflow.providers.http.hooks.http import HttpHook
@@ -62,6 +65,7 @@ from fluxo_extract.landing import ExtractState, LandingBatch
 log = logging.getLogger(__name__)
 
 SOURCE = "api"
+MALFORMED_PREFIX = "malformed:"
 STREAM = "transactions"
 ENDPOINT = "transactions"
 DEFAULT_TIMEOUT = 30.0
@@ -77,12 +81,91 @@ class PartnerApiUnavailable(RuntimeError):
     """The API kept failing (5xx, network errors) after every attempt."""
 
 
+_DECODER = json.JSONDecoder()
+_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _parse_array(text: str, i: int) -> tuple[list, list[str], int]:
+    """The values of a JSON array whose first value starts at i, their texts, and the index after `]`."""
+    scan, space = _DECODER.scan_once, _SPACE.match
+    values: list = []
+    texts: list[str] = []
+    if text[i:i + 1] == "]":
+        return values, texts, i + 1
+    while True:
+        start = i
+        try:
+            value, i = scan(text, i)
+        except StopIteration as stop:
+            raise ValueError(f"expecting a value at char {stop.value}") from None
+        values.append(value)
+        texts.append(text[start:i])
+        c = text[i:i + 1]
+        if c and c in " \t\n\r":
+            i = space(text, i).end()
+            c = text[i:i + 1]
+        if c == "]":
+            return values, texts, i + 1
+        if c != ",":
+            raise ValueError(f"expected ',' or ']' at char {i}")
+        i = space(text, i + 1).end()
+        if text[i:i + 1] == "]":
+            raise ValueError(f"trailing comma at char {i}")
+
+
+def parse_page(text: str) -> tuple[list, list[str], object]:
+    """(records, the raw text of each, next_cursor) of a page envelope; ValueError if it is not one.
+
+    A strict JSON object walk with the C scanner for every value, keeping where each record's
+    text starts and ends, so a page can be landed with some records left out, byte for byte."""
+    def skip(i: int) -> int:
+        return _SPACE.match(text, i).end()
+
+    def expect(i: int, chars: str) -> str:
+        if text[i:i + 1] not in chars or i >= len(text):
+            raise ValueError(f"expected one of {chars!r} at char {i}")
+        return text[i]
+
+    records: list | None = None
+    raws: list[str] = []
+    cursor = None
+    i = skip(0)
+    expect(i, "{")
+    i = skip(i + 1)
+    while text[i:i + 1] != "}":
+        key, i = _DECODER.raw_decode(text, i)
+        if not isinstance(key, str):
+            raise ValueError(f"object key expected at char {i}")
+        i = skip(i)
+        expect(i, ":")
+        i = skip(i + 1)
+        if key == "data" and text[i:i + 1] == "[":
+            records, raws, i = _parse_array(text, skip(i + 1))
+        else:
+            value, i = _DECODER.raw_decode(text, i)
+            if key == "next_cursor":
+                cursor = value
+        i = skip(i)
+        if expect(i, ",}") == ",":
+            i = skip(i + 1)
+            if text[i:i + 1] == "}":
+                raise ValueError(f"trailing comma at char {i}")
+    if skip(i + 1) != len(text):
+        raise ValueError(f"extra data after the page at char {i + 1}")
+    if records is None:
+        raise ValueError("no data list in the page")
+    if cursor is not None and not isinstance(cursor, str):
+        raise ValueError("next_cursor is not a string")
+    return records, raws, cursor
+
+
 class MalformedPage(Exception):
     def __init__(self, body: bytes, detail: str) -> None:
         super().__init__(detail)
         self.body, self.detail = body, detail
 
 
+@lru_cache(maxsize=65536)  # records of a page share few distinct seconds
 def _utc(text: str) -> datetime:
     ts = datetime.fromisoformat(text)
     return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
@@ -98,7 +181,8 @@ def _mask(text: str) -> str:
 
 @dataclass
 class Watermark:
-    """Newest updated_at landed, and the versions landed within `overlap` of it."""
+    """Newest updated_at landed, and the versions landed within `overlap` of it (plus markers of
+    the malformed records quarantined there: `malformed:<hash of the text>`)."""
 
     updated_at: datetime | None
     overlap: timedelta
@@ -110,6 +194,9 @@ class Watermark:
             return cls(None, overlap)
         seen = {(tid, _utc(ts)) for ts, ids in value.get("seen", {}).items() for tid in ids}
         return cls(_utc(value["updated_at"]), overlap, seen)
+
+    def __post_init__(self) -> None:
+        self.seen_malformed = {tid for tid, _ in self.seen if tid.startswith(MALFORMED_PREFIX)}
 
     @property
     def since(self) -> datetime | None:
@@ -166,8 +253,8 @@ class PartnerApi:
                 wait = self._backoff(attempt)
         return min(max(wait, 0.0), self.max_retry_after)
 
-    def fetch(self, params: dict) -> tuple[bytes, dict]:
-        """One page: (raw body, parsed envelope). Raises MalformedPage if every attempt was bad."""
+    def fetch(self, params: dict) -> tuple[bytes, tuple[list, list[str], object]]:
+        """One page: (raw body, parse_page of it). Raises MalformedPage if every attempt was bad."""
         prepped = self.session.prepare_request(requests.Request("GET", self.url, params=params))
         options = {"timeout": self.timeout, "check_response": False}
         attempt, bad = 0, None
@@ -192,13 +279,7 @@ class PartnerApi:
             if status >= 400:
                 raise PartnerApiError(f"partner API refused {prepped.url}: HTTP {status} {body[:200]!r}")
             try:
-                page = json.loads(body)
-                if not isinstance(page, dict) or not isinstance(page.get("data"), list):
-                    raise ValueError("no data list in the page")
-                cursor = page.get("next_cursor")
-                if cursor is not None and not isinstance(cursor, str):
-                    raise ValueError("next_cursor is not a string")
-                return body, page
+                return body, parse_page(body.decode("utf-8"))
             except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
                 bad = MalformedPage(body, f"{type(exc).__name__}: {exc}")
                 log.warning("partner API: malformed page (%s) (attempt %d/%d)", exc, attempt, self.max_attempts)
@@ -281,7 +362,9 @@ def _extract(ingest_date: str, api: PartnerApi, state: ExtractState, page_limit:
     watermark = Watermark.load(state.watermark(SOURCE, STREAM), overlap)
     batch = LandingBatch(Lake(get_settings().lake_root), SOURCE, ingest_date)
     counts = {"pages": 0, "read": 0, "landed": 0, "quarantined": 0, "skipped_seen": 0, "malformed_pages": 0}
-    landed_versions: list[tuple[str, datetime]] = []
+    remembered: list[tuple[str, datetime]] = []  # landed versions and quarantined-record markers
+    position = watermark.since  # updated_at of the last well-formed record served
+    malformed_at_next: list[tuple[str, None]] = []  # malformed records served before any position was known
     params: dict = {"limit": page_limit}
     if watermark.since is not None:
         params["updated_since"] = _iso(watermark.since)
@@ -289,7 +372,7 @@ def _extract(ingest_date: str, api: PartnerApi, state: ExtractState, page_limit:
     try:
         while max_pages is None or counts["pages"] < max_pages:
             try:
-                body, page = api.fetch(params)
+                body, (records, raws, cursor) = api.fetch(params)
             except MalformedPage as bad:
                 # Quarantine the body and stop at the last good page (the safe point); see the module doc.
                 batch.quarantine("malformed_page", _mask(bad.body.decode("utf-8", errors="replace")),
@@ -297,26 +380,37 @@ def _extract(ingest_date: str, api: PartnerApi, state: ExtractState, page_limit:
                 counts["malformed_pages"] += 1
                 break
             counts["pages"] += 1
-            keep: list = []
+            keep: list[str] = []
             page_versions: list[tuple[str, datetime]] = []
-            for record in page["data"]:
-                counts["read"] += 1
+            counts["read"] += len(records)
+            for record, raw in zip(records, raws):
                 version = _version(record)
                 if version is None:
-                    raw = record if isinstance(record, str) else json.dumps(record, ensure_ascii=False)
-                    batch.quarantine("malformed_record", _mask(raw), "not an object with transaction_id and updated_at")
+                    # a malformed record is remembered by a hash of its text at the position it was
+                    # served (the updated_at before it), so the overlap does not quarantine it again
+                    marker = MALFORMED_PREFIX + hashlib.sha256(raw.encode()).hexdigest()[:24]
+                    if marker in watermark.seen_malformed:
+                        counts["skipped_seen"] += 1
+                        continue
+                    batch.quarantine("malformed_record", _mask(record if isinstance(record, str) else raw),
+                                     "not an object with transaction_id and updated_at")
                     counts["quarantined"] += 1
-                elif version in watermark.seen:
+                    (malformed_at_next if position is None else page_versions).append((marker, position))
+                    continue
+                position = version[1]
+                if malformed_at_next:
+                    page_versions.extend((marker, position) for marker, _ in malformed_at_next)
+                    malformed_at_next.clear()
+                if version in watermark.seen:
                     counts["skipped_seen"] += 1
                 else:
-                    keep.append(record)
+                    keep.append(raw)
                     page_versions.append(version)
             if keep:
-                data = body if len(keep) == len(page["data"]) else json.dumps(
-                    {"data": keep, "next_cursor": page.get("next_cursor")}, ensure_ascii=False).encode()
+                data = body if len(keep) == len(records) else "".join(
+                    ('{"data": [', ", ".join(keep), '], "next_cursor": ', json.dumps(cursor), "}")).encode()
                 batch.write(f"page-{len(batch.files) + 1:04d}.json", data, records=len(keep))
-                landed_versions.extend(page_versions)
-            cursor = page.get("next_cursor")
+            remembered.extend(page_versions)
             if not cursor:
                 complete = True
                 break
@@ -325,7 +419,7 @@ def _extract(ingest_date: str, api: PartnerApi, state: ExtractState, page_limit:
         failure = exc
     counts["landed"] = batch.landed_records
     counts["retries"] = api.retries
-    new_watermark = watermark.advance(landed_versions)
+    new_watermark = watermark.advance(remembered)
     batch.publish()
     counts.update(complete=complete, watermark=new_watermark.updated_at and _iso(new_watermark.updated_at),
                   seconds=round(time.monotonic() - started, 3))
