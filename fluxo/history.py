@@ -1,0 +1,234 @@
+"""The outlier history: a Delta Lake table written with `deltalake` (delta-rs), no Spark jars.
+
+Table: `Lake(root).outlier_history`, one row per (transaction_id, method) that a
+detector flagged, partitioned by event_date, columns `OUTLIER`.
+
+Write rule (`merge_outliers`), so a rerun of a day adds nothing:
+- MERGE on (transaction_id, method);
+- matched and any of score/threshold/baseline/scale changed -> the score fields,
+  detected_at and run_id are updated (the transaction columns too); an unchanged
+  match is left alone, so detected_at/run_id keep the run that first produced that
+  score and a rerun on the same data commits no new version at all;
+- not matched -> inserted;
+- a target row of one of the event dates the run recomputed that the source no longer
+  flags (e.g. its baseline moved after late data) -> deleted. The run read those days
+  in full, so its result is the whole truth for them; earlier versions keep the old rows.
+
+Readers travel in time with `read_outliers(uri, version=...)` or `as_of=datetime`;
+`table_history` lists the commits; `maintain` compacts and vacuums.
+
+Nothing here imports Spark: the Airflow worker and the API can use it too.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+from urllib.parse import urlparse
+
+import pyarrow as pa
+
+from fluxo.contract import TRANSACTION, Column, Contract
+from fluxo.settings import FluxoSettings, get_settings
+
+METHODS = ("mad_zscore", "iqr_fence", "customer_history")
+MERGE_KEY = ("transaction_id", "method")
+SCORE_FIELDS = ("score", "threshold", "baseline", "scale")
+PARTITION_BY = ("event_date",)
+
+_tx = TRANSACTION.column
+OUTLIER = Contract(
+    name="outlier",
+    key=MERGE_KEY,
+    columns=(
+        _tx("transaction_id"),
+        _tx("event_ts"),
+        Column("event_date", "date", True, "UTC day of event_ts (the table's partition)"),
+        _tx("customer_id"),
+        _tx("merchant_id"),
+        _tx("mcc"),
+        _tx("currency"),
+        _tx("amount"),
+        _tx("amount_reporting"),
+        Column("method", "string", True, "Detector that flagged the row", allowed=METHODS),
+        Column("score", "double", True, "The method's score (see fluxo.transforms.outliers)"),
+        Column("threshold", "double", True, "The score's limit: |z| cut-off, IQR multiple k, or ratio"),
+        Column("baseline", "double", True, "Median amount the row was compared with"),
+        Column("scale", "double", True, "Spread used: MAD or IQR of ln(amount); the history size for customer_history"),
+        Column("detected_at", "timestamp", True, "When the run that produced this score ran (UTC)"),
+        Column("run_id", "string", True, "Run that produced this score"),
+    ),
+)
+
+OUTLIER_SUMMARY = Contract(
+    name="outlier_summary",
+    key=("event_date", "method", "mcc"),
+    columns=(
+        Column("event_date", "date", True),
+        Column("method", "string", True, allowed=METHODS),
+        _tx("mcc"),
+        Column("outlier_count", "long", True, "Flagged transactions"),
+        Column("max_score", "double", True, "Largest |score| of the group"),
+        Column("amount_reporting_total", "decimal(18,2)", True, "Sum of amount_reporting of the flagged rows"),
+    ),
+)
+
+
+def storage_options(uri: str, settings: FluxoSettings | None = None) -> dict[str, str] | None:
+    """delta-rs object-store options for an s3:// table (None for a local path).
+
+    Credentials and endpoint come from the FLUXO_S3_* settings; anything unset falls
+    back to delta-rs' own AWS_* environment/instance-profile lookup (AWS Glue).
+    Commits use S3 conditional puts, so no DynamoDB lock table is needed.
+    """
+    if not uri.startswith(("s3://", "s3a://")):
+        return None
+    s = settings or get_settings()
+    options = {"AWS_REGION": s.aws_region, "aws_conditional_put": "etag"}
+    if s.s3_endpoint:
+        options["AWS_ENDPOINT_URL"] = s.s3_endpoint
+        options["AWS_ALLOW_HTTP"] = "true" if urlparse(s.s3_endpoint).scheme == "http" else "false"
+        options["AWS_S3_ADDRESSING_STYLE"] = "path"
+    if s.s3_access_key:
+        options["AWS_ACCESS_KEY_ID"] = s.s3_access_key
+        options["AWS_SECRET_ACCESS_KEY"] = s.s3_secret_key
+    return options
+
+
+def _table_uri(uri: str) -> str:
+    return uri.replace("s3a://", "s3://", 1).removeprefix("file://")
+
+
+def open_table(uri: str, version: int | None = None):
+    """The DeltaTable at uri (optionally at a version), or None when it does not exist yet."""
+    from deltalake import DeltaTable
+
+    uri_, options = _table_uri(uri), storage_options(uri)
+    if not DeltaTable.is_deltatable(uri_, storage_options=options):
+        return None
+    return DeltaTable(uri_, version=version, storage_options=options)
+
+
+def ensure_table(uri: str):
+    """Open the outlier history, creating it (empty, partitioned by event_date) the first time."""
+    from deltalake import DeltaTable
+
+    table = open_table(uri)
+    if table is not None:
+        return table
+    return DeltaTable.create(
+        _table_uri(uri), OUTLIER.arrow_schema(), mode="ignore", partition_by=list(PARTITION_BY),
+        name="outlier_history", description="Outliers per (transaction_id, method); see fluxo.history",
+        storage_options=storage_options(uri),
+    )
+
+
+def conform_arrow(rows: pa.Table, contract: Contract = OUTLIER) -> pa.Table:
+    """Exactly the contract's columns in order, cast to its Arrow schema (UTC timestamps kept)."""
+    schema = contract.arrow_schema()
+    return pa.Table.from_arrays([rows.column(f.name).cast(f.type) for f in schema], schema=schema)
+
+
+def _sql_date(d: str | date) -> str:
+    return f"DATE '{date.fromisoformat(str(d)).isoformat()}'"
+
+
+def merge_outliers(uri: str, rows: pa.Table, event_dates: list[str]) -> dict[str, Any]:
+    """MERGE a run's outliers (rows of `OUTLIER`) into the history; see the module docstring.
+
+    `event_dates` are the days the run recomputed in full; only their rows may be deleted.
+    Returns delta-rs' merge metrics plus the table version after the merge.
+    """
+    table = ensure_table(uri)
+    source = conform_arrow(rows)
+    on = " AND ".join(f"target.{k} = source.{k}" for k in MERGE_KEY)
+    changed = " OR ".join(f"(target.{c} IS DISTINCT FROM source.{c})" for c in SCORE_FIELDS)
+    updates = {c: f"source.{c}" for c in OUTLIER.names if c not in MERGE_KEY}
+    merger = (
+        table.merge(source, on, source_alias="source", target_alias="target")
+        .when_matched_update(updates, predicate=changed)
+        .when_not_matched_insert_all()
+    )
+    if event_dates:
+        recomputed = ", ".join(_sql_date(d) for d in sorted(set(event_dates)))
+        merger = merger.when_not_matched_by_source_delete(predicate=f"target.event_date IN ({recomputed})")
+    metrics = merger.execute()
+    metrics["version"] = table.version()
+    return metrics
+
+
+def read_outliers(
+    uri: str,
+    version: int | None = None,
+    as_of: datetime | str | None = None,
+    event_dates: list[str] | None = None,
+) -> pa.Table:
+    """The history as of a version number or a point in time (latest when neither), sorted by key.
+
+    A naive `as_of` datetime is taken as UTC. `event_dates` prunes partitions.
+    """
+    if version is not None and as_of is not None:
+        raise ValueError("give either version or as_of, not both")
+    table = open_table(uri)
+    if table is None:
+        return OUTLIER.arrow_schema().empty_table()
+    if version is not None:
+        table.load_as_version(version)
+    elif as_of is not None:
+        table.load_as_version(as_of)
+    filters = [("event_date", "in", sorted({date.fromisoformat(str(d)) for d in event_dates}))] if event_dates else None
+    data = table.to_pyarrow_table(filters=filters)
+    return conform_arrow(data).sort_by([(k, "ascending") for k in MERGE_KEY])
+
+
+def table_history(uri: str, limit: int | None = None) -> list[dict[str, Any]]:
+    """The table's commits, newest first: version, timestamp (UTC datetime), operation, metrics."""
+    from datetime import timezone
+
+    table = open_table(uri)
+    if table is None:
+        return []
+    commits = []
+    for h in table.history(limit):
+        commits.append({
+            "version": h.get("version"),
+            "timestamp": datetime.fromtimestamp(h["timestamp"] / 1000, tz=timezone.utc),
+            "operation": h.get("operation"),
+            "parameters": h.get("operationParameters") or {},
+            "metrics": h.get("operationMetrics") or {},
+        })
+    return sorted(commits, key=lambda c: c["version"], reverse=True)
+
+
+def maintain(uri: str, retention_hours: int = 168, dry_run: bool = False, target_size: int | None = None) -> dict[str, Any]:
+    """Compact small files (optimize) and vacuum files unreferenced for longer than retention_hours.
+
+    Vacuum only deletes files that left the table more than `retention_hours` ago, so
+    time travel keeps working inside that window. The retention is the operator's
+    explicit setting, hence delta-rs' own minimum (the table's
+    deletedFileRetentionDuration, 1 week by default) is not enforced on top of it.
+    In dry-run mode nothing is rewritten or deleted: the files vacuum would delete are listed.
+    """
+    if retention_hours < 0:
+        raise ValueError("retention_hours must be >= 0")
+    table = open_table(uri)
+    if table is None:
+        return {"table_exists": False, "compacted": {}, "vacuumed_files": 0, "dry_run": dry_run}
+    version_before = table.version()
+    compacted: dict[str, Any] = {}
+    if not dry_run:
+        compacted = table.optimize.compact(target_size=target_size)
+    vacuumed = table.vacuum(
+        retention_hours=retention_hours, dry_run=dry_run, enforce_retention_duration=False,
+    )
+    return {
+        "table_exists": True,
+        "dry_run": dry_run,
+        "retention_hours": retention_hours,
+        "version_before": version_before,
+        "version_after": table.version(),
+        "files_added": int(compacted.get("numFilesAdded", 0)),
+        "files_removed": int(compacted.get("numFilesRemoved", 0)),
+        "vacuumed_files": len(vacuumed),
+        "vacuumed": sorted(vacuumed)[:100],
+    }

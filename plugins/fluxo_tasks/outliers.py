@@ -1,0 +1,44 @@
+"""Warehouse side of the outliers stage: load the day's outlier summary into metrics.outlier_summary."""
+
+from __future__ import annotations
+
+import logging
+from datetime import date
+
+from fluxo import lakefs
+from fluxo.history import OUTLIER_SUMMARY
+from fluxo.lake import Lake
+from fluxo.settings import get_settings
+from fluxo.warehouse import replace_rows
+from fluxo_tasks.pipeline import warehouse_connection
+
+log = logging.getLogger(__name__)
+STAGE = "outliers"
+
+
+def load_outlier_summary(ingest_date: str, run_id: str) -> dict:
+    """COPY work/metrics/outlier_summary/ingest_date=D into metrics.outlier_summary.
+
+    Each event date the outliers stage recomputed (the `dates` of its stats) is replaced
+    as a whole, in one transaction: a (date, method, mcc) that no longer has outliers
+    disappears, and a rerun never duplicates.
+    """
+    lake = Lake(get_settings().lake_root)
+    stats = lakefs.read_json(lake.work("stats", f"ingest_date={ingest_date}", f"{STAGE}.json"))
+    if stats is None:
+        raise FileNotFoundError(f"no outliers stats for ingest date {ingest_date}: run the outliers stage first")
+    dates = [date.fromisoformat(d) for d in stats.get("dates", [])]
+    summary = lakefs.read_parquet(lake.metrics("outlier_summary", ingest_date))
+    summary = OUTLIER_SUMMARY.arrow_schema().empty_table() if summary is None else summary.select(OUTLIER_SUMMARY.names)
+    with warehouse_connection() as conn, conn.transaction():
+        cleared = conn.execute(
+            "DELETE FROM metrics.outlier_summary WHERE event_date = ANY(%s)", (dates,)
+        ).rowcount
+        copied = 0
+        if summary.num_rows:
+            copied = replace_rows(conn, "metrics", "outlier_summary", summary, ["event_date"], {"run_id": run_id})[
+                "copied"
+            ]
+    log.info("loaded %d outlier summary rows for %s (event dates %s, %d replaced)",
+             copied, ingest_date, stats.get("dates"), cleared)
+    return {"summary_rows": copied, "replaced": cleared, "dates": stats.get("dates", [])}
