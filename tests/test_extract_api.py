@@ -161,6 +161,8 @@ def test_every_fault_mode_still_lands_every_record_once(sim, db, mode):
     assert counts["complete"] and counts["malformed_pages"] == 0
     if mode != "change":
         assert counts["retries"] > 0
+    if mode == "throttle":  # every 429 was waited out for its Retry-After
+        assert counts["seconds"] >= stats["throttled"] * FAULTS[mode]["retry_after"]
     expected, versions = server_versions(sim)
     assert landed(counts) == expected
     assert counts["quarantined"] == len(versions["malformed"])
