@@ -112,6 +112,8 @@ def start_stage(required: list[str], optional: dict[str, str | None] | None = No
     launched = bool(os.environ.get("PYSPARK_GATEWAY_PORT")) or _given("JOB_RUN_ID", sys.argv)
     builder = SparkSession.builder.appName(f"fluxo-{args['JOB_NAME']}")
     if not launched:
+        # Python workers must be this interpreter (the venv with pyarrow), not whatever python3 is on PATH.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         builder = (
             builder.master(os.environ.get("FLUXO_SPARK_MASTER", "local[*]"))
             .config("spark.driver.memory", os.environ.get("FLUXO_SPARK_DRIVER_MEMORY", "4g"))

@@ -28,6 +28,7 @@ AIRFLOW_BIN = Path(sys.executable).parent / "airflow"
 def spark():
     from pyspark.sql import SparkSession
 
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     session = (
         SparkSession.builder.master("local[2]")
         .appName("fluxo-tests")
