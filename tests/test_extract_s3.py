@@ -133,9 +133,14 @@ def test_same_basename_in_different_day_folders_does_not_clash(s3, conn, prefix)
     put(s3, prefix, "dt=2026-11-25/export.csv", CSV)
     put(s3, prefix, "dt=2026-11-26/export.csv", CSV + b"T7;2,00\n")
     put(s3, prefix, "dt=2026-11-26/nested/export.csv", CSV + b"T8;3,00\n")
+    long_key = "dt=2026-11-26/" + "/".join(["p" * 100] * 4) + "/export.csv"  # S3 keys go to 1024 bytes
+    put(s3, prefix, long_key, CSV + b"T9;4,00\n")
     counts = land([prefix, f"{prefix}/dt=2026-11-26"], conn)  # overlapping prefixes list an object once
-    assert counts["listed"] == 3
-    assert landed_files(counts) == {
+    assert counts["listed"] == 4
+    files = landed_files(counts)
+    long_name = next(n for n in files if n.endswith("pp__export.csv"))
+    assert len(long_name) <= 200 and files.pop(long_name) == CSV + b"T9;4,00\n"
+    assert files == {
         "dt=2026-11-25__export.csv": CSV,
         "dt=2026-11-26__export.csv": CSV + b"T7;2,00\n",
         "dt=2026-11-26__nested__export.csv": CSV + b"T8;3,00\n",

@@ -28,15 +28,23 @@ File-level hostility is decided here; rows are the standardize stage's business:
   checked while streaming with zlib (bounded output, so a gzip bomb cannot fill memory).
   The received bytes are kept under `quarantine/ingest_date=D/stage=extract/source=s3/files/`.
 
-Quarantined objects go into the manifest too (not retried until they change) and into the
-batch's quarantine file with their reason. Objects with other extensions are counted as
+Quarantined objects go into the manifest too (not retried until they change; the manifest
+has no reason column, so the reason is in the batch's quarantine file and in
+`extract.batch.counts.quarantine_by_reason`). Objects with other extensions are counted as
 `skipped_unsupported` and logged, and not recorded, so they land once support is added.
 Folder markers (keys ending in `/`) are ignored.
 
-Counts: `listed = files + quarantined + skipped_seen + skipped_unsupported + skipped_changed`.
-Runs over the same bucket are serialised by a PostgreSQL advisory lock, so two concurrent
-runs never land the same object twice. A crash after publishing and before confirming lands
-those objects again next run (in a new batch); curate keeps one row per transaction_id.
+Returns `batch_id`, `raw_path` and the counts `listed`, `files`, `landed_bytes`, `quarantined`,
+`quarantine_by_reason`, `skipped_seen`, `skipped_unsupported`, `skipped_changed`, where
+`listed = files + quarantined + skipped_seen + skipped_unsupported + skipped_changed`
+(the same counts go into `extract.batch.counts`). A run with nothing new still returns a
+batch_id: an empty batch, recorded, with no raw folder.
+
+State lives in the warehouse, reached through the `fluxo_warehouse` Airflow connection (or
+the `conn` given, a psycopg 3 connection in autocommit mode). Runs over the same bucket are
+serialised by a PostgreSQL advisory lock, so two concurrent runs never land the same object
+twice. A crash after publishing and before confirming lands those objects again next run
+(in a new batch); curate keeps one row per transaction_id.
 """
 
 from __future__ import annotations
@@ -58,11 +66,13 @@ from fluxo import lakefs
 from fluxo.lake import Lake
 from fluxo.settings import get_settings
 from fluxo_extract.landing import ExtractState, LandingBatch
+from fluxo_tasks.pipeline import warehouse_connection
 
 log = logging.getLogger(__name__)
 SOURCE = "s3"
 LANDABLE_SUFFIXES = (".csv", ".csv.gz", ".jsonl", ".jsonl.gz", ".json", ".json.gz")
 GZIP_MAGIC = b"\x1f\x8b"
+MAX_NAME = 200  # file systems cap a name at 255 bytes; ".gz" may still be appended
 CHUNK = 8 * 1024 * 1024
 # Bounded inflate per step while checking a gzip: memory stays flat whatever the ratio.
 INFLATE_STEP = 1024 * 1024
@@ -105,14 +115,20 @@ def _objects(objects: list, *_ignored) -> list:
     return objects
 
 
+def _short_hash(key: str) -> str:
+    return hashlib.sha1(key.encode()).hexdigest()[:8]
+
+
 def raw_name(key: str, prefix: str) -> str:
+    """The key below the prefix as one file name; keys too long for a file system keep their tail."""
     relative = key[len(prefix):] if key.startswith(prefix) else key
-    return re.sub(r"[^A-Za-z0-9._=-]", "_", relative.strip("/").replace("/", "__"))
+    name = re.sub(r"[^A-Za-z0-9._=-]", "_", relative.strip("/").replace("/", "__"))
+    return name if len(name) <= MAX_NAME else f"{_short_hash(key)}-{name[-(MAX_NAME - 9):]}"
 
 
 def _unique(name: str, key: str, used: set[str]) -> str:
     if name in used:
-        name = f"{hashlib.sha1(key.encode()).hexdigest()[:8]}-{name}"
+        name = f"{_short_hash(key)}-{name}"
     used.add(name)
     return name
 
@@ -133,12 +149,6 @@ def _already_landed(conn, bucket: str, listed: list[tuple[str, str]]) -> set[tup
         (list(keys), list(etags), bucket),
     ).fetchall()
     return {(k, e) for k, e in rows}
-
-
-def _warehouse_connection():
-    from fluxo_tasks.pipeline import warehouse_connection
-
-    return warehouse_connection()
 
 
 class _Landing:
@@ -239,7 +249,7 @@ def land_day(
     stream = ",".join(f"s3://{bucket}/{p}" for p in prefixes)
     hook = S3Hook(aws_conn_id=aws_conn_id)
     own_conn = conn is None
-    conn = _warehouse_connection() if own_conn else conn
+    conn = warehouse_connection() if own_conn else conn
     started = time.monotonic()
     lock = f"fluxo-extract-s3:{bucket}"
     try:
