@@ -119,6 +119,7 @@ def run(home: Path, args) -> int:
     print(f"produce (idempotent, as fast as possible): {produced / produce_s:,.0f} msg/s ({produce_s:.1f}s)")
     print(f"raw confluent-kafka consumer:             {raw_rate:,.0f} msg/s ({raw_s:.1f}s incl. group join)")
     print(f"land_kafka (raw files+confirm+commit):    {land_rate:,.0f} msg/s ({land_s:.1f}s incl. group join)")
+    print(f"landing time split: {result['timings']}")
     print(f"landed {result['landed']:,}, quarantined {result['quarantined']:,}, batch {result['batch_id']}")
     print(f"from the first message on: raw {raw_steady:,.0f} msg/s ({raw_steady_s:.1f}s), "
           f"landing {land_steady:,.0f} msg/s ({land_steady_s:.1f}s)")

@@ -12,10 +12,11 @@ micro-batch of `consume()`), then, in this order (the protocol of `landing.py`):
 Where a run starts, per partition: an explicit replay (`replay_from_offsets`, or
 `replay_from_timestamp` through `offsets_for_times`), otherwise the later of the group's committed
 offset and the durable watermark. Because the watermark is confirmed with the batch, a crash
-between 2 and 3 does not land those messages again; a crash between 1 and 3 (published, not
-confirmed) lands them again in a new batch (at-least-once), and curate keeps one row per
-transaction_id. Replays always land into a new batch; the watermark and the commit never move
-backwards.
+between 2 and 3 does not land those messages again (the next run also catches the group's
+offsets up to the watermark); a crash between 1 and 2 (published, not confirmed) lands them again
+in a new batch (at-least-once), and curate keeps one row per transaction_id. Replays always land
+into a new batch; the watermark and the commit never move backwards. One run at a time per topic
+and group (the DAG task must not run concurrently with itself).
 
 The broker's end offsets are never asked (the local broker reports them wrong): a run stops when
 no message arrived for `idle_seconds`, or after `max_messages`.
@@ -26,7 +27,8 @@ create time), "key": str | null, "value": str | null}` where `value` is the mess
 as sent (a malformed JSON value lands as-is and standardize quarantines it). A value that is not
 UTF-8 cannot be carried in a JSON text without altering it, so it is quarantined here
 (`malformed_record`, stage=extract) with the topic/partition/offset in its detail; its offset still
-counts as consumed, so landed + quarantined = messages read.
+counts as consumed, so landed + quarantined = messages read. A key that is not UTF-8 lands with
+U+FFFD replacements (keys are informational; the transaction_id inside the value is what counts).
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-
 from datetime import datetime, timezone
 from json.encoder import encode_basestring as json_string  # the C encoder: escapes without a dict round trip
 
@@ -146,14 +147,16 @@ def land_kafka(ingest_date: str, conn_id: str = "fluxo_kafka", topic: str = DEFA
                max_messages: int = 1_000_000, idle_seconds: float = 5.0,
                replay_from_offsets: dict | None = None, replay_from_timestamp: str | None = None,
                *, micro_batch: int = 50_000, group_id: str | None = None,
-               warehouse_conn_id: str = "fluxo_warehouse", simulate_crash: str | None = None) -> dict:
+               simulate_crash: str | None = None) -> dict:
     """Consume `topic` until idle (or `max_messages`), land it as one raw batch, confirm, then commit.
 
     `replay_from_offsets` maps partition -> first offset to read again (other partitions resume
     normally); `replay_from_timestamp` (ISO-8601, UTC if naive) replays every partition from the
     first message at or after it. `simulate_crash` ("before_confirm" | "before_commit") stops the
-    run at that point, as a killed worker would (for tests and drills).
-    Returns {batch_id, messages, landed, quarantined, partitions, committed, timings}.
+    run at that point, as a killed worker would (for tests and drills). `group_id` overrides the
+    connection's group. The warehouse is the pipeline's `fluxo_warehouse` connection.
+    Returns {batch_id (None when nothing was read), messages, landed, quarantined, partitions,
+    committed (partition -> offset committed by this run), timings}.
     """
     from fluxo_tasks.pipeline import warehouse_connection
 
@@ -189,9 +192,12 @@ def land_kafka(ingest_date: str, conn_id: str = "fluxo_kafka", topic: str = DEFA
             last_message_at = first_message_at = 0.0
             topic_json = json_string(topic)
             parts, pending = 0, None
+            spent = {"consume_s": 0.0, "envelopes_s": 0.0, "write_wait_s": 0.0}
             while read < max_messages:
+                asked = time.monotonic()
                 messages = consumer.consume(num_messages=min(micro_batch, max_messages - read), timeout=1.0)
                 now = time.monotonic()
+                spent["consume_s"] += now - asked
                 if not messages:
                     if not assigned_at:
                         if now - started > ASSIGNMENT_TIMEOUT_S:
@@ -208,11 +214,14 @@ def land_kafka(ingest_date: str, conn_id: str = "fluxo_kafka", topic: str = DEFA
                 if lines:
                     lines.append("")
                     body = "\n".join(lines).encode()
+                    tick = time.monotonic()
+                    spent["envelopes_s"] += tick - now
                     # Write while the next micro-batch is consumed; at most one write in flight.
                     if pending is not None:
                         pending.result()
                     pending = writer.submit(batch.write, f"part-{parts:05d}.jsonl", body, len(lines) - 1)
                     parts += 1
+                    spent["write_wait_s"] += time.monotonic() - tick
             if pending is not None:
                 pending.result()
 
@@ -250,7 +259,7 @@ def land_kafka(ingest_date: str, conn_id: str = "fluxo_kafka", topic: str = DEFA
     elapsed = time.monotonic() - started
     timings = {"join_s": round(assigned_at[0] - started, 3) if assigned_at else None,
                "first_message_s": round(first_message_at - started, 3) if read else None,
-               "total_s": round(elapsed, 3)}
+               "total_s": round(elapsed, 3), **{k: round(v, 3) for k, v in spent.items()}}
     log.info("read %d messages from %s in %.1fs: %d landed, %d quarantined (batch %s); committed %s",
              read, topic, elapsed, counts["landed"], counts["quarantined"], batch.batch_id if read else None, committed)
     return {"batch_id": batch.batch_id if read else None, "messages": read, "landed": counts["landed"],
