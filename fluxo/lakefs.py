@@ -39,10 +39,15 @@ def exists(uri: str) -> bool:
     return fs.get_file_info(path).type != pafs.FileType.NotFound
 
 
-def write_bytes(uri: str, data: bytes) -> None:
+def open_output(uri: str):
+    """A binary output stream; bytes are stored exactly as written (no compression by file extension)."""
     fs, path = resolve(uri)
     fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    with fs.open_output_stream(path) as out:
+    return fs.open_output_stream(path, compression=None)
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    with open_output(uri) as out:
         out.write(data)
 
 
@@ -57,7 +62,7 @@ def read_json(uri: str) -> dict | None:
     fs, path = resolve(uri)
     if fs.get_file_info(path).type != pafs.FileType.File:
         return None
-    with fs.open_input_stream(path) as f:
+    with fs.open_input_stream(path, compression=None) as f:
         return json.loads(f.read())
 
 

@@ -56,6 +56,12 @@ class LandingBatch:
         self.files.append(name)
         self.landed_records += records
 
+    def open(self, name: str, records: int = 0):
+        """A stream for one large file of the batch (written as is; the caller closes it)."""
+        self.files.append(name)
+        self.landed_records += records
+        return lakefs.open_output(f"{self._incoming}/{name}")
+
     def quarantine(self, reason: str, raw: bytes | str, detail: str = "") -> None:
         text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
         self.quarantined.append(
