@@ -22,6 +22,7 @@ Nothing here imports Spark: the Airflow worker and the API can use it too.
 
 from __future__ import annotations
 
+import os
 from datetime import date, datetime
 from typing import Any
 from urllib.parse import urlparse
@@ -29,7 +30,6 @@ from urllib.parse import urlparse
 import pyarrow as pa
 
 from fluxo.contract import TRANSACTION, Column, Contract
-from fluxo.settings import FluxoSettings, get_settings
 
 METHODS = ("mad_zscore", "iqr_fence", "customer_history")
 MERGE_KEY = ("transaction_id", "method")
@@ -74,24 +74,42 @@ OUTLIER_SUMMARY = Contract(
 )
 
 
-def storage_options(uri: str, settings: FluxoSettings | None = None) -> dict[str, str] | None:
+def _s3_settings() -> dict[str, str]:
+    # fluxo.settings (pydantic-settings) is developer-side and not shipped to Glue: there the
+    # FLUXO_S3_* variables, if any, are read directly and the job role supplies credentials.
+    try:
+        from fluxo.settings import get_settings
+    except ImportError:
+        env = os.environ
+        return {
+            "region": env.get("FLUXO_AWS_REGION") or env.get("AWS_REGION") or "us-east-1",
+            "endpoint": env.get("FLUXO_S3_ENDPOINT", ""),
+            "access_key": env.get("FLUXO_S3_ACCESS_KEY", ""),
+            "secret_key": env.get("FLUXO_S3_SECRET_KEY", ""),
+        }
+    s = get_settings()
+    return {"region": s.aws_region, "endpoint": s.s3_endpoint, "access_key": s.s3_access_key,
+            "secret_key": s.s3_secret_key}
+
+
+def storage_options(uri: str) -> dict[str, str] | None:
     """delta-rs object-store options for an s3:// table (None for a local path).
 
-    Credentials and endpoint come from the FLUXO_S3_* settings; anything unset falls
-    back to delta-rs' own AWS_* environment/instance-profile lookup (AWS Glue).
+    Endpoint and credentials come from the FLUXO_S3_* settings; anything unset falls
+    back to delta-rs' own AWS_* environment/instance-profile lookup (AWS Glue's role).
     Commits use S3 conditional puts, so no DynamoDB lock table is needed.
     """
     if not uri.startswith(("s3://", "s3a://")):
         return None
-    s = settings or get_settings()
-    options = {"AWS_REGION": s.aws_region, "aws_conditional_put": "etag"}
-    if s.s3_endpoint:
-        options["AWS_ENDPOINT_URL"] = s.s3_endpoint
-        options["AWS_ALLOW_HTTP"] = "true" if urlparse(s.s3_endpoint).scheme == "http" else "false"
+    s = _s3_settings()
+    options = {"AWS_REGION": s["region"], "aws_conditional_put": "etag"}
+    if s["endpoint"]:
+        options["AWS_ENDPOINT_URL"] = s["endpoint"]
+        options["AWS_ALLOW_HTTP"] = "true" if urlparse(s["endpoint"]).scheme == "http" else "false"
         options["AWS_S3_ADDRESSING_STYLE"] = "path"
-    if s.s3_access_key:
-        options["AWS_ACCESS_KEY_ID"] = s.s3_access_key
-        options["AWS_SECRET_ACCESS_KEY"] = s.s3_secret_key
+    if s["access_key"]:
+        options["AWS_ACCESS_KEY_ID"] = s["access_key"]
+        options["AWS_SECRET_ACCESS_KEY"] = s["secret_key"]
     return options
 
 

@@ -375,3 +375,27 @@ def test_load_outlier_summary_is_idempotent(runs, warehouse_url, monkeypatch):
         assert mart == len(loaded)
     finally:
         get_settings.cache_clear()
+
+
+def test_s3_storage_options_come_from_settings(monkeypatch):
+    from fluxo.settings import get_settings
+
+    monkeypatch.setenv("FLUXO_S3_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("FLUXO_S3_ACCESS_KEY", "dev-only-key")
+    monkeypatch.setenv("FLUXO_S3_SECRET_KEY", "dev-only-secret")
+    get_settings.cache_clear()
+    try:
+        options = history.storage_options("s3a://lake/history/outliers")
+    finally:
+        get_settings.cache_clear()
+    assert options["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9" and options["AWS_ALLOW_HTTP"] == "true"
+    assert options["AWS_ACCESS_KEY_ID"] == "dev-only-key" and options["aws_conditional_put"] == "etag"
+    assert history.storage_options("/local/lake/history/outliers") is None
+
+
+def test_outlier_history_ships_to_glue_without_developer_modules():
+    from fluxo.glue_package import library_modules
+
+    shipped = library_modules()
+    assert {"fluxo.history", "fluxo.transforms.outliers"} <= set(shipped)
+    assert "fluxo.settings" not in shipped
