@@ -5,7 +5,7 @@
 Prints rows/s of a first run (every record new), of a second run (the overlap window re-read
 and skipped), and of a plain client over the same server (requests + json.loads per page,
 no landing) as the reference. The simulator runs in its own process; PostgreSQL (extraction
-state) runs in its own home (.fluxo/bench-extract-api-home), stopped at the end.
+state) runs in its own home (.fluxo/bench-extract-api-home), stopped and deleted at the end.
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ def main() -> int:
         return run(args, home)
     finally:
         Stack(home=home).down()
+        shutil.rmtree(home, ignore_errors=True)  # ~1 GB of generated pages and landed copies
 
 
 def run(args, home: Path) -> int:
