@@ -25,12 +25,15 @@ CHANNEL_SYNONYMS = {
     "ecommerce": "ecommerce", "e-commerce": "ecommerce", "online": "ecommerce", "web": "ecommerce",
     "atm": "atm", "caixa_eletronico": "atm",
     "mobile": "mobile", "app": "mobile", "wallet": "mobile",
+    # db channel_code (docs/source-formats.md); POS, ATM and MOTO are already above
+    "ecom": "ecommerce", "mob": "mobile",
     "moto": "moto", "mail_order": "moto", "telefone": "moto",
 }
 STATUS_SYNONYMS = {
     "approved": "approved", "aprovada": "approved", "aprovado": "approved", "ok": "approved", "00": "approved",
     "declined": "declined", "negada": "declined", "recusada": "declined", "05": "declined", "51": "declined",
     "reversed": "reversed", "estornada": "reversed", "estorno": "reversed", "chargeback": "reversed",
+    "r1": "reversed",  # db status_code
 }
 
 
@@ -171,3 +174,54 @@ DAILY_METRICS = Contract(
         Column("reporting_currency", "string", True),
     ),
 )
+
+
+# --- metrics at finer grains ------------------------------------------------------
+# Every grain carries event_date, so a rerun of a day swaps all of that day's rows.
+# Percentiles are Spark's percentile_approx with PERCENTILE_ACCURACY: the returned
+# value's rank is within n / PERCENTILE_ACCURACY of the exact one (exact below that n).
+PERCENTILE_ACCURACY = 10_000
+PERCENTILES = {"amount_p50": 0.5, "amount_p95": 0.95, "amount_p99": 0.99}
+
+
+def _grain_measures() -> tuple[Column, ...]:
+    return (
+        Column("transaction_count", "long", True),
+        Column("amount_total", "decimal(18,2)", True, "Sum of amount_reporting"),
+        Column("amount_avg", "decimal(18,2)", True, "Mean, rounded half up to cents"),
+        Column("amount_min", "decimal(18,2)", True),
+        Column("amount_max", "decimal(18,2)", True),
+        *(Column(name, "decimal(18,2)", True, f"percentile_approx {p} (accuracy {PERCENTILE_ACCURACY})")
+          for name, p in PERCENTILES.items()),
+        Column("approved_count", "long", True),
+        Column("declined_count", "long", True),
+        Column("reversed_count", "long", True),
+        Column("approval_rate", "double", True, "approved / all"),
+        Column("distinct_customers", "long", True, "Exact count of distinct customer_id"),
+        Column("reporting_currency", "string", True),
+    )
+
+
+def _grain(name: str, keys: tuple[Column, ...]) -> Contract:
+    return Contract(name=name, key=tuple(c.name for c in keys), columns=(*keys, *_grain_measures()))
+
+
+_EVENT_DATE = Column("event_date", "date", True, "Day of the transactions (UTC)")
+MERCHANT_DAILY_METRICS = _grain("merchant_daily_metrics", (_EVENT_DATE, Column("merchant_id", "string", True)))
+MCC_DAILY_METRICS = _grain("mcc_daily_metrics", (_EVENT_DATE, Column("mcc", "string", True)))
+COUNTRY_CHANNEL_DAILY_METRICS = _grain(
+    "country_channel_daily_metrics",
+    (_EVENT_DATE, Column("country", "string", True), Column("channel", "string", True)),
+)
+HOURLY_METRICS = _grain(
+    "hourly_metrics", (_EVENT_DATE, Column("event_hour", "timestamp", True, "Start of the event hour (UTC)"))
+)
+
+# Grain name (its folder under work/metrics/) -> (contract, table in the warehouse schema `metrics`).
+METRIC_GRAINS: dict[str, tuple[Contract, str]] = {
+    "daily": (DAILY_METRICS, "daily_transactions"),
+    "merchant_daily": (MERCHANT_DAILY_METRICS, "merchant_daily"),
+    "mcc_daily": (MCC_DAILY_METRICS, "mcc_daily"),
+    "country_channel_daily": (COUNTRY_CHANNEL_DAILY_METRICS, "country_channel_daily"),
+    "hourly": (HOURLY_METRICS, "hourly_transactions"),
+}

@@ -1,12 +1,15 @@
-"""Standardize stage: the day's raw s3 exports -> staged canonical rows + quarantine.
+"""Standardize stage: the day's raw files of every source -> staged canonical rows + quarantine.
 
-    standardize.py --JOB_NAME standardize --lake_root ROOT --ingest_date YYYY-MM-DD --batch_id ID
-        [--reporting_currency BRL] [--token_salt SALT] [--fx_rates_path PATH]
+    standardize.py --JOB_NAME standardize --lake_root ROOT --ingest_date YYYY-MM-DD
+        [--batch_id ID] [--reporting_currency BRL] [--token_salt SALT] [--fx_rates_path PATH]
 
-Reads every *.csv, *.csv.gz, *.jsonl, *.json under raw/s3/ingest_date=D/ (all batches),
-overwrites work/standardized/ingest_date=D/ and quarantine/ingest_date=D/stage=standardize/,
-and writes work/stats/ingest_date=D/standardize.json. `--batch_id` is the lineage of rows
-whose file is not under a `batch=` folder. No input files: empty outputs, zero stats.
+Reads every batch under raw/<source>/ingest_date=D/ for each source
+(docs/source-formats.md): s3 *.csv[.gz], *.jsonl[.gz], *.json[.gz]; api page-*.json;
+db part-*.csv; kafka *.jsonl envelopes. A source without files that day is skipped.
+Overwrites work/standardized/ingest_date=D/ and quarantine/ingest_date=D/stage=standardize/,
+and writes work/stats/ingest_date=D/standardize.json. Rows carry the batch of their
+`batch=` folder; `--batch_id` (default: `ingest-D`) is only the lineage of a file
+outside one. No input files: empty outputs, zero stats.
 """
 
 from __future__ import annotations
@@ -16,11 +19,9 @@ from pyspark import StorageLevel
 from fluxo.glue_runtime import list_files, run_stage, start_stage, write_stats
 from fluxo.tokenize import token_salt
 from fluxo.transforms.standardize import (
-    CSV_SUFFIXES,
-    JSON_SUFFIXES,
     load_fx_rates,
-    map_s3,
-    read_lines,
+    map_raw_day,
+    raw_day_files,
     standardize,
     standardize_stats,
 )
@@ -30,17 +31,15 @@ STAGE = "standardize"
 
 def main() -> None:
     rt = start_stage(
-        ["lake_root", "ingest_date", "batch_id"],
-        {"reporting_currency": "BRL", "token_salt": None, "fx_rates_path": None},
+        ["lake_root", "ingest_date"],
+        {"batch_id": None, "reporting_currency": "BRL", "token_salt": None, "fx_rates_path": None},
     )
     spark, lake, args = rt.spark, rt.lake, rt.args
     ingest_date = args["ingest_date"]
-    raw = lake.raw("s3", ingest_date)
-    csv_files = list_files(spark, raw, CSV_SUFFIXES)
-    json_files = list_files(spark, raw, JSON_SUFFIXES)
-    print(f"{STAGE} {ingest_date}: {len(csv_files)} CSV and {len(json_files)} JSON files under {raw}")
+    files = raw_day_files(lambda root, suffixes: list_files(spark, root, suffixes), lake, ingest_date)
+    print(f"{STAGE} {ingest_date}: " + ", ".join(f"{len(v)} {k} files" for k, v in files.items()))
 
-    candidates = map_s3(read_lines(spark, csv_files), read_lines(spark, json_files), args["batch_id"])
+    candidates = map_raw_day(spark, files, args["batch_id"] or f"ingest-{ingest_date}")
     out = standardize(
         candidates,
         load_fx_rates(spark, args["fx_rates_path"]),

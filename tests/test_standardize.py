@@ -225,35 +225,78 @@ def test_spark_token_matches_python_tokenize(result):
     assert result["staged"]["c-pan"]["card_token"] == python_token(PAN, SALT)
 
 
+def generator_to_raw(gen_dir, lake_root, day: str, batch: str = "g1") -> dict[str, int]:
+    """Lay the generator's output out as the extractors land it (docs/source-formats.md):
+    raw/<source>/ingest_date=D/batch=B/…, db parts named part-NNNN.csv, kafka lines wrapped
+    in the consumer's envelope. Returns {generator relpath: raw path} for the labels."""
+    import shutil
+
+    moved = {}
+    for src in sorted(p for p in gen_dir.rglob("*") if p.is_file() and p.parts[-3] in ("s3", "api", "db", "kafka")):
+        source = src.parts[-3]
+        folder = lake_root / "raw" / source / f"ingest_date={day}" / f"batch={batch}"
+        folder.mkdir(parents=True, exist_ok=True)
+        rel = str(src.relative_to(gen_dir))
+        if source == "db":
+            target = folder / f"part-{len([m for m in moved if m.startswith('db/')]):04d}.csv"
+            shutil.copy(src, target)
+        elif source == "kafka":
+            target = folder / "part-0000.jsonl"
+            with open(target, "w", encoding="utf-8") as out:
+                for offset, line in enumerate(src.read_text(encoding="utf-8").splitlines()):
+                    try:
+                        key = json.loads(line)["payload"]["transaction_id"]
+                    except (ValueError, KeyError, TypeError):
+                        key = None
+                    out.write(json.dumps({"topic": "transactions", "partition": 0, "offset": offset,
+                                          "timestamp": 1764200000000 + offset, "key": key, "value": line}) + "\n")
+        else:
+            target = folder / src.name
+            shutil.copy(src, target)
+        moved[rel] = str(target)
+    return moved
+
+
 def test_generator_day_matches_its_labels_and_truth(spark, tmp_path):
-    """Contract with fluxo.generator: every planted defect gets exactly the labelled reason and
-    every valid transaction stages with the ground-truth canonical values."""
+    """Contract with fluxo.generator over all four sources in the raw layout: every planted
+    defect gets exactly the labelled reason, every record is accounted for, and every valid
+    transaction stages once with the ground-truth canonical values."""
     generator = pytest.importorskip("fluxo.generator")
     import pandas as pd
 
+    from fluxo.glue_runtime import list_files
+    from fluxo.lake import Lake
+    from fluxo.transforms.standardize import map_raw_day, raw_day_files
+
     rates = {"malformed_record": 0.03, "invalid_amount": 0.03, "invalid_timestamp": 0.03, "future_event_ts": 0.02,
-             "invalid_value": 0.04, "missing_required": 0.04, "raw_pan": 0.04, "type_drift": 0.04}
-    generator.generate(tmp_path, date(2026, 11, 26), 1, 800, seed=11, sources=("s3",), defect_rates=rates,
-                       token_salt=SALT)
-    files = sorted(str(p) for p in (tmp_path / "s3").rglob("*") if p.is_file())
-    candidates = map_s3(
-        read_lines(spark, [f for f in files if f.endswith(".csv")]),
-        read_lines(spark, [f for f in files if f.endswith(".jsonl")]),
-    )
-    out = standardize(candidates, load_fx_rates(spark), token_salt=SALT)
+             "invalid_value": 0.04, "missing_required": 0.04, "raw_pan": 0.04, "type_drift": 0.04,
+             "duplicate_within": 0.03, "duplicate_cross": 0.03, "redelivery": 0.05}
+    gen_dir, lake_root = tmp_path / "gen", tmp_path / "lake"
+    generator.generate(gen_dir, date(2026, 11, 26), 1, 1000, seed=11, defect_rates=rates, token_salt=SALT)
+    generator_to_raw(gen_dir, lake_root, "2026-11-26")
+    files = raw_day_files(lambda root, sfx: list_files(spark, root, sfx), Lake(str(lake_root)), "2026-11-26")
+    assert all(files[shape] for shape in ("s3_csv", "s3_jsonl", "api", "db", "kafka"))
+    out = standardize(map_raw_day(spark, files), load_fx_rates(spark), token_salt=SALT)
     checked = out.checked.cache()
 
-    labels = pd.read_parquet(tmp_path / "labels" / "labels.parquet")
-    rows = checked.select("source_file", "raw_record", "reason", "_duplicate").toPandas()
-    got = collections.Counter(rows["reason"].dropna())
-    want = collections.Counter(labels["expected_reason"].dropna())
-    assert got == want and sum(want.values()) > 50
+    labels = pd.read_parquet(gen_dir / "labels" / "labels.parquet")
+    rows = checked.select("source", "reason", "_duplicate").toPandas()
+    for source in ("s3", "api", "db", "kafka"):
+        mine, theirs = rows[rows["source"] == source], labels[labels["source"] == source]
+        assert len(mine) == len(theirs), source
+        got = collections.Counter(mine["reason"].dropna())
+        want = collections.Counter(theirs["expected_reason"].dropna())
+        assert got == want and sum(want.values()) > 5, (source, got - want, want - got)
+    defects = collections.Counter(labels["defect"].dropna())
+    assert defects["redelivery"] > 5 and defects["duplicate_cross"] > 5
     stats = standardize_stats(checked)
-    assert stats["read"] == len(labels)
+    assert stats["read"] == len(labels) == stats["staged"] + stats["quarantined"] + stats["duplicates_dropped"]
 
-    truth = pd.read_parquet(tmp_path / "truth" / "transactions.parquet")
+    truth = pd.read_parquet(gen_dir / "truth" / "transactions.parquet")
     staged = out.staged.toPandas()
     assert sorted(staged["transaction_id"]) == sorted(truth["transaction_id"])
+    assert set(staged["source"]) == {"s3", "api", "db", "kafka"}
+    assert (staged["batch_id"] == "g1").all()
     merged = staged.merge(truth, on="transaction_id", suffixes=("", "_truth"))
     for column in TRANSACTION.names:
         if f"{column}_truth" not in merged:
@@ -263,3 +306,157 @@ def test_generator_day_matches_its_labels_and_truth(spark, tmp_path):
             ours, theirs = pd.to_datetime(ours, utc=True), pd.to_datetime(theirs, utc=True)
         same = (ours == theirs) | (ours.isna() & theirs.isna())
         assert same.all(), (column, merged.loc[~same, [column, f"{column}_truth"]].head(3))
+
+
+# --- every source shape and hostile s3 files, read from real files -------------------------------------
+
+HOSTILE_DAY = "2026-11-26"
+SQL = "Robert'); DROP TABLE transactions;--"
+HUGE = "x" * 1_000_000
+
+
+def api_record(tid, amount=10.5, card=None, **over):
+    rec = {"transaction_id": tid, "created_at": "2026-11-26T13:00:00Z", "updated_at": "2026-11-26T13:05:00Z",
+           "customer_id": "C7", "card": card or {"token": "tok_api", "last4": "7777"}, "merchant_id": "M7",
+           "mcc": "5812", "amount": amount, "currency": "BRL", "country": "BR", "channel": "ecommerce",
+           "status": "approved"}
+    rec.update(over)
+    return rec
+
+
+def envelope(offset, value, key=None):
+    return json.dumps({"topic": "transactions", "partition": 0, "offset": offset, "timestamp": 1764162000000,
+                       "key": key, "value": value})
+
+
+def event(event_id, record):
+    return json.dumps({"event_id": event_id, "event_type": "transaction.authorized",
+                       "produced_at": "2026-11-26T13:00:01Z", "payload": record})
+
+
+def hostile_files() -> dict[tuple[str, str], bytes]:
+    """(source, file name) -> bytes, with the outcome of each record noted beside it."""
+    import gzip
+
+    semi = S3_CSV_HEADER
+    return {
+        # comma delimiter, shuffled columns, header case/spaces/aliases; BR amount quoted
+        ("s3", "comma.csv"): (
+            " Transaction_ID , Amount,Data Hora,CLIENTE,cartao,cartao_final,estabelecimento,mcc,moeda,pais,canal,status\n"
+            'h-comma,"1.234,56",26/11/2026 10:00:00,C1,tok_a,1234,M1,5411,BRL,BR,pos,aprovada\n'  # staged
+            'h-comma-extra,"1,00",26/11/2026 10:00:00,C1,tok_a,1234,M1,5411,BRL,BR,pos,aprovada,surplus\n'  # malformed
+            "h-comma-short,\"1,00\",26/11/2026 10:00:00\n"  # malformed
+        ).encode(),
+        ("s3", "latin1.csv"): (semi + "\n" + csv_line("h-latin", customer="José Ação") + "\n").encode("latin-1"),
+        ("s3", "bom.csv"): ("\ufeff" + semi + "\r\n" + csv_line("h-bom", customer="Conceição") + "\r\n").encode(),
+        ("s3", "packed.csv.gz"): gzip.compress((semi + "\n" + csv_line("h-gz", amount="2,50") + "\n").encode()),
+        ("s3", "extra.csv"): (semi + ";observacao\n" + csv_line("h-unknown") + ";nota\n").encode(),  # unknown_column
+        ("s3", "missing.csv"): (semi.replace(";mcc", "") + "\n" + csv_line("h-nomcc").replace(";5411", "") + "\n").encode(),
+        ("s3", "nasty.csv"): (
+            semi + "\n"
+            + csv_line("h-sql", customer=f'"{SQL}"') + "\n"  # staged: just data
+            + csv_line("h-huge", customer=HUGE) + "\n"  # invalid_value:customer_id
+            + csv_line("h-huge-quoted", merchant=f'"{HUGE};"') + "\n"  # invalid_value:merchant_id
+        ).encode(),
+        ("s3", "array.json"): json.dumps(
+            [json.loads(json_line("h-arr1")), json.loads(json_line("h-arr2", amount=7)), "not an object"], indent=2
+        ).encode(),
+        ("s3", "lines-in.json.gz"): gzip.compress((json_line("h-jl1") + "\n" + '{"id": "h-broken"' + "\n").encode()),
+        ("api", "page-0001.json"): json.dumps({"data": [
+            api_record("a-ok", amount=1234.5),  # staged
+            api_record("a-pan", card={"token": PAN, "last4": None}, amount="12.30"),  # staged, tokenized
+            json.dumps(api_record("a-string"))[:40],  # a JSON string instead of an object: malformed
+            api_record("a-naive", created_at="2026-11-26T13:00:00"),  # invalid_timestamp
+        ], "next_cursor": "abc"}).encode(),
+        ("api", "page-0002.json"): b'{"data": [{"transaction_id": "a-cut", ',  # truncated page: malformed
+        ("db", "part-0000.csv"): (
+            "id,txn_uuid,customer_id,card_token,card_last4,merchant_id,mcc,amount_cents,currency,country,"
+            "channel_code,status_code,created_at,updated_at\n"
+            "1,d-ok,C8,tok_db,8888,M8,5411,123456,BRL,BR,ECOM,R1,2026-11-26T13:00:00.5+00:00,2026-11-26T14:00:00+00:00\n"
+            '2,d-comma,"C,9",tok_db,,M8,5411,990,usd,us,MOB,00,2026-11-26 10:00:00-03,2026-11-26 14:00:00+00\n'
+            "3,d-badcents,C8,tok_db,8888,M8,5411,12.5,BRL,BR,POS,00,2026-11-26T13:00:00+00:00,2026-11-26T14:00:00+00:00\n"
+            "4,d-pix,C8,tok_db,8888,M8,5411,100,BRL,BR,PIX,05,2026-11-26T13:00:00+00:00,2026-11-26T14:00:00+00:00\n"
+        ).encode(),
+        ("kafka", "part-0000.jsonl"): "\n".join([
+            envelope(0, event("e1", api_record("k-ok")), "k-ok"),  # staged
+            envelope(1, event("e1", api_record("k-ok")), "k-ok"),  # redelivery: duplicate
+            envelope(2, event("e2", api_record("k-bad", status="pending"))),  # invalid_value:status
+            envelope(3, event("e2", api_record("k-bad", status="pending"))),  # redelivered invalid event: duplicate
+            envelope(4, event("e3", api_record("k-cut"))[:60]),  # truncated message: malformed
+            envelope(5, json.dumps(event("e4", api_record("k-str")))),  # value is a JSON string of a JSON string
+            "not json at all",  # malformed
+        ]).encode() + b"\n",
+    }
+
+
+@pytest.fixture(scope="module")
+def hostile(spark, tmp_path_factory):
+    import os
+
+    from fluxo.glue_runtime import list_files
+    from fluxo.lake import Lake
+    from fluxo.transforms.standardize import map_raw_day, raw_day_files
+
+    root = tmp_path_factory.mktemp("hostile")
+    for (source, name), data in hostile_files().items():
+        folder = root / "raw" / source / f"ingest_date={HOSTILE_DAY}" / "batch=h1"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+        os.utime(folder / name, (LANDED.timestamp(), LANDED.timestamp()))
+    files = raw_day_files(lambda r, sfx: list_files(spark, r, sfx), Lake(str(root)), HOSTILE_DAY)
+    out = standardize(map_raw_day(spark, files, "run-h"), load_fx_rates(spark), token_salt=SALT)
+    checked = out.checked.cache()
+    rows = checked.select("source", "transaction_id", "reason", "_duplicate", "raw_record", "source_file").collect()
+    return {"rows": rows, "staged": {r["transaction_id"]: r for r in out.staged.collect()},
+            "stats": standardize_stats(checked)}
+
+
+def test_hostile_records_get_their_reasons(hostile):
+    def outcome(r):
+        return r["reason"] or ("duplicate" if r["_duplicate"] else "staged")
+
+    got = collections.Counter((r["source"], outcome(r)) for r in hostile["rows"])
+    assert got == collections.Counter({
+        ("s3", "staged"): 8, ("s3", "malformed_record"): 4, ("s3", "unknown_column"): 1,
+        ("s3", "missing_required:mcc"): 1, ("s3", "invalid_value:customer_id"): 1,
+        ("s3", "invalid_value:merchant_id"): 1,
+        ("api", "staged"): 2, ("api", "malformed_record"): 2, ("api", "invalid_timestamp"): 1,
+        ("db", "staged"): 2, ("db", "invalid_amount"): 1, ("db", "invalid_value:channel"): 1,
+        ("kafka", "staged"): 1, ("kafka", "duplicate"): 2, ("kafka", "invalid_value:status"): 1,
+        ("kafka", "malformed_record"): 3,
+    })
+    stats = hostile["stats"]
+    assert stats["read"] == len(hostile["rows"]) == stats["staged"] + stats["quarantined"] + stats["duplicates_dropped"]
+    assert stats["duplicates_dropped"] == 2
+
+
+def test_hostile_s3_files_are_read_right(hostile):
+    staged = hostile["staged"]
+    assert set(staged) >= {"h-comma", "h-latin", "h-bom", "h-gz", "h-sql", "h-arr1", "h-arr2", "h-jl1"}
+    assert staged["h-comma"]["amount"] == Decimal("1234.56") and staged["h-comma"]["customer_id"] == "C1"
+    assert staged["h-comma"]["event_ts"] == datetime(2026, 11, 26, 13, 0, 0)
+    assert staged["h-latin"]["customer_id"] == "José Ação"
+    assert staged["h-bom"]["customer_id"] == "Conceição"
+    assert staged["h-gz"]["amount"] == Decimal("2.50")
+    assert staged["h-sql"]["customer_id"] == SQL
+    assert staged["h-arr2"]["amount"] == Decimal("7.00")
+    huge = [r for r in hostile["rows"] if r["reason"] == "invalid_value:customer_id"]
+    assert len(huge[0]["raw_record"]) > 1_000_000  # quarantined whole, not truncated
+
+
+def test_api_db_and_kafka_shapes(hostile):
+    staged = hostile["staged"]
+    ok = staged["a-ok"]
+    assert (ok["source"], ok["batch_id"], ok["amount"], ok["event_ts"]) == (
+        "api", "h1", Decimal("1234.50"), datetime(2026, 11, 26, 13, 0, 0))
+    assert staged["a-pan"]["card_token"] == expected_token(PAN) and staged["a-pan"]["card_last4"] == "1111"
+    d = staged["d-ok"]
+    assert (d["amount"], d["channel"], d["status"], d["event_ts"]) == (
+        Decimal("1234.56"), "ecommerce", "reversed", datetime(2026, 11, 26, 13, 0, 0, 500000))
+    c = staged["d-comma"]
+    assert (c["customer_id"], c["amount"], c["amount_reporting"], c["channel"], c["status"], c["event_ts"]) == (
+        "C,9", Decimal("9.90"), Decimal("52.97"), "mobile", "approved", datetime(2026, 11, 26, 13, 0, 0))
+    k = staged["k-ok"]
+    assert (k["source"], k["customer_id"], k["amount"]) == ("kafka", "C7", Decimal("10.50"))
+    cut = [r for r in hostile["rows"] if r["source"] == "api" and r["reason"] == "malformed_record"]
+    assert sorted(r["raw_record"][:12] for r in cut) == ['"{\\"transact', '{"data": [{"']

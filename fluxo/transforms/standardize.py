@@ -1,31 +1,47 @@
 """Standardize: raw source records -> canonical transactions + quarantine.
 
-Two layers, both pure Spark SQL functions:
+Two layers, both pure Spark SQL functions (no Python UDFs):
 
-* a *mapper* per source shape (`map_s3_csv`, `map_s3_jsonl`; api/db/kafka shapes are
-  added as more mappers) turns raw lines into *candidate* rows: the raw text of every
-  source field under its canonical name, the source's own parse of amount
-  (`_amount`) and event time (`_event_ts`), a `_parsed` flag (False = malformed
-  line), the original `raw_record` and the lineage (`source`, `batch_id`,
-  `ingested_at`, `source_file`);
+* a *mapper* per source shape turns raw text into *candidate* rows: the raw text of
+  every source field under its canonical name, the source's own parse of amount
+  (`_amount`) and event time (`_event_ts`), a mapper-level `_defect` (null = the
+  record could be read; else its reason code), the Kafka `_event_id` (null for
+  other sources), the original `raw_record` and the lineage (`source`, `batch_id`,
+  `ingested_at`, `source_file`). Shapes (docs/source-formats.md):
+  - s3 CSV (`*.csv[.gz]`): `map_s3_csv` — delimiter `;` or `,` and column order read
+    from each file's header (names matched case/space-insensitively through
+    `S3_CSV_ALIASES`); a file without a header uses the documented layout;
+  - s3 JSON (`*.jsonl[.gz]` one object per line; `*.json[.gz]` a JSON array, one
+    object, or JSON lines): `map_s3_jsonl` / `map_s3_json_documents`;
+  - api pages (`page-*.json`): `map_api_pages`;
+  - db COPY files (`part-*.csv`): `map_db_csv`;
+  - kafka envelopes (`*.jsonl`): `map_kafka`;
 * `standardize` validates candidates from any mapper against the contract in the
   order of the reason table in docs/source-formats.md (first failing check wins),
   normalises closed sets, tokenizes raw PANs, converts amounts to the reporting
-  currency and drops in-batch duplicates (same transaction_id) by the dedupe rule
-  in `fluxo.transforms._common.dedupe_order`.
+  currency and drops in-batch duplicates (same transaction_id; for Kafka also the
+  same event_id) by the dedupe rule in `fluxo.transforms._common.dedupe_order`.
 
-Input lines (`read_lines`) are text: `value`, `source_file`, `ingested_at` (the time
-the file landed in raw), so every line is accounted for:
-read = staged + quarantined + duplicates_dropped (CSV header lines are not read rows).
+Input text (`read_lines`, `read_documents`): `value`, `source_file`, `ingested_at`
+(the time the file landed in raw). Every record is accounted for:
+read = staged + quarantined + duplicates_dropped (CSV header lines and API page
+envelopes are not records).
+
+Encoding: a line (or JSON document) that is not valid UTF-8 is decoded as latin-1.
+The decision is per line, which costs no extra pass: ASCII reads the same in both,
+and latin-1 text only forms valid UTF-8 when an accented capital is followed by a
+C1 control or a symbol in 0x80-0xBF (e.g. "Ã©"), which Brazilian exports do not contain.
+A UTF-8 byte order mark is dropped.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import re
 from decimal import Decimal
 from importlib import resources
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -45,18 +61,26 @@ from fluxo.transforms._common import conform, rank_copies
 DERIVED = ("source", "amount_reporting", "batch_id", "ingested_at")
 SOURCE_FIELDS = tuple(c for c in TRANSACTION.names if c not in DERIVED)
 LINE_COLUMNS = ("value", "source_file", "ingested_at")
+# Identifier columns without a pattern of their own: longer values are invalid (a
+# 1 MB string in a field is quarantined, never staged).
+MAX_ID_CHARS = 128
+ID_COLUMNS = ("transaction_id", "customer_id", "merchant_id", "card_token")
 
 SAO_PAULO = "America/Sao_Paulo"
 TOKEN_PATTERN = r"^tok_[A-Za-z0-9_-]+$"
 # Canonical form of a decimal as text (what the BR format normalises to and what JSON carries).
 NUMBER_PATTERN = r"^[+-]?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?$"
 BR_NUMBER_PATTERN = r"^[+-]?([0-9]{1,3}(\.[0-9]{3})+|[0-9]+)(,[0-9]+)?$"
+CENTS_PATTERN = r"^[+-]?[0-9]{1,18}$"
 BR_DATETIME_PATTERN = r"^[0-9]{2}/[0-9]{2}/[0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2}$"
-ISO_OFFSET_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})$"
+# ISO-8601 with a mandatory offset; PostgreSQL's text form (space, `-03`) is accepted too.
+ISO_OFFSET_PATTERN = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}(:?[0-9]{2})?)$"
+)
 # Any 13-19 digit run in a quarantined raw record is treated as a PAN and masked.
 PAN_IN_TEXT = r"(?<![0-9])[0-9]{9,15}([0-9]{4})(?![0-9])"
 
-# s3 CSV: header field -> canonical column, in file order (docs/source-formats.md).
+# s3 CSV: header field -> canonical column, in the documented file order (docs/source-formats.md).
 S3_CSV_FIELDS = {
     "id_transacao": "transaction_id",
     "data_hora": "event_ts",
@@ -72,8 +96,40 @@ S3_CSV_FIELDS = {
     "status": "status",
 }
 S3_CSV_HEADER = ";".join(S3_CSV_FIELDS)
-_CSV_FIELD = r'(?:"(?:[^"]|"")*"|[^;"]*)'
-S3_CSV_LINE_PATTERN = rf"^{_CSV_FIELD}(?:;{_CSV_FIELD}){{{len(S3_CSV_FIELDS) - 1}}}$"
+# Other header spellings seen in partner exports (after lower-casing, trimming and
+# turning spaces/hyphens into `_`); the canonical column names are accepted too.
+S3_CSV_ALIASES = {
+    **S3_CSV_FIELDS,
+    **{c: c for c in SOURCE_FIELDS},
+    "id": "transaction_id", "id_transação": "transaction_id", "transacao": "transaction_id",
+    "data": "event_ts", "datahora": "event_ts", "data_hora_transacao": "event_ts",
+    "cliente_id": "customer_id", "id_cliente": "customer_id", "customer": "customer_id",
+    "cartão": "card_token", "card": "card_token", "token_cartao": "card_token",
+    "cartão_final": "card_last4", "final_cartao": "card_last4", "last4": "card_last4",
+    "estabelecimento_id": "merchant_id", "id_estabelecimento": "merchant_id", "merchant": "merchant_id",
+    "valor_transacao": "amount", "país": "country", "canal_venda": "channel", "situacao": "status",
+    "situação": "status",
+}
+# db COPY files: header field -> canonical column; `id` and `updated_at` are read and ignored.
+DB_CSV_FIELDS = {
+    "id": None,
+    "txn_uuid": "transaction_id",
+    "customer_id": "customer_id",
+    "card_token": "card_token",
+    "card_last4": "card_last4",
+    "merchant_id": "merchant_id",
+    "mcc": "mcc",
+    "amount_cents": "amount",
+    "currency": "currency",
+    "country": "country",
+    "channel_code": "channel",
+    "status_code": "status",
+    "created_at": "event_ts",
+    "updated_at": None,
+}
+DB_CSV_HEADER = ",".join(DB_CSV_FIELDS)
+DB_CSV_ALIASES = {**DB_CSV_FIELDS, "transaction_id": "transaction_id"}
+IGNORED = "_ignored"
 
 # s3 JSON lines: canonical column -> JSON path(s); the first non-blank path wins.
 S3_JSON_PATHS = {
@@ -90,9 +146,26 @@ S3_JSON_PATHS = {
     "channel": ("$.channel",),
     "status": ("$.status",),
 }
+# api record (also the kafka payload).
+API_PATHS = {
+    "transaction_id": ("$.transaction_id",),
+    "event_ts": ("$.created_at",),
+    "customer_id": ("$.customer_id",),
+    "card_token": ("$.card.token", "$.card.number"),
+    "card_last4": ("$.card.last4",),
+    "merchant_id": ("$.merchant_id",),
+    "mcc": ("$.mcc",),
+    "amount": ("$.amount",),
+    "currency": ("$.currency",),
+    "country": ("$.country",),
+    "channel": ("$.channel",),
+    "status": ("$.status",),
+}
 
 CSV_SUFFIXES = (".csv", ".csv.gz")
 JSON_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz")
+JSON_LINES_SUFFIXES = (".jsonl", ".jsonl.gz")
+JSON_DOCUMENT_SUFFIXES = (".json", ".json.gz")
 
 
 class Standardized(NamedTuple):
@@ -104,15 +177,31 @@ class Standardized(NamedTuple):
 # --- reading ------------------------------------------------------------------------
 
 
-def read_lines(spark, files: list[str]) -> DataFrame:
-    """Raw files as text lines with the file they came from and when it landed."""
+def _empty_lines(spark) -> DataFrame:
+    return spark.createDataFrame([], "value string, source_file string, ingested_at timestamp")
+
+
+def _read_text(spark, files: list[str], whole: bool) -> DataFrame:
     if not files:
-        return spark.createDataFrame([], "value string, source_file string, ingested_at timestamp")
-    return spark.read.text(files).select(
-        "value",
-        F.col("_metadata.file_path").alias("source_file"),
-        F.col("_metadata.file_modification_time").alias("ingested_at"),
+        return _empty_lines(spark)
+    return (
+        spark.read.text(files, wholetext=whole)
+        .select(
+            "value",
+            F.col("_metadata.file_path").alias("source_file"),
+            F.col("_metadata.file_modification_time").alias("ingested_at"),
+        )
     )
+
+
+def read_lines(spark, files: list[str]) -> DataFrame:
+    """Raw files as text lines with the file they came from and when it landed (gzip is transparent)."""
+    return _read_text(spark, files, whole=False)
+
+
+def read_documents(spark, files: list[str]) -> DataFrame:
+    """Raw files as one text row each (JSON documents: arrays, API pages)."""
+    return _read_text(spark, files, whole=True)
 
 
 def load_fx_rates(spark, path: str | None = None) -> DataFrame:
@@ -137,8 +226,13 @@ def reporting_rate(fx_rates: DataFrame, reporting_currency: str) -> Decimal:
 # --- parsing helpers ----------------------------------------------------------------
 
 
+def decode_text(value: Column) -> Column:
+    """UTF-8 text as is; text that is not valid UTF-8 decoded as latin-1 (Spark keeps the raw bytes)."""
+    return F.when(F.is_valid_utf8(value), value).otherwise(F.decode(value.cast("binary"), "ISO-8859-1"))
+
+
 def _clean_line(value: Column) -> Column:
-    return F.regexp_replace(value, "^\ufeff|\r$", "")
+    return F.regexp_replace(decode_text(value), "^\ufeff|\r$", "")
 
 
 def _blank_to_null(c: Column) -> Column:
@@ -158,6 +252,11 @@ def parse_br_amount(text: Column) -> Column:
     return F.when(text.rlike(BR_NUMBER_PATTERN), strict_decimal(plain))
 
 
+def parse_cents(text: Column) -> Column:
+    """Integer minor units (`12345`) -> decimal(18,2) (`123.45`)."""
+    return F.when(text.rlike(CENTS_PATTERN), (text.try_cast("decimal(20,0)") / 100).try_cast("decimal(18,2)"))
+
+
 def parse_sao_paulo_datetime(text: Column) -> Column:
     """`dd/mm/yyyy HH:MM:SS` São Paulo wall clock -> UTC instant (null if not a real date)."""
     zoned = F.concat(text, F.lit(f" {SAO_PAULO}"))
@@ -165,7 +264,7 @@ def parse_sao_paulo_datetime(text: Column) -> Column:
 
 
 def parse_iso_offset(text: Column) -> Column:
-    """ISO-8601 with a mandatory offset (`Z`, `-03:00`, ...) -> UTC instant."""
+    """ISO-8601 with a mandatory offset (`Z`, `-03:00`, `-03`, ...) -> UTC instant."""
     return F.when(text.rlike(ISO_OFFSET_PATTERN), text.try_cast("timestamp"))
 
 
@@ -176,72 +275,305 @@ def _lineage(lines: DataFrame, source: str, default_batch_id: str) -> DataFrame:
     )
 
 
-def _candidates(df: DataFrame, fields: dict[str, Column], amount: Column, event_ts: Column, parsed: Column) -> DataFrame:
+def _candidates(
+    df: DataFrame,
+    fields: dict[str, Column],
+    amount: Column,
+    event_ts: Column,
+    defect: Column,
+    event_id: Column | None = None,
+) -> DataFrame:
     return df.select(
         F.col("raw_record"),
         F.col("source_file"),
         F.col("source"),
         F.col("batch_id"),
         F.col("ingested_at").cast("timestamp").alias("ingested_at"),
-        parsed.alias("_parsed"),
+        defect.cast("string").alias("_defect"),
+        (event_id if event_id is not None else F.lit(None)).cast("string").alias("_event_id"),
         *[fields[c].cast("string").alias(c) for c in SOURCE_FIELDS],
         amount.alias("_amount"),
         event_ts.alias("_event_ts"),
     )
 
 
-# --- mappers: one per source shape --------------------------------------------------
+def _malformed_unless(ok: Column) -> Column:
+    return F.when(~F.coalesce(ok, F.lit(False)), F.lit("malformed_record"))
+
+
+# --- CSV with a header row ----------------------------------------------------------
+
+
+def _csv_field(sep: str) -> str:
+    # Possessive quantifiers: no backtracking (and no deep recursion) on huge fields.
+    return rf'(?:"[^"]*+(?:""[^"]*+)*+"|[^{sep}"]*+)'
+
+
+def _csv_line_pattern(sep: str) -> str:
+    return rf"^{_csv_field(sep)}(?:{sep}{_csv_field(sep)})*+$"
+
+
+def _csv_fields(line: Column, sep: str) -> Column:
+    """The fields of a well-formed CSV line, unquoted (`""` inside quotes is one `"`)."""
+    # Each match starts at a separator (one is put in front), so no match is empty.
+    raw = F.regexp_extract_all(F.concat(F.lit(sep), line), F.lit(rf"{sep}({_csv_field(sep)})"), F.lit(1))
+    return F.transform(
+        raw,
+        lambda f: F.when(
+            f.startswith('"'), F.replace(F.substring(f, F.lit(2), F.length(f) - 2), F.lit('""'), F.lit('"'))
+        ).otherwise(f),
+    )
+
+
+def _header_names(text: Column) -> Column:
+    """Normalised column names of a header line (its delimiter: `;` if present, else `,`)."""
+    sep = F.when(text.contains(";"), F.lit(";")).otherwise(F.lit(","))
+    return F.transform(
+        F.split(text, sep),
+        lambda n: F.regexp_replace(F.lower(F.trim(F.regexp_replace(n, '"', ""))), r"[\s-]+", "_"),
+    )
+
+
+def _alias_map(aliases: dict[str, str | None]) -> Column:
+    return F.create_map(*[F.lit(x) for k, v in aliases.items() for x in (k, v or IGNORED)])
+
+
+def _is_header(text: Column, aliases: dict[str, str | None]) -> Column:
+    """A line naming the source's transaction id column with identifier-like names only."""
+    id_names = [k for k, v in aliases.items() if v == "transaction_id"]
+    names = _header_names(text)
+    # A cheap scan first: only lines mentioning an id column name are split.
+    mentions = "|".join(re.escape(n).replace("_", r"[_\s-]") for n in id_names)
+    return F.lower(text).rlike(mentions) & (
+        F.exists(names, lambda n: n.isin(*id_names)) & F.forall(names, lambda n: n.rlike(r"^[\p{L}_][\p{L}0-9_]*$"))
+    )
+
+
+def _header_layout(header: Column, aliases: dict[str, str | None]) -> list[Column]:
+    """Per-file layout columns: `_sep`, `_ncols`, `_unknown` and `_pos_<column>` (1-based, 0 = absent)."""
+    mapped = F.transform(_header_names(header), lambda n: F.coalesce(F.try_element_at(_alias_map(aliases), n), F.lit("?")))
+    return [
+        F.when(header.contains(";"), F.lit(";")).otherwise(F.lit(",")).alias("_sep"),
+        F.size(mapped).alias("_ncols"),
+        F.array_contains(mapped, "?").alias("_unknown"),
+        *[F.array_position(mapped, c).cast("int").alias(f"_pos_{c}") for c in SOURCE_FIELDS],
+    ]
+
+
+def _map_csv(
+    lines: DataFrame,
+    source: str,
+    aliases: dict[str, str | None],
+    default_header: str,
+    default_batch_id: str,
+    parse_amount: Callable[[Column], Column],
+    parse_event_ts: Callable[[Column], Column],
+) -> DataFrame:
+    """Candidates of CSV rows, each read with its file's layout (from its header line; the documented one if it has none)."""
+    df = _lineage(lines, source, default_batch_id).withColumn("raw_record", _clean_line(F.col("value")))
+    header_line = _is_header(F.col("raw_record"), aliases)
+    # One small row per file (a broadcast join, no shuffle of the data rows).
+    headers = (
+        df.where(header_line)
+        .groupBy("source_file")
+        .agg(F.min("raw_record").alias("_header"))
+        .select("source_file", *_header_layout(F.col("_header"), aliases))
+    )
+    rows = df.where(~header_line).join(F.broadcast(headers), "source_file", "left")
+    default_names = default_header.split(";" if ";" in default_header else ",")
+    default_pos = {c: default_names.index(n) + 1 for n, c in aliases.items() if c and n in default_names}
+    has_header = F.col("_sep").isNotNull()
+    sep = F.coalesce(F.col("_sep"), F.lit(";" if ";" in default_header else ","))
+    ncols = F.coalesce(F.col("_ncols"), F.lit(len(default_names)))
+    line = F.col("raw_record")
+    fields = F.when(sep == ";", _csv_fields(line, ";")).otherwise(_csv_fields(line, ","))
+    well_formed = F.when(sep == ";", line.rlike(_csv_line_pattern(";"))).otherwise(line.rlike(_csv_line_pattern(",")))
+
+    def value(column: str) -> Column:
+        pos = F.when(has_header, F.col(f"_pos_{column}")).otherwise(F.lit(default_pos.get(column, 0)))
+        return F.when(pos > 0, F.try_element_at(F.col("_fields"), pos))
+
+    rows = rows.withColumn("_fields", fields)
+    defect = F.coalesce(
+        _malformed_unless(well_formed & (F.size(F.col("_fields")) == ncols)),
+        F.when(F.coalesce(F.col("_unknown"), F.lit(False)), F.lit("unknown_column")),
+    )
+    fields = {c: value(c) for c in SOURCE_FIELDS}
+    return _candidates(
+        rows,
+        fields,
+        amount=parse_amount(F.trim(fields["amount"])),
+        event_ts=parse_event_ts(F.trim(fields["event_ts"])),
+        defect=defect,
+    )
 
 
 def map_s3_csv(lines: DataFrame, default_batch_id: str = "") -> DataFrame:
-    """s3 partner CSV (`;`, BR numbers, São Paulo dd/mm/yyyy) -> candidates; header lines removed."""
-    text = _clean_line(F.col("value"))
-    df = _lineage(lines, "s3", default_batch_id).withColumn("raw_record", text)
-    df = df.where(F.lower(F.trim("raw_record")) != S3_CSV_HEADER)
-    ddl = ", ".join(f"`{name}` string" for name in S3_CSV_FIELDS)
-    parsed = F.from_csv(F.col("raw_record"), ddl, {"sep": ";", "quote": '"', "escape": '"', "mode": "PERMISSIVE"})
-    fields = {canonical: parsed[source] for source, canonical in S3_CSV_FIELDS.items()}
-    amount_text, ts_text = F.trim(fields["amount"]), F.trim(fields["event_ts"])
+    """s3 partner CSV (BR numbers, São Paulo dd/mm/yyyy) -> candidates; header lines removed."""
+    return _map_csv(lines, "s3", S3_CSV_ALIASES, S3_CSV_HEADER, default_batch_id, parse_br_amount,
+                    parse_sao_paulo_datetime)
+
+
+def map_db_csv(lines: DataFrame, default_batch_id: str = "") -> DataFrame:
+    """db COPY CSV (amount_cents, channel/status codes, timestamptz) -> candidates; header lines removed."""
+    return _map_csv(lines, "db", DB_CSV_ALIASES, DB_CSV_HEADER, default_batch_id, parse_cents, parse_iso_offset)
+
+
+# --- JSON -----------------------------------------------------------------------------
+
+
+def _json_fields(doc: Column, paths: dict[str, tuple[str, ...]]) -> dict[str, Column]:
+    def field(ps: tuple[str, ...]) -> Column:
+        return F.coalesce(*[_blank_to_null(F.try_variant_get(doc, p, "string")) for p in ps])
+
+    return {c: field(ps) for c, ps in paths.items()}
+
+
+def _json_candidates(df: DataFrame, doc: Column, paths: dict[str, tuple[str, ...]], ok: Column,
+                     event_id: Column | None = None) -> DataFrame:
+    fields = _json_fields(doc, paths)
     return _candidates(
         df,
         fields,
-        amount=parse_br_amount(amount_text),
-        event_ts=parse_sao_paulo_datetime(ts_text),
-        parsed=F.col("raw_record").rlike(S3_CSV_LINE_PATTERN),
+        amount=strict_decimal(F.trim(fields["amount"])),
+        event_ts=parse_iso_offset(F.trim(fields["event_ts"])),
+        defect=_malformed_unless(ok),
+        event_id=event_id,
     )
+
+
+def _is_object_text(text: Column) -> Column:
+    return F.ltrim(text).startswith("{")
 
 
 def map_s3_jsonl(lines: DataFrame, default_batch_id: str = "") -> DataFrame:
     """s3 gateway JSON lines (nested; amount string or number; ISO-8601 offsets) -> candidates."""
     df = _lineage(lines, "s3", default_batch_id).withColumn("raw_record", _clean_line(F.col("value")))
     doc = F.try_parse_json(F.col("raw_record"))
+    return _json_candidates(df, doc, S3_JSON_PATHS, doc.isNotNull() & _is_object_text(F.col("raw_record")))
 
-    def field(paths: tuple[str, ...]) -> Column:
-        return F.coalesce(*[_blank_to_null(F.try_variant_get(doc, p, "string")) for p in paths])
 
-    fields = {c: field(paths) for c, paths in S3_JSON_PATHS.items()}
-    return _candidates(
-        df,
-        fields,
-        amount=strict_decimal(F.trim(fields["amount"])),
-        event_ts=parse_iso_offset(F.trim(fields["event_ts"])),
-        parsed=doc.isNotNull() & F.ltrim(F.col("raw_record")).startswith("{"),
+def _document_records(docs: DataFrame) -> DataFrame:
+    """`.json` documents -> one row per record (`raw_record`): the elements of a JSON array,
+    a single (pretty-printed) object, or else each line of the text (JSON lines, or the
+    pieces of a broken file, each then a malformed record)."""
+    text = F.regexp_replace(decode_text(F.col("value")), "^\ufeff", "")
+    whole = F.trim(text)
+    array = F.when(whole.startswith("["), F.from_json(whole, "array<variant>"))
+    # JSON lines whenever the first line is a whole value (the parser ignores what follows
+    # a complete value, so parsing the whole text would drop the other lines).
+    first_line_whole = F.try_parse_json(F.regexp_extract(whole, r"^([^\n]*)", 1)).isNotNull()
+    single = F.when(whole.startswith("{") & ~first_line_whole, F.try_parse_json(whole))
+    lines = F.split(F.regexp_replace(text, r"\r?\n\s*$", ""), r"\r?\n")
+    records = (
+        F.when(array.isNotNull(), F.transform(array, lambda e: F.to_json(e)))
+        .when(single.isNotNull(), F.array(F.to_json(single)))
+        .otherwise(lines)
+    )
+    return docs.where(whole != "").withColumn("raw_record", F.explode(records)).withColumn(
+        "raw_record", F.regexp_replace("raw_record", r"\r$", "")
     )
 
 
-def map_s3(csv_lines: DataFrame | None, json_lines: DataFrame | None, default_batch_id: str = "") -> DataFrame | None:
-    """Candidates of every s3 file: CSV and JSON lines read separately so each file is scanned once."""
-    parts = []
-    if csv_lines is not None:
-        parts.append(map_s3_csv(csv_lines, default_batch_id))
-    if json_lines is not None:
-        parts.append(map_s3_jsonl(json_lines, default_batch_id))
+def map_s3_json_documents(docs: DataFrame, default_batch_id: str = "") -> DataFrame:
+    """s3 `.json` files (a JSON array, one object or JSON lines) -> candidates, one per record."""
+    df = _document_records(_lineage(docs, "s3", default_batch_id))
+    doc = F.try_parse_json(F.col("raw_record"))
+    return _json_candidates(df, doc, S3_JSON_PATHS, doc.isNotNull() & _is_object_text(F.col("raw_record")))
+
+
+def map_api_pages(pages: DataFrame, default_batch_id: str = "") -> DataFrame:
+    """api pages `{"data": [record, ...], "next_cursor"}` -> one candidate per record.
+
+    A page that cannot be read is one malformed record (its whole text); a record that
+    is not a JSON object (e.g. a JSON string) is malformed."""
+    df = _lineage(pages, "api", default_batch_id)
+    text = F.trim(F.regexp_replace(decode_text(F.col("value")), "^\ufeff", ""))
+    data = F.from_json(text, "struct<data: array<variant>>")["data"]
+    records = F.when(data.isNotNull(), F.transform(data, lambda e: F.to_json(e))).otherwise(F.array(text))
+    df = (
+        df.where(text != "")
+        .withColumn("_page_ok", data.isNotNull())
+        .withColumn("raw_record", F.explode(records))
+    )
+    doc = F.try_parse_json(F.col("raw_record"))
+    ok = F.col("_page_ok") & doc.isNotNull() & _is_object_text(F.col("raw_record"))
+    return _json_candidates(df, doc, API_PATHS, ok)
+
+
+def map_kafka(lines: DataFrame, default_batch_id: str = "") -> DataFrame:
+    """kafka envelopes `{"topic", "partition", "offset", "timestamp", "key", "value"}` whose
+    value is the message text `{"event_id", "event_type", "produced_at", "payload": <api record>}`."""
+    df = _lineage(lines, "kafka", default_batch_id).withColumn("raw_record", _clean_line(F.col("value")))
+    envelope = F.try_parse_json(F.col("raw_record"))
+    message_text = F.try_variant_get(envelope, "$.value", "string")
+    message = F.try_parse_json(message_text)
+    paths = {c: tuple("$.payload" + p[1:] for p in ps) for c, ps in API_PATHS.items()}
+    ok = (
+        envelope.isNotNull()
+        & _is_object_text(F.col("raw_record"))
+        & message.isNotNull()
+        & _is_object_text(message_text)
+        & _is_object_text(F.to_json(F.try_variant_get(message, "$.payload", "variant")))
+    )
+    event_id = _blank_to_null(F.try_variant_get(message, "$.event_id", "string"))
+    return _json_candidates(df, message, paths, ok, event_id=event_id)
+
+
+# --- one day's raw zone -------------------------------------------------------------------
+
+
+def _union(parts: list[DataFrame]) -> DataFrame | None:
     if not parts:
         return None
     out = parts[0]
     for p in parts[1:]:
         out = out.unionByName(p)
     return out
+
+
+def map_s3(
+    csv_lines: DataFrame | None,
+    json_lines: DataFrame | None,
+    default_batch_id: str = "",
+    json_documents: DataFrame | None = None,
+) -> DataFrame | None:
+    """Candidates of every s3 file: CSV, JSON lines and JSON documents read separately."""
+    parts = []
+    if csv_lines is not None:
+        parts.append(map_s3_csv(csv_lines, default_batch_id))
+    if json_lines is not None:
+        parts.append(map_s3_jsonl(json_lines, default_batch_id))
+    if json_documents is not None:
+        parts.append(map_s3_json_documents(json_documents, default_batch_id))
+    return _union(parts)
+
+
+def raw_day_files(list_files, lake, ingest_date: str) -> dict[str, list[str]]:
+    """The raw files of one ingest day by shape; `list_files(root, suffixes)` lists recursively."""
+    return {
+        "s3_csv": list_files(lake.raw("s3", ingest_date), CSV_SUFFIXES),
+        "s3_jsonl": list_files(lake.raw("s3", ingest_date), JSON_LINES_SUFFIXES),
+        "s3_json": list_files(lake.raw("s3", ingest_date), JSON_DOCUMENT_SUFFIXES),
+        "api": list_files(lake.raw("api", ingest_date), JSON_DOCUMENT_SUFFIXES),
+        "db": list_files(lake.raw("db", ingest_date), CSV_SUFFIXES),
+        "kafka": list_files(lake.raw("kafka", ingest_date), JSON_LINES_SUFFIXES),
+    }
+
+
+def map_raw_day(spark, files: dict[str, list[str]], default_batch_id: str = "") -> DataFrame:
+    """Candidates of every source shape with files (a missing source is normal)."""
+    mappers = {
+        "s3_csv": (read_lines, map_s3_csv),
+        "s3_jsonl": (read_lines, map_s3_jsonl),
+        "s3_json": (read_documents, map_s3_json_documents),
+        "api": (read_documents, map_api_pages),
+        "db": (read_lines, map_db_csv),
+        "kafka": (read_lines, map_kafka),
+    }
+    parts = [mapper(reader(spark, files[shape]), default_batch_id)
+             for shape, (reader, mapper) in mappers.items() if files.get(shape)]
+    return _union(parts) or map_s3_csv(_empty_lines(spark), default_batch_id)
 
 
 # --- canonical validation -----------------------------------------------------------
@@ -293,7 +625,8 @@ def standardize(
     def pattern(column: str) -> str:
         return TRANSACTION.column(column).regex or ".*"
 
-    checks: list[tuple[Column, str]] = [(~F.col("_parsed"), "malformed_record")]
+    # The mapper's own verdict (malformed_record, unknown_column) comes first.
+    checks: list[tuple[Column, str | Column]] = [(F.col("_defect").isNotNull(), F.col("_defect"))]
     checks += [(F.col(n).isNull(), f"missing_required:{n}") for n in SOURCE_FIELDS if n in TRANSACTION.required]
     checks += [
         (F.col("_amount").isNull(), "invalid_amount"),
@@ -308,12 +641,14 @@ def standardize(
         (~F.col("_currency").isin(*CURRENCIES), "invalid_value:currency"),
         (~F.col("_country").rlike(pattern("country")), "invalid_value:country"),
         (~F.col("mcc").rlike(pattern("mcc")), "invalid_value:mcc"),
+        *[(F.length(n) > MAX_ID_CHARS, f"invalid_value:{n}") for n in ID_COLUMNS if n != "card_token"],
+        (F.length("card_token") > MAX_ID_CHARS, "invalid_value:card_token"),
         (F.col("_card_token").isNull(), "invalid_value:card_token"),
         (~F.coalesce(F.col("_card_last4").rlike(pattern("card_last4")), F.lit(True)), "invalid_value:card_last4"),
         # Only an overflow of decimal(18,2) after conversion is left here.
         (F.col("_amount_reporting").isNull(), "invalid_amount"),
     ]
-    reason = F.coalesce(*[F.when(cond, F.lit(code)) for cond, code in checks])
+    reason = F.coalesce(*[F.when(cond, code if isinstance(code, Column) else F.lit(code)) for cond, code in checks])
 
     canonical = {
         "event_ts": F.col("_event_ts"),
@@ -331,10 +666,21 @@ def standardize(
         reason.alias("reason"),
         F.col("raw_record"),
         F.col("source_file"),
+        F.col("_event_id"),
+    )
+    # Copies of one valid transaction_id, and redeliveries of one Kafka event even when the
+    # event is invalid, are duplicates: only the first (dedupe rule) is staged or quarantined.
+    valid = F.col("reason").isNull()
+    copy_key = F.when(valid, F.col("transaction_id")).when(
+        F.col("_event_id").isNotNull(), F.concat(F.lit("event:"), F.col("_event_id"))
+    )
+    checked = rank_copies(checked.withColumn("_copy_key", copy_key), partition=[F.col("_copy_key"), valid])
+    checked = (
+        checked.withColumn("_duplicate", F.col("_copy_key").isNotNull() & (F.col("_copy_rank") > 1))
+        .withColumn("reason", F.when(~F.col("_duplicate"), F.col("reason")))
+        .drop("_copy_rank", "_copy_key", "_event_id")
     )
     valid = F.col("reason").isNull()
-    checked = rank_copies(checked, partition=[F.col("transaction_id"), valid])
-    checked = checked.withColumn("_duplicate", valid & (F.col("_copy_rank") > 1)).drop("_copy_rank")
 
     staged = conform(checked.where(valid & ~F.col("_duplicate")), TRANSACTION)
     quarantine = conform(
