@@ -334,6 +334,14 @@ def test_merge_updates_changed_scores_and_drops_rows_no_longer_flagged(tmp_path)
     assert rows[("t1", "mad_zscore")]["run_id"] == "r1"  # unchanged score: first detection kept
     assert rows[("t1", "iqr_fence")]["run_id"] == "r2" and rows[("t1", "iqr_fence")]["score"] == 4.5
 
+    # a recomputed day without outliers empties that day only
+    other_day = {**base, "event_date": date(2026, 11, 25), "transaction_id": "t0", "method": "mad_zscore",
+                 "score": 7.0, "run_id": "r0"}
+    history.merge_outliers(uri, pa.Table.from_pylist([other_day], schema=schema), [])
+    emptied = history.merge_outliers(uri, schema.empty_table(), ["2026-11-26"])
+    assert emptied["num_target_rows_deleted"] == 2
+    assert [r["transaction_id"] for r in history.read_outliers(uri).to_pylist()] == ["t0"]
+
 
 def test_outlier_summary_of_crafted_findings(spark):
     rows = group_rows("n", 41) + [tx("huge", 10_000, customer="X1"), tx("huge2", 20_000, customer="X2")]
