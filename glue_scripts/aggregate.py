@@ -1,34 +1,55 @@
-"""Aggregate stage: daily metrics of the event dates a run touched.
+"""Aggregate stage: metrics at every grain of the event dates a run touched.
 
     aggregate.py --JOB_NAME aggregate --lake_root ROOT --ingest_date YYYY-MM-DD [--reporting_currency BRL]
 
 The event dates come from work/standardized/ingest_date=D/; their curated partitions are
-read in full (the metrics cover every transaction of those days, not only this run's) and
-the result overwrites work/metrics/daily/ingest_date=D/. Stats:
-work/stats/ingest_date=D/aggregate.json.
+read once and in full (the metrics cover every transaction of those days, not only this
+run's). Each grain of fluxo.contract.METRIC_GRAINS overwrites
+work/metrics/<grain>/ingest_date=D/: `daily` from one aggregation, the finer grains
+(merchant, MCC, country x channel, hour) from one grouping-sets aggregation.
+Stats: work/stats/ingest_date=D/aggregate.json (rows per grain).
 """
 
 from __future__ import annotations
 
+from pyspark import StorageLevel
+
 from fluxo.glue_runtime import run_stage, start_stage, write_stats
 from fluxo.transforms._common import touched_event_dates
-from fluxo.transforms.aggregate import daily_metrics
+from fluxo.transforms.aggregate import GROUPED_GRAINS, daily_metrics, grain_metrics, grain_rows
 from fluxo.transforms.curate import read_partitions, read_staged
 
 STAGE = "aggregate"
+# Output rows per file: metric grains are small (the merchant grain is the largest).
+ROWS_PER_FILE = 500_000
 
 
 def main() -> None:
     rt = start_stage(["lake_root", "ingest_date"], {"reporting_currency": "BRL"})
     spark, lake = rt.spark, rt.lake
     ingest_date = rt.args["ingest_date"]
+    currency = rt.args["reporting_currency"].upper()
     dates = touched_event_dates(read_staged(spark, lake.staged(ingest_date), ingest_date))
 
-    curated = read_partitions(spark, lake.curated_transactions, dates)
-    metrics = daily_metrics(curated, rt.args["reporting_currency"].upper()).cache()
-    metric_rows = metrics.count()  # one row per date: caching it is free
-    metrics.coalesce(1).write.mode("overwrite").parquet(lake.metrics("daily", ingest_date))
-    write_stats(spark, lake.root, ingest_date, STAGE, {"stage": STAGE, "metric_rows": metric_rows, "dates": dates})
+    # Two aggregations read the same partitions: read the Parquet once.
+    curated = read_partitions(spark, lake.curated_transactions, dates).persist(StorageLevel.MEMORY_AND_DISK)
+    rows: dict[str, int] = {}
+    daily = daily_metrics(curated, currency)
+    daily.coalesce(1).write.mode("overwrite").parquet(lake.metrics("daily", ingest_date))
+    rows["daily"] = spark.read.parquet(lake.metrics("daily", ingest_date)).count()
+
+    grains = grain_metrics(curated, currency).persist(StorageLevel.MEMORY_AND_DISK)
+    for name in GROUPED_GRAINS:
+        out = lake.metrics(name, ingest_date)
+        grain_rows(grains, name).coalesce(1).write.option("maxRecordsPerFile", ROWS_PER_FILE).mode(
+            "overwrite"
+        ).parquet(out)
+        rows[name] = spark.read.parquet(out).count()  # Parquet footers: no recomputation
+    grains.unpersist()
+    curated.unpersist()
+    log_rows = ", ".join(f"{name}={n}" for name, n in rows.items())
+    print(f"aggregate {ingest_date}: metric rows {log_rows}", flush=True)
+    write_stats(spark, lake.root, ingest_date, STAGE, {"stage": STAGE, "metric_rows": rows["daily"], "dates": dates})
     rt.finish()
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import nullcontext
 from datetime import date, datetime
 
 from airflow.providers.postgres.hooks.postgres import PostgresHook
+from psycopg import sql
 
 from fluxo import lakefs
-from fluxo.contract import DAILY_METRICS
+from fluxo.contract import METRIC_GRAINS
 from fluxo.lake import Lake
 from fluxo.settings import get_settings
 from fluxo.warehouse import replace_rows
@@ -36,18 +38,40 @@ def warehouse_connection():
     return conn
 
 
-def load_daily_metrics(ingest_date: str, run_id: str) -> dict:
-    """COPY the day's metrics Parquet into metrics.daily_transactions (replacing those dates)."""
+def load_metrics(ingest_date: str, run_id: str, conn=None) -> dict:
+    """COPY every metric grain of the day (work/metrics/<grain>/) into its warehouse table.
+
+    One transaction for all grains: for each grain, the rows of the event dates it carries
+    are deleted, then `replace_rows` COPYs the new rows into staging and swaps them in on
+    the natural key. A rerun therefore replaces whole days (groups that vanished go too)
+    and never duplicates; readers see all grains old or all grains new.
+    """
     lake = Lake(get_settings().lake_root)
-    metrics = lakefs.read_parquet(lake.metrics("daily", ingest_date))
-    if metrics is None or metrics.num_rows == 0:
-        log.warning("no daily metrics for ingest date %s: nothing to load", ingest_date)
-        return {"metric_rows": 0, "replaced": 0}
-    metrics = metrics.select(DAILY_METRICS.names)
-    with warehouse_connection() as conn:
-        result = replace_rows(conn, "metrics", "daily_transactions", metrics, ["event_date"], {"run_id": run_id})
-    log.info("loaded %d daily metric rows (%d replaced) for %s", result["copied"], result["replaced"], ingest_date)
-    return {"metric_rows": result["copied"], "replaced": result["replaced"]}
+    tables = {}
+    for grain, (contract, _table) in METRIC_GRAINS.items():
+        found = lakefs.read_parquet(lake.metrics(grain, ingest_date))
+        if found is not None and found.num_rows:
+            tables[grain] = found.select(contract.names)
+    if not tables:
+        log.warning("no metrics for ingest date %s: nothing to load", ingest_date)
+        return {"metric_rows": 0, "replaced": 0, "grains": {}}
+    grains, replaced = {}, {}
+    with (warehouse_connection() if conn is None else nullcontext(conn)) as conn, conn.transaction():
+        for grain, rows in tables.items():
+            contract, table = METRIC_GRAINS[grain]
+            dates = sorted(set(rows.column("event_date").to_pylist()))
+            replaced[grain] = conn.execute(
+                sql.SQL("DELETE FROM {} WHERE event_date = ANY(%s)").format(sql.Identifier("metrics", table)), (dates,)
+            ).rowcount
+            result = replace_rows(conn, "metrics", table, rows, list(contract.key), {"run_id": run_id})
+            grains[grain] = result["copied"]
+    log.info("loaded metrics for %s: %s (replaced %s)", ingest_date, json.dumps(grains), json.dumps(replaced))
+    return {"metric_rows": grains.get("daily", 0), "replaced": replaced.get("daily", 0), "grains": grains}
+
+
+def load_daily_metrics(ingest_date: str, run_id: str) -> dict:
+    """The DAG's load step (kept name): every grain, see `load_metrics`."""
+    return load_metrics(ingest_date, run_id)
 
 
 def _stage_stats(lake: Lake, ingest_date: str) -> dict:
