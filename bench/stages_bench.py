@@ -1,0 +1,291 @@
+"""Per-stage benchmark: the Glue scripts standardize, curate, aggregate beside a DuckDB reference.
+
+    .venv/bin/python bench/stages_bench.py                       # 1,000,000 and 5,000,000 rows
+    .venv/bin/python bench/stages_bench.py --rows 1000000 2000000
+
+For each size: the generator's s3 shapes (BR CSV + nested JSONL) for one day are copied
+into a fresh local lake as raw/s3/ingest_date=D/batch=b1/, then each Glue script runs as a
+subprocess (JVM start included: that is what a stage costs) and the same work is done by
+DuckDB SQL on the same files (bench-only reference: parse both shapes incl. Brazilian
+numbers and São Paulo local times, closed sets, FX, PAN tokenising, dedupe, Parquet;
+then the metric grains). Printed: wall seconds, Spark/DuckDB ratio, microseconds per
+generated record and the largest size's cost per row over the smallest's.
+
+Then the warehouse load: the largest run's merchant_daily rows through `replace_rows`
+(COPY into staging + transactional delete/insert) against a raw COPY of the same rows into
+the same table, as rows/s (goal: ratio >= 0.8). The services run in .fluxo/stages-bench.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from fluxo.contract import CHANNEL_SYNONYMS, METRIC_GRAINS, STATUS_SYNONYMS  # noqa: E402
+from fluxo.lake import Lake  # noqa: E402
+
+STAGES = ("standardize", "curate", "aggregate")
+BATCH = "b1"
+SALT = "stages-bench"  # development only: the token salt of generated data
+
+
+# --- the Glue scripts ---------------------------------------------------------------
+
+def spark_env(rows: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("PYSPARK_GATEWAY_PORT", None)
+    env.update({
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")])),
+        "FLUXO_SPARK_MASTER": "local[*]",
+        "FLUXO_SPARK_DRIVER_MEMORY": "6g",
+        # about 250k rows per shuffle partition; AQE coalesces what turns out smaller
+        "FLUXO_SPARK_SHUFFLE_PARTITIONS": str(max(4, rows // 250_000)),
+        "FLUXO_TOKEN_SALT": SALT,
+    })
+    return env
+
+
+def run_stage(stage: str, lake_root: Path, day: str, rows: int, log: Path) -> float:
+    argv = [sys.executable, str(REPO_ROOT / "glue_scripts" / f"{stage}.py"), "--JOB_NAME", stage,
+            "--lake_root", str(lake_root), "--ingest_date", day]
+    if stage == "standardize":
+        argv += ["--batch_id", BATCH]
+    started = time.monotonic()
+    with log.open("a") as out:
+        proc = subprocess.run(argv, env=spark_env(rows), stdout=out, stderr=subprocess.STDOUT)
+    wall = time.monotonic() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"{stage} failed at {rows} rows; see {log}")
+    return wall
+
+
+# --- the DuckDB reference -------------------------------------------------------------
+
+def _mapping(name: str, pairs: dict[str, str]) -> str:
+    values = ", ".join(f"('{k}', '{v}')" for k, v in pairs.items())
+    return f"CREATE TEMP TABLE {name} (raw VARCHAR, canonical VARCHAR); INSERT INTO {name} VALUES {values};"
+
+
+def duck_standardize(con, raw: Path, out: Path, currency: str = "BRL") -> None:
+    con.execute(_mapping("channels", CHANNEL_SYNONYMS))
+    con.execute(_mapping("statuses", STATUS_SYNONYMS))
+    con.execute(f"CREATE OR REPLACE TEMP TABLE fx AS SELECT * FROM read_csv('{REPO_ROOT}/fluxo/reference/fx_rates.csv')")
+    csv = f"""
+        SELECT id_transacao AS transaction_id, 's3' AS source,
+               try_strptime(data_hora || ' -03:00', '%d/%m/%Y %H:%M:%S %z') AS event_ts,
+               cliente AS customer_id, cartao AS card, cartao_final AS last4, estabelecimento AS merchant_id,
+               mcc, TRY_CAST(replace(replace(valor, '.', ''), ',', '.') AS DECIMAL(18,2)) AS amount,
+               moeda AS currency, pais AS country, canal AS channel, status
+        FROM read_csv('{raw}/*.csv', delim=';', header=true, all_varchar=true, quote='"',
+                      null_padding=true, ignore_errors=true)"""
+    jsonl = f"""
+        SELECT id AS transaction_id, 's3' AS source, TRY_CAST(occurred_at AS TIMESTAMPTZ) AS event_ts,
+               customer.id AS customer_id, coalesce(card.token, card.number) AS card, card.last4 AS last4,
+               merchant.id AS merchant_id, merchant.mcc AS mcc,
+               TRY_CAST(CAST(amount.value AS VARCHAR) AS DECIMAL(18,2)) AS amount,
+               amount.currency AS currency, merchant.country AS country, channel, status
+        FROM read_json('{raw}/*.jsonl', format='newline_delimited', ignore_errors=true, columns={{
+            id: 'VARCHAR', occurred_at: 'VARCHAR',
+            customer: 'STRUCT(id VARCHAR)', card: 'STRUCT(token VARCHAR, number VARCHAR, last4 VARCHAR)',
+            merchant: 'STRUCT(id VARCHAR, mcc VARCHAR, country VARCHAR)',
+            amount: 'STRUCT(value VARCHAR, currency VARCHAR)', channel: 'VARCHAR', status: 'VARCHAR'}})"""
+    con.execute(f"""
+        COPY (
+            WITH parsed AS ({csv} UNION ALL BY NAME {jsonl}),
+            typed AS (
+                SELECT p.transaction_id, p.source, p.event_ts, p.customer_id,
+                       CASE WHEN regexp_full_match(p.card, '[0-9]{{13,19}}')
+                            THEN 'tok_' || left(sha256('{SALT}' || p.card), 32) ELSE p.card END AS card_token,
+                       CASE WHEN regexp_full_match(p.card, '[0-9]{{13,19}}') THEN right(p.card, 4)
+                            ELSE nullif(p.last4, '') END AS card_last4,
+                       p.merchant_id, p.mcc, p.amount, upper(p.currency) AS currency,
+                       CAST(round(p.amount * fx.rate_to_brl, 2) AS DECIMAL(18,2)) AS amount_reporting,
+                       upper(p.country) AS country, c.canonical AS channel, s.canonical AS status,
+                       '{BATCH}' AS batch_id, now() AS ingested_at
+                FROM parsed p
+                LEFT JOIN fx ON fx.currency = upper(p.currency)
+                LEFT JOIN channels c ON c.raw = lower(trim(p.channel))
+                LEFT JOIN statuses s ON s.raw = lower(trim(p.status))
+            )
+            SELECT * FROM typed
+            WHERE transaction_id IS NOT NULL AND event_ts <= now() + INTERVAL 5 MINUTE AND customer_id IS NOT NULL
+              AND card_token IS NOT NULL AND merchant_id IS NOT NULL AND regexp_full_match(mcc, '[0-9]{{4}}')
+              AND amount > 0 AND amount_reporting IS NOT NULL AND channel IS NOT NULL AND status IS NOT NULL
+              AND regexp_full_match(country, '[A-Z]{{2}}')
+            QUALIFY row_number() OVER (PARTITION BY transaction_id ORDER BY event_ts, card_token) = 1
+        ) TO '{out}' (FORMAT parquet)""")
+
+
+def duck_curate(con, staged: Path, curated: Path) -> None:
+    con.execute(f"""
+        COPY (
+            SELECT * EXCLUDE (rn), CAST(event_ts AS DATE) AS event_date FROM (
+                SELECT *, row_number() OVER (
+                    PARTITION BY transaction_id
+                    ORDER BY ingested_at, array_position(['api', 'db', 'kafka', 's3'], source), batch_id) AS rn
+                FROM read_parquet('{staged}'))
+            WHERE rn = 1
+        ) TO '{curated}' (FORMAT parquet, PARTITION_BY (event_date), OVERWRITE_OR_IGNORE)""")
+
+
+def duck_aggregate(con, curated: Path, out: Path) -> None:
+    grain_keys = {
+        "daily": ["event_date"], "merchant_daily": ["event_date", "merchant_id"], "mcc_daily": ["event_date", "mcc"],
+        "country_channel_daily": ["event_date", "country", "channel"], "hourly": ["event_date", "event_hour"],
+    }
+    con.execute(f"""
+        CREATE OR REPLACE TEMP VIEW base AS
+        SELECT CAST(event_ts AS DATE) AS event_date, date_trunc('hour', event_ts) AS event_hour, *
+            EXCLUDE (event_date)
+        FROM read_parquet('{curated}/*/*.parquet', hive_partitioning=true)""")
+    for grain, keys in grain_keys.items():
+        cols = ", ".join(keys)
+        extra = (", count(DISTINCT merchant_id) AS distinct_merchants" if grain == "daily" else
+                 ", quantile_disc(amount_reporting, [0.5, 0.95, 0.99]) AS percentiles")
+        con.execute(f"""
+            COPY (
+                SELECT {cols}, count(*) AS transaction_count, sum(amount_reporting) AS amount_total,
+                       round(avg(amount_reporting), 2) AS amount_avg, min(amount_reporting) AS amount_min,
+                       max(amount_reporting) AS amount_max,
+                       count(*) FILTER (WHERE status = 'approved') AS approved_count,
+                       count(*) FILTER (WHERE status = 'declined') AS declined_count,
+                       count(*) FILTER (WHERE status = 'reversed') AS reversed_count,
+                       count(*) FILTER (WHERE status = 'approved') / count(*) AS approval_rate,
+                       count(DISTINCT customer_id) AS distinct_customers {extra}
+                FROM base GROUP BY {cols}
+            ) TO '{out}/{grain}.parquet' (FORMAT parquet)""")
+
+
+def run_duckdb(raw: Path, work: Path) -> dict[str, float]:
+    import duckdb
+
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    times = {}
+    steps = (
+        ("standardize", lambda: duck_standardize(con, raw, work / "staged.parquet")),
+        ("curate", lambda: duck_curate(con, work / "staged.parquet", work / "curated")),
+        ("aggregate", lambda: duck_aggregate(con, work / "curated", work)),
+    )
+    for stage, step in steps:
+        started = time.monotonic()
+        step()
+        times[stage] = time.monotonic() - started
+    return times
+
+
+# --- one size -----------------------------------------------------------------------------
+
+def bench_size(home: Path, rows: int, day: date, seed: int) -> dict:
+    from fluxo.generator import generate
+
+    generated = home / f"generated-{rows}"
+    manifest = generate(generated, day, days=1, rows_per_day=rows, seed=seed, sources=("s3",), token_salt=SALT)
+    records = manifest["records"]
+    lake_root = home / f"lake-{rows}"
+    shutil.rmtree(lake_root, ignore_errors=True)
+    raw = Path(Lake(str(lake_root)).raw("s3", day.isoformat(), BATCH))
+    raw.mkdir(parents=True)
+    for f in (generated / "s3" / f"dt={day.isoformat()}").iterdir():
+        shutil.copy2(f, raw / f.name)
+    log = home / f"stages-{rows}.log"
+    log.unlink(missing_ok=True)
+    spark = {}
+    for stage in STAGES:
+        spark[stage] = run_stage(stage, lake_root, day.isoformat(), rows, log)
+        print(f"    spark {stage}: {spark[stage]:.1f} s", flush=True)
+    duck = run_duckdb(raw, home / f"duckdb-{rows}")
+    print(f"    duckdb: {', '.join(f'{k} {v:.2f} s' for k, v in duck.items())}", flush=True)
+    return {"rows": rows, "records": records, "spark": spark, "duckdb": duck, "lake_root": lake_root}
+
+
+# --- warehouse load -----------------------------------------------------------------------
+
+def bench_load(database_url: str, lake_root: Path, day: date, repeats: int = 3) -> dict:
+    import psycopg
+    from psycopg import sql
+
+    from fluxo import lakefs
+    from fluxo.warehouse import migrate, replace_rows
+    from fluxo.warehouse.load import copy_into
+
+    migrate(database_url)
+    contract, table = METRIC_GRAINS["merchant_daily"]
+    rows = lakefs.read_parquet(Lake(str(lake_root)).metrics("merchant_daily", day.isoformat())).select(contract.names)
+    with_run = rows.append_column("run_id", __import__("pyarrow").array(["bench"] * rows.num_rows))
+    target = sql.Identifier("metrics", table)
+    best = {"replace_rows": float("inf"), "raw COPY": float("inf")}
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for _ in range(repeats):
+            conn.execute(sql.SQL("TRUNCATE {}").format(target))
+            started = time.monotonic()
+            with conn.transaction():
+                copy_into(conn, target, with_run)
+            best["raw COPY"] = min(best["raw COPY"], time.monotonic() - started)
+            # replace_rows over a loaded table: the rerun case (every key replaced)
+            started = time.monotonic()
+            replace_rows(conn, "metrics", table, rows, list(contract.key), {"run_id": "bench"})
+            best["replace_rows"] = min(best["replace_rows"], time.monotonic() - started)
+        conn.execute(sql.SQL("TRUNCATE {}").format(target))
+    return {"rows": rows.num_rows, **{k: rows.num_rows / v for k, v in best.items()}}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 5_000_000])
+    parser.add_argument("--day", type=date.fromisoformat, default=date(2026, 11, 20))
+    parser.add_argument("--seed", type=int, default=2026)
+    args = parser.parse_args()
+
+    home = REPO_ROOT / ".fluxo" / "stages-bench"
+    home.mkdir(parents=True, exist_ok=True)
+    results = []
+    for rows in sorted(args.rows):
+        print(f"... {rows:,} rows", flush=True)
+        results.append(bench_size(home, rows, args.day, args.seed))
+
+    print(f"\n{'rows':>10} {'records':>10} {'stage':<12} {'spark s':>8} {'duckdb s':>9} {'ratio':>7} {'spark us/rec':>13}")
+    for r in results:
+        for stage in STAGES:
+            s, d = r["spark"][stage], r["duckdb"][stage]
+            print(f"{r['rows']:>10,} {r['records']:>10,} {stage:<12} {s:>8.1f} {d:>9.2f} {s / d:>7.1f} "
+                  f"{s / r['records'] * 1e6:>13.2f}")
+        s, d = sum(r["spark"].values()), sum(r["duckdb"].values())
+        print(f"{r['rows']:>10,} {r['records']:>10,} {'all three':<12} {s:>8.1f} {d:>9.2f} {s / d:>7.1f} "
+              f"{s / r['records'] * 1e6:>13.2f}")
+    small, large = results[0], results[-1]
+    if large is not small:
+        per_row = {r["rows"]: sum(r["spark"].values()) / r["records"] for r in (small, large)}
+        print(f"\ncost per record at {large['rows']:,} / at {small['rows']:,}: "
+              f"{per_row[large['rows']] / per_row[small['rows']]:.2f} (must be <= 1)")
+        for stage in STAGES:
+            ratio = (large["spark"][stage] / large["records"]) / (small["spark"][stage] / small["records"])
+            print(f"  {stage:<12} {ratio:.2f}")
+
+    os.environ["FLUXO_HOME"] = str(home)
+    from fluxo.stack import Stack
+
+    env = Stack(home=home / "services").up()
+    try:
+        load = bench_load(env["FLUXO_DATABASE_URL"], large["lake_root"], args.day)
+    finally:
+        Stack(home=home / "services").down()
+    ratio = load["replace_rows"] / load["raw COPY"]
+    print(f"\nwarehouse load of {load['rows']:,} merchant_daily rows: replace_rows {load['replace_rows']:,.0f} rows/s, "
+          f"raw COPY {load['raw COPY']:,.0f} rows/s, ratio {ratio:.2f} (goal >= 0.8)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
