@@ -17,6 +17,7 @@ of the input (about 0.1% on the generator's data), not the curated rows themselv
 
 from __future__ import annotations
 
+import time
 from datetime import date, datetime, timedelta, timezone
 
 from pyspark import StorageLevel
@@ -56,9 +57,15 @@ def main() -> None:
     candidates = baseline_rows.where(event_date().isin([date.fromisoformat(d) for d in dates]))
     outliers = detect(candidates, baseline_rows, run_id, detected_at).persist(StorageLevel.MEMORY_AND_DISK)
 
+    clock = time.perf_counter()
     flagged = outliers.toArrow()
+    seconds = {"detect": time.perf_counter() - clock}
+    clock = time.perf_counter()
     merged = history.merge_outliers(lake.outlier_history, flagged, dates)
+    seconds["delta_merge"] = time.perf_counter() - clock
+    clock = time.perf_counter()
     outlier_summary(outliers).coalesce(1).write.mode("overwrite").parquet(lake.metrics("outlier_summary", ingest_date))
+    seconds["summary"] = time.perf_counter() - clock
     by_method = {m: 0 for m in history.METHODS}
     for row in outliers.groupBy("method").count().collect():  # one row per method
         by_method[row["method"]] = row["count"]
@@ -77,6 +84,7 @@ def main() -> None:
         "updated": merged.get("num_target_rows_updated", 0),
         "deleted": merged.get("num_target_rows_deleted", 0),
         "merge_ms": merged.get("execution_time_ms", 0),
+        "seconds": {k: round(v, 3) for k, v in seconds.items()},
     }
     print(f"{STAGE} {ingest_date}: {flagged.num_rows} outlier rows for {dates or 'no dates'}; "
           f"delta version {merged['version']} (+{stats['inserted']} ~{stats['updated']} -{stats['deleted']})")

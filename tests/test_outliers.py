@@ -229,6 +229,7 @@ def test_script_writes_the_days_outliers_to_delta(runs):
     assert not [k for k in keys if k[0] not in ("a-big", "a-small")]
     assert first["stats"]["dates"] == [DAY1] and first["stats"]["flagged_rows"] == len(first["rows"])
     assert first["stats"]["inserted"] == len(first["rows"])
+    assert set(first["stats"]["seconds"]) == {"detect", "delta_merge", "summary"}
     table = history.open_table(runs["uri"])
     assert table.metadata().partition_columns == ["event_date"]
     assert {r["run_id"] for r in history.read_outliers(runs["uri"], version=first["history"][0]["version"]).to_pylist()} == {"run-1"}
@@ -407,3 +408,18 @@ def test_outlier_history_ships_to_glue_without_developer_modules():
     shipped = library_modules()
     assert {"fluxo.history", "fluxo.transforms.outliers"} <= set(shipped)
     assert "fluxo.settings" not in shipped
+
+
+def test_warehouse_summary_table_matches_the_contract(warehouse_url):
+    with psycopg.connect(warehouse_url) as conn:
+        columns = dict(conn.execute(
+            "SELECT column_name, data_type FROM information_schema.columns"
+            " WHERE table_schema = 'metrics' AND table_name = 'outlier_summary'"
+        ).fetchall())
+        key = [r[0] for r in conn.execute(
+            "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
+            " WHERE i.indrelid = 'metrics.outlier_summary'::regclass AND i.indisprimary ORDER BY array_position(i.indkey, a.attnum)"
+        ).fetchall()]
+    for name, sql_type in history.OUTLIER_SUMMARY.sql_types().items():
+        assert columns.get(name) == sql_type, name
+    assert tuple(key) == history.OUTLIER_SUMMARY.key
