@@ -88,10 +88,26 @@ def run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
-def run_in_one_process(argvs: list[list[str]], cwd: Path) -> subprocess.CompletedProcess:
-    """Several stages in one Python process (one JVM): the scripts run as __main__ one after another."""
-    driver = "import json, runpy, sys\nfor argv in json.loads(sys.argv[1]):\n    sys.argv = argv\n    runpy.run_path(argv[0], run_name='__main__')\n"
-    return run(["-c", driver, json.dumps(argvs)], cwd)
+def run_in_one_process(steps: list[list[str] | dict], cwd: Path) -> subprocess.CompletedProcess:
+    """Several stages in one Python process (one JVM): the scripts run as __main__ one after another.
+    A step `{"argv": [...], "env": {...}}` runs with extra environment and may fail (exit 1)."""
+    driver = (
+        "import json, os, runpy, sys\n"
+        "for step in json.loads(sys.argv[1]):\n"
+        "    step = step if isinstance(step, dict) else {'argv': step}\n"
+        "    saved = dict(os.environ)\n"
+        "    os.environ.update(step.get('env', {}))\n"
+        "    sys.argv = step['argv']\n"
+        "    try:\n"
+        "        runpy.run_path(sys.argv[0], run_name='__main__')\n"
+        "    except SystemExit as exc:\n"
+        "        if not step.get('env') or exc.code != 1:\n"
+        "            raise\n"
+        "    finally:\n"
+        "        os.environ.clear()\n"
+        "        os.environ.update(saved)\n"
+    )
+    return run(["-c", driver, json.dumps(steps)], cwd)
 
 
 def assert_ok(proc: subprocess.CompletedProcess) -> None:
@@ -139,12 +155,19 @@ def runs(tmp_path_factory):
         "first_curated": curated_snapshot(lake),
         "first_metrics": table(lake.metrics("daily", DAY1)),
     }
-    # rerun day 1, then day 2 (a redelivery of a curated transaction), then a day without files
+    # rerun day 1; day 2 (a redelivery of a curated transaction) whose curate first dies after
+    # writing its staging output, then retried; then a day without files
+    failing = [stage_argv("standardize", root, DAY2),
+               {"argv": stage_argv("curate", root, DAY2), "env": {"FLUXO_FAULT_CURATE": "before_commit"}}]
     rest = run_in_one_process(
-        [stage_argv(s, root, d) for d in (DAY1, DAY2, EMPTY_DAY) for s in ("standardize", "curate", "aggregate")],
+        [stage_argv(s, root, DAY1) for s in ("standardize", "curate", "aggregate")] + failing
+        + [stage_argv(s, root, d) for d in (DAY2, EMPTY_DAY) for s in ("standardize", "curate", "aggregate")],
         root,
     )
-    assert_ok(rest)
+    assert rest.returncode == 0, rest.stderr[-3000:]
+    errors = [line for line in rest.stderr.splitlines() if line.startswith(ERROR_PREFIX)]
+    assert len(errors) == 1 and "CurateFault" in errors[0], errors
+    assert "discarded staging" in rest.stdout
     result["rerun_stats"] = {s: stats(root, DAY1, s) for s in first}
     return result
 
