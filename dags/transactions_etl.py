@@ -1,17 +1,18 @@
-"""Daily transactions ETL: land -> standardize -> quality gate -> curate -> aggregate -> warehouse -> audit.
+"""Daily transactions ETL: extract 4 sources -> standardize -> quality gate -> curate -> aggregate + outliers -> warehouse -> audit.
 
 Runs on a daily schedule, or by hand with a `run_date`. Each Glue stage runs locally
 or on AWS Glue depending on FLUXO_GLUE_MODE; this file is the same in both worlds.
+Sources not listed in FLUXO_SOURCES are skipped.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import Param, chain, dag, get_current_context, task
-from fluxo_extract import s3_files
+from airflow.sdk import Param, TaskGroup, chain, dag, get_current_context, task
+from fluxo_extract import database, kafka_stream, rest_api, s3_files
 from fluxo_glue import FluxoGlueJobOperator
-from fluxo_tasks import pipeline
+from fluxo_tasks import outliers, pipeline
 
 from fluxo.settings import get_settings
 
@@ -36,19 +37,39 @@ def transactions_etl():
 
     @task(multiple_outputs=True)
     def land_s3_files(ingest_date: str) -> dict:
+        pipeline.require_source("s3")
         return s3_files.land_day(ingest_date)
+
+    @task
+    def extract_partner_api(ingest_date: str) -> dict:
+        pipeline.require_source("api")
+        return rest_api.extract_partner_api(ingest_date)
+
+    @task
+    def extract_source_db(ingest_date: str) -> dict:
+        pipeline.require_source("db")
+        return database.extract_source_db(ingest_date)
+
+    @task(max_active_tis_per_dag=1)
+    def land_kafka(ingest_date: str) -> dict:
+        pipeline.require_source("kafka")
+        return kafka_stream.land_kafka(ingest_date)
 
     @task(retries=0)
     def load_warehouse(ingest_date: str, **context) -> dict:
-        return pipeline.load_daily_metrics(ingest_date, context["run_id"])
+        return pipeline.load_metrics(ingest_date, context["run_id"])
+
+    @task(retries=0)
+    def load_outlier_summary(ingest_date: str, **context) -> dict:
+        return outliers.load_outlier_summary(ingest_date, context["run_id"])
 
     @task(trigger_rule="all_done", retries=0)
     def record_audit(ingest_date: str) -> dict:
         context = get_current_context()
         ti, run_id = context["ti"], context["run_id"]
         states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[run_id]).get(run_id, {})
-        landed, loaded = ti.xcom_pull(task_ids="land_s3_files"), ti.xcom_pull(task_ids="load_warehouse")
-        return pipeline.record_run(ti.dag_id, run_id, ingest_date, states, landed, loaded)
+        extracted = {source: ti.xcom_pull(task_ids=task_id) for source, task_id in pipeline.EXTRACT_TASKS.items()}
+        return pipeline.record_run(ti.dag_id, run_id, ingest_date, states, extracted, ti.xcom_pull(task_ids="load_warehouse"))
 
     @task(trigger_rule="one_failed", retries=0)
     def fail_run_if_a_stage_failed() -> None:
@@ -56,18 +77,24 @@ def transactions_etl():
         raise RuntimeError("a stage of transactions_etl failed: see that task's log and audit.pipeline_runs")
 
     ingest_date = resolve_run_date()
-    landed = land_s3_files(ingest_date)
+    with TaskGroup("extract") as extract:
+        extracted = [land_s3_files(ingest_date), extract_partner_api(ingest_date),
+                     extract_source_db(ingest_date), land_kafka(ingest_date)]
     stage_args = {"--lake_root": LAKE_ROOT, "--ingest_date": ingest_date}
     standardize = FluxoGlueJobOperator(
-        task_id="standardize", script="standardize", script_args={**stage_args, "--batch_id": landed["batch_id"]}
+        task_id="standardize", script="standardize", script_args=stage_args,
+        trigger_rule="none_failed_min_one_success",
     )
     quality_gate = FluxoGlueJobOperator(task_id="quality_gate", script="quality_gate", script_args=stage_args, retries=0)
     curate = FluxoGlueJobOperator(task_id="curate", script="curate", script_args=stage_args)
     aggregate = FluxoGlueJobOperator(task_id="aggregate", script="aggregate", script_args=stage_args)
-    loaded = load_warehouse(ingest_date)
+    find_outliers = FluxoGlueJobOperator(task_id="outliers", script="outliers", script_args=stage_args)
+    metrics_loaded = load_warehouse(ingest_date)
+    outliers_loaded = load_outlier_summary(ingest_date)
+    audit = record_audit(ingest_date)
 
-    chain(landed, standardize, quality_gate, curate, aggregate, loaded, record_audit(ingest_date))
-    [landed, standardize, quality_gate, curate, aggregate, loaded] >> fail_run_if_a_stage_failed()
+    chain(extract, standardize, quality_gate, curate, [aggregate, find_outliers], [metrics_loaded, outliers_loaded], audit)
+    [*extracted, standardize, quality_gate, curate, aggregate, find_outliers, metrics_loaded, outliers_loaded] >> fail_run_if_a_stage_failed()
 
 
 transactions_etl()

@@ -8,6 +8,7 @@ scripts in local mode), Great Expectations, Airflow (`airflow dags test`) and th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -73,6 +74,34 @@ def run_airflow_day(env: dict, day: date, log_dir: Path) -> float:
     return elapsed
 
 
+def publish_day(generated: Path, day: date, settings, demo_dir: Path) -> str:
+    """Put one generated day where each source would have it: S3 files, OLTP rows, Kafka events."""
+    from fluxo.generator import upload_landing
+    from fluxo.source_db import seed
+    from fluxo.streaming import produce
+    from fluxo.streaming.producer import event_files
+
+    keys = upload_landing(generated, [day], settings)
+    rows = seed(settings.source_database_url, generated, [day])
+    events = sum(produce(f, settings.kafka_bootstrap) for f in event_files(generated, [day.isoformat()]))
+    pages = len(list((generated / "api" / f"dt={day}").glob("page-*.json")))
+    return f"{len(keys)} S3 objects, {rows:,} OLTP rows, {events:,} Kafka events, {pages} API pages"
+
+
+@contextlib.contextmanager
+def partner_api_for(generated: Path, day: date, demo_dir: Path):
+    """The partner API simulator serving the records the partner has by the end of `day`."""
+    from fluxo.simulator import start_simulator
+
+    feed = demo_dir / "partner-api" / "api"
+    feed.mkdir(parents=True, exist_ok=True)
+    link = feed / f"dt={day}"
+    if not link.exists():
+        link.symlink_to(generated / "api" / f"dt={day}", target_is_directory=True)
+    with start_simulator(feed.parent, log=demo_dir / "logs" / "partner-api.log") as sim:
+        yield sim.connection_uri()
+
+
 def print_run_summary(database_url: str, days: list[date]) -> None:
     import psycopg
 
@@ -84,14 +113,17 @@ def print_run_summary(database_url: str, days: list[date]) -> None:
             """,
             (days,),
         ).fetchall()
-    print(f"    {'day':<12}{'state':<9}{'files':>6}{'read':>9}{'quarant.':>10}{'dupes':>8}{'curated':>9}{'loaded':>8}")
+    print(f"    {'day':<12}{'state':<9}{'landed':>8}{'read':>9}{'quarant.':>10}{'dupes':>8}{'curated':>9}{'metrics':>8}")
     for ingest_date, state, c in rows:
         s = c.get("stage_stats", {}).get("standardize", {})
         print(
-            f"    {ingest_date!s:<12}{state:<9}{c.get('landed_files', 0):>6}{s.get('read', 0):>9}"
+            f"    {ingest_date!s:<12}{state:<9}{c.get('landed_records', 0):>8}{s.get('read', 0):>9}"
             f"{s.get('quarantined', 0):>10}{c.get('duplicates_dropped', 0):>8}{c.get('curated_new', 0):>9}"
             f"{c.get('metric_rows_loaded', 0):>8}"
         )
+        for source, got in sorted((c.get("extracted") or {}).items()):
+            if got:
+                print(f"      extracted {source:<6} " + ", ".join(f"{k}={got[k]}" for k in ("landed", "quarantined", "skipped_seen") if k in got))
         reasons = s.get("quarantine_by_reason") or {}
         if reasons:
             print("      quarantined by reason: " + ", ".join(f"{k}={v}" for k, v in sorted(reasons.items())))
@@ -176,17 +208,20 @@ def main(argv: list[str] | None = None) -> int:
             raise DemoFailed("airflow db migrate failed:\n" + proc.stderr[-2000:])
         done(t, f"warehouse migrations applied now: {applied or 'none (up to date)'}")
 
-        t = step(f"generating {args.days} day(s) x {args.rows_per_day:,} records and uploading to the landing bucket")
-        from fluxo.generator import generate, upload_landing
+        t = step(f"generating {args.days} day(s) x {args.rows_per_day:,} transactions in the four source shapes")
+        from fluxo.generator import generate
 
         generated = demo_dir / "generated"
-        generate(generated, days[0], days=args.days, rows_per_day=args.rows_per_day, seed=args.seed)
-        keys = upload_landing(generated, days, settings)
-        done(t, f"{len(keys)} objects in s3://{settings.landing_bucket}/{settings.landing_prefix}/ ; files in {generated}")
+        summary = generate(generated, days[0], days=args.days, rows_per_day=args.rows_per_day, seed=args.seed)
+        done(t, f"{summary['records']:,} records with ground truth in {generated}")
 
         for day in days:
-            t = step(f"airflow dags test transactions_etl {day}   (land -> standardize -> quality_gate -> curate -> aggregate -> load_warehouse -> record_audit)")
-            elapsed = run_airflow_day(env, day, log_dir)
+            t = step(f"{day}: the sources receive the day's data")
+            feed = publish_day(generated, day, settings, demo_dir)
+            done(t, feed)
+            t = step(f"airflow dags test transactions_etl {day}")
+            with partner_api_for(generated, day, demo_dir) as api_conn:
+                elapsed = run_airflow_day({**env, "AIRFLOW_CONN_FLUXO_PARTNER_API": api_conn}, day, log_dir)
             done(t, f"log {log_dir / f'transactions_etl-{day}.log'} ({elapsed:.0f}s)")
 
         t = step("rows per stage (from the audit record in audit.pipeline_runs)")

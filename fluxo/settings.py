@@ -32,6 +32,8 @@ class FluxoSettings(BaseSettings):
     # "local": Glue scripts run here with spark-submit; "aws": AWS Glue runs them.
     glue_mode: Literal["local", "aws"] = "local"
     reporting_currency: str = "BRL"
+    # sources transactions_etl extracts (comma-separated); the others are skipped
+    sources: str = "s3,api,db,kafka"
     # secret salt of card tokens (generated for development by `fluxo.stack`)
     token_salt: str = ""
 
@@ -56,6 +58,10 @@ class FluxoSettings(BaseSettings):
     # Local Spark for Glue scripts
     spark_driver_memory: str = "4g"
     spark_shuffle_partitions: int = 8
+
+    @property
+    def enabled_sources(self) -> set[str]:
+        return {s.strip() for s in self.sources.split(",") if s.strip()}
 
     @property
     def data_dir(self) -> Path:

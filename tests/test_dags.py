@@ -46,14 +46,25 @@ def _dagbag(tmp_path) -> dict:
 def test_every_dag_imports_without_errors(tmp_path):
     bag = _dagbag(tmp_path)
     assert bag["errors"] == {}
-    assert "transactions_etl" in bag["dags"]
+    assert {"transactions_etl", "lake_maintenance"} <= set(bag["dags"])
 
 
 def test_transactions_etl_runs_stages_in_order(tmp_path):
     dag = _dagbag(tmp_path)["dags"]["transactions_etl"]
-    order = ["land_s3_files", "standardize", "quality_gate", "curate", "aggregate", "load_warehouse", "record_audit"]
-    assert set(order) <= set(dag["tasks"])
-    for before, after in zip(order, order[1:]):
-        assert before in dag["upstream"][after], f"{after} must run after {before}"
+    extract = ["extract.land_s3_files", "extract.extract_partner_api", "extract.extract_source_db", "extract.land_kafka"]
+    after = {
+        "standardize": extract,
+        "quality_gate": ["standardize"],
+        "curate": ["quality_gate"],
+        "aggregate": ["curate"],
+        "outliers": ["curate"],
+        "load_warehouse": ["aggregate"],
+        "load_outlier_summary": ["outliers"],
+        "record_audit": ["load_warehouse", "load_outlier_summary"],
+    }
+    for task, upstream in after.items():
+        assert set(upstream) <= set(dag["upstream"][task]), f"{task} must run after {upstream}"
+    stages = [t for t in dag["tasks"] if t not in ("resolve_run_date", "record_audit", "fail_run_if_a_stage_failed")]
+    assert set(stages) <= set(dag["upstream"]["fail_run_if_a_stage_failed"]), "a failed stage must fail the run"
     assert "run_date" in dag["params"]
     assert dag["schedule"] == "@daily"

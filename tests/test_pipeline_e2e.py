@@ -1,4 +1,7 @@
-"""End to end: generated files in the S3 server -> `transactions_etl` run by Airflow -> warehouse -> API.
+"""End to end: four real sources -> `transactions_etl` run by Airflow -> lake, warehouse -> API.
+
+The generated day is put where each source keeps it: partner files in the S3 server, rows
+in the OLTP database, events in the Kafka topic, records behind the partner-API simulator.
 
 The expected metrics come from the generator's ground truth (canonical values of every
 valid transaction and a label for every rendered record), computed with DuckDB — an
@@ -61,7 +64,7 @@ def expected_metrics(generated) -> dict:
         f"""
         WITH valid AS (
             SELECT DISTINCT transaction_id FROM read_parquet('{generated}/labels/labels.parquet')
-            WHERE source = 's3' AND expected = 'valid'
+            WHERE expected = 'valid'
         ), t AS (
             SELECT tr.* FROM read_parquet('{generated}/truth/transactions.parquet') tr JOIN valid USING (transaction_id)
         )
@@ -80,16 +83,28 @@ def expected_metrics(generated) -> dict:
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory, stack_env):
     from fluxo.generator import generate, upload_landing
+    from fluxo.source_db import seed
+    from fluxo.streaming import produce
 
     out = tmp_path_factory.mktemp("generated")
-    generate(out, DAY, days=1, rows_per_day=4000, seed=11, sources=("s3",))
+    generate(out, DAY, days=1, rows_per_day=3000, seed=11)
     upload_landing(out, [DAY])
+    seed(stack_env["FLUXO_SOURCE_DATABASE_URL"], out, [DAY])
+    produce(out, stack_env["FLUXO_KAFKA_BOOTSTRAP"])
     return out
 
 
 @pytest.fixture(scope="module")
-def first_run(airflow_env, generated):
-    proc = run_dag(airflow_env, DAY)
+def pipeline_env(airflow_env, generated):
+    from fluxo.simulator import start_simulator
+
+    with start_simulator(generated) as partner_api:
+        yield {**airflow_env, "AIRFLOW_CONN_FLUXO_PARTNER_API": partner_api.connection_uri()}
+
+
+@pytest.fixture(scope="module")
+def first_run(pipeline_env):
+    proc = run_dag(pipeline_env, DAY)
     assert proc.returncode == 0, (proc.stdout[-4000:], proc.stderr[-4000:])
     return proc
 
@@ -110,38 +125,34 @@ def test_warehouse_metrics_equal_ground_truth(first_run, generated, warehouse_ur
 
 
 def test_audit_counts_add_up(first_run, generated, warehouse_url):
-    """Every read record is staged, quarantined with its reason, or dropped as a duplicate."""
+    """Every record is staged, quarantined with its reason (at extraction or standardize), or dropped as a duplicate."""
+    labels = f"read_parquet('{generated}/labels/labels.parquet')"
     con = duckdb.connect()
-    labels = con.execute(
-        f"SELECT count(*) FILTER (WHERE expected = 'valid'), count(DISTINCT transaction_id) FILTER (WHERE expected = 'valid'),"
-        f" count(*) FILTER (WHERE expected = 'quarantined') FROM read_parquet('{generated}/labels/labels.parquet')"
-        " WHERE source = 's3'"
+    unique_valid, quarantined = con.execute(
+        f"SELECT count(DISTINCT transaction_id) FILTER (WHERE expected = 'valid'),"
+        f" count(*) FILTER (WHERE expected = 'quarantined') FROM {labels}"
     ).fetchone()
-    valid_records, unique_valid, quarantined = labels
-    reasons = dict(
-        con.execute(
-            f"SELECT expected_reason, count(*) FROM read_parquet('{generated}/labels/labels.parquet')"
-            " WHERE source = 's3' AND expected = 'quarantined' GROUP BY 1"
-        ).fetchall()
-    )
     with psycopg.connect(warehouse_url) as conn:
         state, counts = conn.execute(
             "SELECT state, counts FROM audit.pipeline_runs WHERE run_id = %s", (first_run.run_id,)
         ).fetchone()
     assert state == "success"
+    assert set(counts["extracted"]) == {"s3", "api", "db", "kafka"}
     standardize = counts["stage_stats"]["standardize"]
-    assert standardize["read"] == valid_records + quarantined
-    assert standardize["quarantined"] == quarantined
-    assert standardize["quarantine_by_reason"] == reasons
     assert standardize["staged"] == unique_valid
-    assert standardize["duplicates_dropped"] == valid_records - unique_valid
+    assert standardize["quarantined"] + counts["extract_quarantined"] == quarantined
     assert standardize["read"] == standardize["staged"] + standardize["quarantined"] + standardize["duplicates_dropped"]
+    by_reason = dict(con.execute(
+        f"SELECT expected_reason, count(*) FROM {labels} WHERE expected = 'quarantined' GROUP BY 1"
+    ).fetchall())
+    for reason, n in standardize["quarantine_by_reason"].items():
+        assert n <= by_reason.get(reason, 0), f"{reason}: {n} quarantined, {by_reason.get(reason, 0)} planted"
 
 
-def test_rerun_changes_nothing(first_run, airflow_env, warehouse_url):
-    lake_root = airflow_env["FLUXO_LAKE_ROOT"]
+def test_rerun_changes_nothing(first_run, pipeline_env, warehouse_url):
+    lake_root = pipeline_env["FLUXO_LAKE_ROOT"]
     before_curated, before_metrics = curated_rows(lake_root), warehouse_metrics(warehouse_url)
-    proc = run_dag(airflow_env, DAY)
+    proc = run_dag(pipeline_env, DAY)
     assert proc.returncode == 0, proc.stderr[-4000:]
     after_curated = curated_rows(lake_root)
     assert after_curated.num_rows == before_curated.num_rows
@@ -175,26 +186,26 @@ def test_api_serves_the_warehouse_numbers(first_run, warehouse_url, api_server):
         assert Decimal(str(row["amount_total"])) == exp["amount_total"]
 
 
-def test_critical_expectation_failure_stops_the_run(airflow_env, generated, warehouse_url, tmp_path):
+def test_critical_expectation_failure_stops_the_run(first_run, pipeline_env, warehouse_url):
     """A decimal-shift bug in a partner export (an absurd amount) must stop the run before curation."""
     import boto3
 
     header = "id_transacao;data_hora;cliente;cartao;cartao_final;estabelecimento;mcc;valor;moeda;pais;canal;status"
     row = "TXN-ABSURD-1;24/11/2026 10:00:00;C000001;tok_0123456789abcdef0123456789abcdef;1234;M00001;5411;987.654.321.000,00;BRL;BR;presencial;aprovada"
     s3 = boto3.client(
-        "s3", endpoint_url=airflow_env["FLUXO_S3_ENDPOINT"], region_name="us-east-1",
-        aws_access_key_id=airflow_env["FLUXO_S3_ACCESS_KEY"], aws_secret_access_key=airflow_env["FLUXO_S3_SECRET_KEY"],
+        "s3", endpoint_url=pipeline_env["FLUXO_S3_ENDPOINT"], region_name="us-east-1",
+        aws_access_key_id=pipeline_env["FLUXO_S3_ACCESS_KEY"], aws_secret_access_key=pipeline_env["FLUXO_S3_SECRET_KEY"],
     )
     s3.put_object(
         Bucket="fluxo-landing", Key=f"transactions/dt={BROKEN_DAY}/shifted-export.csv",
         Body=(header + "\n" + row + "\n").encode(),
     )
-    proc = run_dag(airflow_env, BROKEN_DAY)
+    proc = run_dag(pipeline_env, BROKEN_DAY)
     assert proc.returncode != 0
     output = proc.stdout + proc.stderr
     assert "critical expectation failed" in output
     assert "amount_reporting" in output
-    curated_root = Path(airflow_env["FLUXO_LAKE_ROOT"]) / "curated" / "transactions"
+    curated_root = Path(pipeline_env["FLUXO_LAKE_ROOT"]) / "curated" / "transactions"
     assert not (curated_root / f"event_date={BROKEN_DAY}").exists(), "a failed quality gate must not curate the day"
     with psycopg.connect(warehouse_url) as conn:
         state, message = conn.execute(

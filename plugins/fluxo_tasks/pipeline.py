@@ -18,7 +18,10 @@ from fluxo.warehouse import replace_rows
 
 log = logging.getLogger(__name__)
 WAREHOUSE_CONN_ID = "fluxo_warehouse"
-STAGES = ("land_s3_files", "standardize", "quality_gate", "curate", "aggregate", "load_warehouse")
+EXTRACT_TASKS = {"s3": "extract.land_s3_files", "api": "extract.extract_partner_api",
+                 "db": "extract.extract_source_db", "kafka": "extract.land_kafka"}
+STAGES = (*EXTRACT_TASKS.values(), "standardize", "quality_gate", "curate", "aggregate", "outliers",
+          "load_warehouse", "load_outlier_summary")
 
 
 def resolve_ingest_date(params: dict, logical_date: datetime | None, run_after: datetime | None) -> str:
@@ -30,6 +33,14 @@ def resolve_ingest_date(params: dict, logical_date: datetime | None, run_after: 
     if moment is None:
         raise ValueError("the run has neither a run_date param nor a logical date")
     return moment.date().isoformat()
+
+
+def require_source(source: str) -> None:
+    """Skip the extraction task of a source that FLUXO_SOURCES leaves out."""
+    from airflow.exceptions import AirflowSkipException
+
+    if source not in get_settings().enabled_sources:
+        raise AirflowSkipException(f"source {source!r} is not in FLUXO_SOURCES={get_settings().sources!r}")
 
 
 def warehouse_connection():
@@ -76,7 +87,7 @@ def load_daily_metrics(ingest_date: str, run_id: str) -> dict:
 
 def _stage_stats(lake: Lake, ingest_date: str) -> dict:
     stats = {}
-    for stage in ("standardize", "quality_gate", "curate", "aggregate"):
+    for stage in ("standardize", "quality_gate", "curate", "aggregate", "outliers"):
         found = lakefs.read_json(lake.work("stats", f"ingest_date={ingest_date}", f"{stage}.json"))
         if found:
             stats[stage] = found
@@ -91,7 +102,8 @@ def _quality_rows(lake: Lake, ingest_date: str) -> list[dict]:
 
 
 def record_run(
-    dag_id: str, run_id: str, ingest_date: str, task_states: dict[str, str], landed: dict | None, loaded: dict | None
+    dag_id: str, run_id: str, ingest_date: str, task_states: dict[str, str], extracted: dict[str, dict | None],
+    loaded: dict | None,
 ) -> dict:
     """Write the run's audit record (state, per-stage counts) and its quality results to the warehouse."""
     lake = Lake(get_settings().lake_root)
@@ -99,8 +111,11 @@ def record_run(
     state = "failed" if failed else "success"
     stats = _stage_stats(lake, ingest_date)
     standardize, curate = stats.get("standardize", {}), stats.get("curate", {})
+    extracted = {source: got for source, got in extracted.items() if got}
     counts = {
-        "landed_files": (landed or {}).get("files", 0),
+        "extracted": extracted,
+        "landed_records": sum(got.get("landed", 0) for got in extracted.values()),
+        "extract_quarantined": sum(got.get("quarantined", 0) for got in extracted.values()),
         "read": standardize.get("read", 0),
         "quarantined": standardize.get("quarantined", 0),
         "quarantine_by_reason": standardize.get("quarantine_by_reason", {}),
