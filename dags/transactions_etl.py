@@ -86,7 +86,8 @@ def transactions_etl():
         trigger_rule="none_failed_min_one_success",
     )
     quality_gate = FluxoGlueJobOperator(task_id="quality_gate", script="quality_gate", script_args=stage_args, retries=0)
-    curate = FluxoGlueJobOperator(task_id="curate", script="curate", script_args=stage_args)
+    # one curate at a time: each run's recovery discards another run's uncommitted staging
+    curate = FluxoGlueJobOperator(task_id="curate", script="curate", script_args=stage_args, max_active_tis_per_dag=1)
     aggregate = FluxoGlueJobOperator(task_id="aggregate", script="aggregate", script_args=stage_args)
     find_outliers = FluxoGlueJobOperator(task_id="outliers", script="outliers", script_args=stage_args)
     metrics_loaded = load_warehouse(ingest_date)
