@@ -11,8 +11,8 @@ numbers and São Paulo local times, closed sets, FX, PAN tokenising, dedupe, Par
 then the metric grains). Printed: wall seconds, Spark/DuckDB ratio, microseconds per
 generated record and the largest size's cost per row over the smallest's.
 
-Then the warehouse load: the largest run's merchant_daily rows through `replace_rows`
-(COPY into staging + transactional delete/insert) against a raw COPY of the same rows into
+Then the warehouse load (`--load-only` repeats just that): the largest run's merchant_daily rows through `replace_rows`
+(COPY into staging + transactional delete/insert; a new day and a rerun) against a raw COPY of the same rows into
 the same table, as rows/s (goal: ratio >= 0.8). The services run in .fluxo/stages-bench.
 """
 
@@ -225,7 +225,7 @@ def bench_load(database_url: str, lake_root: Path, day: date, repeats: int = 3) 
     rows = lakefs.read_parquet(Lake(str(lake_root)).metrics("merchant_daily", day.isoformat())).select(contract.names)
     with_run = rows.append_column("run_id", __import__("pyarrow").array(["bench"] * rows.num_rows))
     target = sql.Identifier("metrics", table)
-    best = {"replace_rows": float("inf"), "raw COPY": float("inf")}
+    best = {"raw COPY": float("inf"), "replace_rows (new day)": float("inf"), "replace_rows (rerun)": float("inf")}
     with psycopg.connect(database_url, autocommit=True) as conn:
         for _ in range(repeats):
             conn.execute(sql.SQL("TRUNCATE {}").format(target))
@@ -233,10 +233,11 @@ def bench_load(database_url: str, lake_root: Path, day: date, repeats: int = 3) 
             with conn.transaction():
                 copy_into(conn, target, with_run)
             best["raw COPY"] = min(best["raw COPY"], time.monotonic() - started)
-            # replace_rows over a loaded table: the rerun case (every key replaced)
-            started = time.monotonic()
-            replace_rows(conn, "metrics", table, rows, list(contract.key), {"run_id": "bench"})
-            best["replace_rows"] = min(best["replace_rows"], time.monotonic() - started)
+            conn.execute(sql.SQL("TRUNCATE {}").format(target))
+            for case in ("replace_rows (new day)", "replace_rows (rerun)"):  # empty table, then every key replaced
+                started = time.monotonic()
+                replace_rows(conn, "metrics", table, rows, list(contract.key), {"run_id": "bench"})
+                best[case] = min(best[case], time.monotonic() - started)
         conn.execute(sql.SQL("TRUNCATE {}").format(target))
     return {"rows": rows.num_rows, **{k: rows.num_rows / v for k, v in best.items()}}
 
@@ -246,16 +247,18 @@ def main() -> int:
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 5_000_000])
     parser.add_argument("--day", type=date.fromisoformat, default=date(2026, 11, 20))
     parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--load-only", action="store_true", help="only the warehouse load, on the largest earlier run")
     args = parser.parse_args()
 
     home = REPO_ROOT / ".fluxo" / "stages-bench"
     home.mkdir(parents=True, exist_ok=True)
     results = []
-    for rows in sorted(args.rows):
+    for rows in sorted(args.rows) if not args.load_only else []:
         print(f"... {rows:,} rows", flush=True)
         results.append(bench_size(home, rows, args.day, args.seed))
 
-    print(f"\n{'rows':>10} {'records':>10} {'stage':<12} {'spark s':>8} {'duckdb s':>9} {'ratio':>7} {'spark us/rec':>13}")
+    if results:
+        print(f"\n{'rows':>10} {'records':>10} {'stage':<12} {'spark s':>8} {'duckdb s':>9} {'ratio':>7} {'spark us/rec':>13}")
     for r in results:
         for stage in STAGES:
             s, d = r["spark"][stage], r["duckdb"][stage]
@@ -264,8 +267,8 @@ def main() -> int:
         s, d = sum(r["spark"].values()), sum(r["duckdb"].values())
         print(f"{r['rows']:>10,} {r['records']:>10,} {'all three':<12} {s:>8.1f} {d:>9.2f} {s / d:>7.1f} "
               f"{s / r['records'] * 1e6:>13.2f}")
-    small, large = results[0], results[-1]
-    if large is not small:
+    small, large = (results[0], results[-1]) if results else ({}, {"lake_root": home / f"lake-{max(args.rows)}"})
+    if results and large is not small:
         per_row = {r["rows"]: sum(r["spark"].values()) / r["records"] for r in (small, large)}
         print(f"\ncost per record at {large['rows']:,} / at {small['rows']:,}: "
               f"{per_row[large['rows']] / per_row[small['rows']]:.2f} (must be <= 1)")
@@ -281,9 +284,9 @@ def main() -> int:
         load = bench_load(env["FLUXO_DATABASE_URL"], large["lake_root"], args.day)
     finally:
         Stack(home=home / "services").down()
-    ratio = load["replace_rows"] / load["raw COPY"]
-    print(f"\nwarehouse load of {load['rows']:,} merchant_daily rows: replace_rows {load['replace_rows']:,.0f} rows/s, "
-          f"raw COPY {load['raw COPY']:,.0f} rows/s, ratio {ratio:.2f} (goal >= 0.8)")
+    print(f"\nwarehouse load of {load['rows']:,} merchant_daily rows (best of 3), goal >= 0.8 of raw COPY:")
+    for case in ("raw COPY", "replace_rows (new day)", "replace_rows (rerun)"):
+        print(f"  {case:<24} {load[case]:>10,.0f} rows/s  ratio {load[case] / load['raw COPY']:.2f}")
     return 0
 
 
