@@ -7,6 +7,7 @@ once per test session by `fluxo.stack` in a home of their own under
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -17,6 +18,9 @@ from pathlib import Path
 import pytest
 
 from fluxo.settings import REPO_ROOT
+
+# py4j logs "closing down" from garbage collection after pytest has closed its streams
+logging.getLogger("py4j").setLevel(logging.WARNING)
 
 TEST_HOMES = REPO_ROOT / ".fluxo" / "test-homes"
 # One home per test session, so concurrent sessions never stop each other's services.

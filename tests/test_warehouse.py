@@ -85,3 +85,21 @@ def test_edited_migration_is_refused(warehouse_url):
                 "UPDATE schema_migrations SET checksum = %s WHERE version = %s",
                 (hashlib.sha256(sql.encode()).hexdigest(), version),
             )
+
+
+def test_replace_days_swaps_whole_days_in_one_transaction(warehouse_url):
+    from fluxo.warehouse import replace_days
+
+    day = date(1999, 1, 3)
+    with psycopg.connect(warehouse_url, autocommit=True) as conn:
+        replace_days(conn, "metrics", "daily_transactions", _metrics(day, 3), "event_date", {"run_id": "r1"})
+        again = replace_days(conn, "metrics", "daily_transactions", _metrics(day, 4), "event_date", {"run_id": "r2"})
+        bad = _metrics(day, 9).set_column(12, "reporting_currency", pa.array([None], pa.string()))
+        with pytest.raises(psycopg.errors.NotNullViolation):
+            replace_days(conn, "metrics", "daily_transactions", bad, "event_date", {"run_id": "bad"})
+        rows = conn.execute(
+            "SELECT transaction_count, run_id FROM metrics.daily_transactions WHERE event_date = %s", (day,)
+        ).fetchall()
+        conn.execute("DELETE FROM metrics.daily_transactions WHERE event_date = %s", (day,))
+    assert again == {"copied": 1, "replaced": 1}
+    assert rows == [(4, "r2")], "a failed replace must leave the day as it was"

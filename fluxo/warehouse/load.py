@@ -1,9 +1,12 @@
 """Loads Arrow tables into the warehouse with COPY and a transactional replace.
 
-Rows go through COPY into a temporary staging table; then, in ONE transaction,
-the target rows sharing the staged natural keys are deleted and the staged rows
-inserted. A rerun therefore replaces, never duplicates, and readers see either
-the old or the new rows, never a mix.
+Two shapes, both in ONE transaction, so a rerun replaces and never duplicates, and
+readers see either the old or the new rows, never a mix:
+
+- `replace_days`: facts whose unit of replacement is a whole day (every metric grain):
+  delete the days the rows carry, then COPY straight into the table — one write per row.
+- `replace_rows`: upsert on an arbitrary natural key: COPY into a temporary staging
+  table, delete the target rows sharing its keys, insert from staging.
 """
 
 from __future__ import annotations
@@ -32,6 +35,32 @@ def copy_into(conn: psycopg.Connection, target: sql.Composable, table: pa.Table,
     return table.num_rows
 
 
+def _with_constants(rows: pa.Table, extra: dict[str, object] | None) -> pa.Table:
+    for name, value in (extra or {}).items():
+        rows = rows.append_column(name, pa.array([value] * rows.num_rows, type=pa.string()))
+    return rows
+
+
+def replace_days(
+    conn: psycopg.Connection,
+    schema: str,
+    table_name: str,
+    rows: pa.Table,
+    day_column: str = "event_date",
+    extra: dict[str, object] | None = None,
+) -> dict[str, int]:
+    """Replace every row of `schema.table_name` on the days present in `rows` (one transaction)."""
+    rows = _with_constants(rows, extra)
+    target = sql.Identifier(schema, table_name)
+    days = sorted(set(rows.column(day_column).to_pylist()))
+    with conn.transaction():
+        deleted = conn.execute(
+            sql.SQL("DELETE FROM {} WHERE {} = ANY(%s)").format(target, sql.Identifier(day_column)), (days,)
+        ).rowcount
+        copied = copy_into(conn, target, rows)
+    return {"copied": copied, "replaced": deleted}
+
+
 def replace_rows(
     conn: psycopg.Connection,
     schema: str,
@@ -44,8 +73,7 @@ def replace_rows(
 
     `extra` adds constant columns (e.g. run_id) to every row. Runs in one transaction.
     """
-    for name, value in (extra or {}).items():
-        rows = rows.append_column(name, pa.array([value] * rows.num_rows, type=pa.string()))
+    rows = _with_constants(rows, extra)
     target = sql.Identifier(schema, table_name)
     stage = sql.Identifier(f"_stage_{table_name}")
     join = sql.SQL(" AND ").join(

@@ -8,13 +8,12 @@ from contextlib import nullcontext
 from datetime import date, datetime
 
 from airflow.providers.postgres.hooks.postgres import PostgresHook
-from psycopg import sql
 
 from fluxo import lakefs
 from fluxo.contract import METRIC_GRAINS
 from fluxo.lake import Lake
 from fluxo.settings import get_settings
-from fluxo.warehouse import replace_rows
+from fluxo.warehouse import replace_days
 
 log = logging.getLogger(__name__)
 WAREHOUSE_CONN_ID = "fluxo_warehouse"
@@ -52,10 +51,9 @@ def warehouse_connection():
 def load_metrics(ingest_date: str, run_id: str, conn=None) -> dict:
     """COPY every metric grain of the day (work/metrics/<grain>/) into its warehouse table.
 
-    One transaction for all grains: for each grain, the rows of the event dates it carries
-    are deleted, then `replace_rows` COPYs the new rows into staging and swaps them in on
-    the natural key. A rerun therefore replaces whole days (groups that vanished go too)
-    and never duplicates; readers see all grains old or all grains new.
+    One transaction for all grains: for each grain, `replace_days` deletes the event dates
+    it carries and COPYs the new rows in. A rerun therefore replaces whole days (groups
+    that vanished go too) and never duplicates; readers see all grains old or all new.
     """
     lake = Lake(get_settings().lake_root)
     tables = {}
@@ -69,13 +67,9 @@ def load_metrics(ingest_date: str, run_id: str, conn=None) -> dict:
     grains, replaced = {}, {}
     with (warehouse_connection() if conn is None else nullcontext(conn)) as conn, conn.transaction():
         for grain, rows in tables.items():
-            contract, table = METRIC_GRAINS[grain]
-            dates = sorted(set(rows.column("event_date").to_pylist()))
-            replaced[grain] = conn.execute(
-                sql.SQL("DELETE FROM {} WHERE event_date = ANY(%s)").format(sql.Identifier("metrics", table)), (dates,)
-            ).rowcount
-            result = replace_rows(conn, "metrics", table, rows, list(contract.key), {"run_id": run_id})
-            grains[grain] = result["copied"]
+            _contract, table = METRIC_GRAINS[grain]
+            result = replace_days(conn, "metrics", table, rows, "event_date", {"run_id": run_id})
+            grains[grain], replaced[grain] = result["copied"], result["replaced"]
     log.info("loaded metrics for %s: %s (replaced %s)", ingest_date, json.dumps(grains), json.dumps(replaced))
     return {"metric_rows": grains.get("daily", 0), "replaced": replaced.get("daily", 0), "grains": grains}
 
