@@ -103,3 +103,19 @@ def test_replace_days_swaps_whole_days_in_one_transaction(warehouse_url):
         conn.execute("DELETE FROM metrics.daily_transactions WHERE event_date = %s", (day,))
     assert again == {"copied": 1, "replaced": 1}
     assert rows == [(4, "r2")], "a failed replace must leave the day as it was"
+
+
+def test_bi_reader_role_reads_marts_only(warehouse_url):
+    with psycopg.connect(warehouse_url) as conn:
+        can = lambda obj: conn.execute(  # noqa: E731
+            "SELECT has_table_privilege('fluxo_bi_reader', %s, 'SELECT')", (obj,)
+        ).fetchone()[0]
+        marts = [r[0] for r in conn.execute(
+            "SELECT 'mart.' || table_name FROM information_schema.views WHERE table_schema = 'mart'"
+        )]
+        assert "mart.daily_transactions" in marts
+        assert all(can(m) for m in marts), "the BI role must read every mart view"
+        assert not can("metrics.daily_transactions") and not can("audit.api_access")
+        assert not conn.execute(
+            "SELECT has_table_privilege('fluxo_bi_reader', 'mart.daily_transactions', 'INSERT')"
+        ).fetchone()[0]
