@@ -8,6 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# File kinds the raw zone accepts from file sources: extraction lands them, standardize reads them.
+CSV_SUFFIXES = (".csv", ".csv.gz")
+JSON_LINES_SUFFIXES = (".jsonl", ".jsonl.gz")
+JSON_DOCUMENT_SUFFIXES = (".json", ".json.gz")
+JSON_SUFFIXES = JSON_LINES_SUFFIXES + JSON_DOCUMENT_SUFFIXES
+
 
 @dataclass(frozen=True)
 class Lake:

@@ -16,7 +16,12 @@ TOKEN_PREFIX = "tok_"
 PAN_PATTERN = r"^[0-9]{13,19}$"
 DEFAULT_TOKEN_SALT = "dev-only-salt"  # development only; set FLUXO_TOKEN_SALT elsewhere
 
+# A card number inside free text (a quarantined raw record): kept as `<pan ****1234>`.
+PAN_IN_TEXT = r"(?<![0-9])[0-9]{9,15}([0-9]{4})(?![0-9])"
+PAN_MASK = "<pan ****{last4}>"
+
 _PAN_RE = re.compile(PAN_PATTERN)
+_PAN_IN_TEXT_RE = re.compile(PAN_IN_TEXT)
 
 
 def token_salt() -> str:
@@ -41,3 +46,8 @@ def card_token(pan: str, salt: str | None = None) -> str:
     """The canonical token of a raw PAN."""
     salt = token_salt() if salt is None else salt
     return TOKEN_PREFIX + hashlib.sha256((salt + pan).encode()).hexdigest()[:32]
+
+
+def mask_pans(text: str) -> str:
+    """`text` with every card number masked to its last four digits."""
+    return _PAN_IN_TEXT_RE.sub(PAN_MASK.format(last4=r"\1"), text)

@@ -13,21 +13,10 @@ from __future__ import annotations
 
 import json
 
-from fluxo.glue_runtime import _hadoop_path, run_stage, start_stage, write_stats
+from fluxo.glue_runtime import run_stage, start_stage, write_stats, write_text
 from fluxo.quality import DEFAULT_SUITES, describe_failure, load_suites, validate
 
 STAGE = "quality_gate"
-
-
-def write_json(spark, path: str, document: dict) -> None:
-    """One JSON file at a local path or s3:// URI, through the same file system Spark uses."""
-    hpath, fs = _hadoop_path(spark, path)
-    fs.setWriteChecksum(False)
-    out = fs.create(hpath, True)
-    try:
-        out.write(bytearray(json.dumps(document, indent=2, default=str).encode("utf-8")))
-    finally:
-        out.close()
 
 
 def main() -> None:
@@ -47,7 +36,8 @@ def main() -> None:
     )
 
     # Recorded before judging, so a stopped run still leaves its results for the audit.
-    write_json(spark, f"{lake.quality(ingest_date)}/validation.json", report.document(ingest_date))
+    write_text(spark, f"{lake.quality(ingest_date)}/validation.json",
+               json.dumps(report.document(ingest_date), indent=2, default=str))
     write_stats(spark, lake.root, ingest_date, STAGE, report.stats())
     for warning in report.warnings:
         print(describe_failure(warning))

@@ -54,7 +54,8 @@ from fluxo.contract import (
     STATUS_SYNONYMS,
     TRANSACTION,
 )
-from fluxo.tokenize import PAN_PATTERN, TOKEN_PREFIX
+from fluxo.lake import CSV_SUFFIXES, JSON_DOCUMENT_SUFFIXES, JSON_LINES_SUFFIXES, JSON_SUFFIXES
+from fluxo.tokenize import PAN_IN_TEXT, PAN_MASK, PAN_PATTERN, TOKEN_PREFIX
 from fluxo.transforms._common import conform, rank_copies
 
 # Columns standardize derives itself; every other contract column comes from the source.
@@ -78,7 +79,6 @@ ISO_OFFSET_PATTERN = (
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}(:?[0-9]{2})?)$"
 )
 # Any 13-19 digit run in a quarantined raw record is treated as a PAN and masked.
-PAN_IN_TEXT = r"(?<![0-9])[0-9]{9,15}([0-9]{4})(?![0-9])"
 
 # s3 CSV: header field -> canonical column, in the documented file order (docs/source-formats.md).
 S3_CSV_FIELDS = {
@@ -162,10 +162,6 @@ API_PATHS = {
     "status": ("$.status",),
 }
 
-CSV_SUFFIXES = (".csv", ".csv.gz")
-JSON_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz")
-JSON_LINES_SUFFIXES = (".jsonl", ".jsonl.gz")
-JSON_DOCUMENT_SUFFIXES = (".json", ".json.gz")
 
 
 class Standardized(NamedTuple):
@@ -685,7 +681,7 @@ def standardize(
     staged = conform(checked.where(valid & ~F.col("_duplicate")), TRANSACTION)
     quarantine = conform(
         checked.where(~valid)
-        .withColumn("raw_record", F.regexp_replace("raw_record", PAN_IN_TEXT, "<pan ****$1>"))
+        .withColumn("raw_record", F.regexp_replace("raw_record", PAN_IN_TEXT, PAN_MASK.format(last4="$1")))
         .withColumn("quarantined_at", F.current_timestamp()),
         QUARANTINE,
     )

@@ -35,7 +35,7 @@ def copy_into(conn: psycopg.Connection, target: sql.Composable, table: pa.Table,
     return table.num_rows
 
 
-def _with_constants(rows: pa.Table, extra: dict[str, object] | None) -> pa.Table:
+def with_constants(rows: pa.Table, extra: dict[str, object] | None) -> pa.Table:
     for name, value in (extra or {}).items():
         rows = rows.append_column(name, pa.array([value] * rows.num_rows, type=pa.string()))
     return rows
@@ -50,7 +50,7 @@ def replace_days(
     extra: dict[str, object] | None = None,
 ) -> dict[str, int]:
     """Replace every row of `schema.table_name` on the days present in `rows` (one transaction)."""
-    rows = _with_constants(rows, extra)
+    rows = with_constants(rows, extra)
     target = sql.Identifier(schema, table_name)
     days = sorted(set(rows.column(day_column).to_pylist()))
     with conn.transaction():
@@ -73,7 +73,7 @@ def replace_rows(
 
     `extra` adds constant columns (e.g. run_id) to every row. Runs in one transaction.
     """
-    rows = _with_constants(rows, extra)
+    rows = with_constants(rows, extra)
     target = sql.Identifier(schema, table_name)
     stage = sql.Identifier(f"_stage_{table_name}")
     join = sql.SQL(" AND ").join(

@@ -60,6 +60,7 @@ from airflow.providers.http.hooks.http import HttpHook
 
 from fluxo.lake import Lake
 from fluxo.settings import get_settings
+from fluxo.tokenize import mask_pans
 from fluxo_extract.landing import ExtractState, LandingBatch
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,6 @@ STREAM = "transactions"
 ENDPOINT = "transactions"
 DEFAULT_TIMEOUT = 30.0
 # Any 13-19 digit run in a quarantined body is masked like the standardize stage does.
-_PAN_IN_TEXT = re.compile(r"(?<![0-9])[0-9]{9,15}([0-9]{4})(?![0-9])")
 
 
 class PartnerApiError(RuntimeError):
@@ -173,10 +173,6 @@ def _utc(text: str) -> datetime:
 
 def _iso(ts: datetime) -> str:
     return ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if ts.microsecond else "%Y-%m-%dT%H:%M:%SZ")
-
-
-def _mask(text: str) -> str:
-    return _PAN_IN_TEXT.sub(r"<pan ****\1>", text)
 
 
 @dataclass
@@ -375,7 +371,7 @@ def _extract(ingest_date: str, api: PartnerApi, state: ExtractState, page_limit:
                 body, (records, raws, cursor) = api.fetch(params)
             except MalformedPage as bad:
                 # Quarantine the body and stop at the last good page (the safe point); see the module doc.
-                batch.quarantine("malformed_page", _mask(bad.body.decode("utf-8", errors="replace")),
+                batch.quarantine("malformed_page", mask_pans(bad.body.decode("utf-8", errors="replace")),
                                  f"{bad.detail}; request {json.dumps(params)}")
                 counts["malformed_pages"] += 1
                 break
@@ -392,7 +388,7 @@ def _extract(ingest_date: str, api: PartnerApi, state: ExtractState, page_limit:
                     if marker in watermark.seen_malformed:
                         counts["skipped_seen"] += 1
                         continue
-                    batch.quarantine("malformed_record", _mask(record if isinstance(record, str) else raw),
+                    batch.quarantine("malformed_record", mask_pans(record if isinstance(record, str) else raw),
                                      "not an object with transaction_id and updated_at")
                     counts["quarantined"] += 1
                     (malformed_at_next if position is None else page_versions).append((marker, position))

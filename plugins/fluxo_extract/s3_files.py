@@ -63,14 +63,14 @@ from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from botocore.exceptions import ClientError
 
 from fluxo import lakefs
-from fluxo.lake import Lake
+from fluxo.lake import CSV_SUFFIXES, JSON_SUFFIXES, Lake
 from fluxo.settings import get_settings
 from fluxo_extract.landing import ExtractState, LandingBatch
 from fluxo_tasks.pipeline import warehouse_connection
 
 log = logging.getLogger(__name__)
 SOURCE = "s3"
-LANDABLE_SUFFIXES = (".csv", ".csv.gz", ".jsonl", ".jsonl.gz", ".json", ".json.gz")
+LANDABLE_SUFFIXES = CSV_SUFFIXES + JSON_SUFFIXES
 GZIP_MAGIC = b"\x1f\x8b"
 MAX_NAME = 200  # file systems cap a name at 255 bytes; ".gz" may still be appended
 CHUNK = 8 * 1024 * 1024

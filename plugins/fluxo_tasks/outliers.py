@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 from datetime import date
 
+from psycopg import sql
+
 from fluxo import lakefs
 from fluxo.history import OUTLIER_SUMMARY
 from fluxo.lake import Lake
 from fluxo.settings import get_settings
-from fluxo.warehouse import replace_rows
+from fluxo.warehouse.load import copy_into, with_constants
 from fluxo_tasks.pipeline import warehouse_connection
 
 log = logging.getLogger(__name__)
@@ -34,11 +36,8 @@ def load_outlier_summary(ingest_date: str, run_id: str) -> dict:
         cleared = conn.execute(
             "DELETE FROM metrics.outlier_summary WHERE event_date = ANY(%s)", (dates,)
         ).rowcount
-        copied = 0
-        if summary.num_rows:
-            copied = replace_rows(conn, "metrics", "outlier_summary", summary, ["event_date"], {"run_id": run_id})[
-                "copied"
-            ]
+        # the days were just cleared (including days left with no outliers): COPY straight in
+        copied = copy_into(conn, sql.Identifier("metrics", "outlier_summary"), with_constants(summary, {"run_id": run_id}))
     log.info("loaded %d outlier summary rows for %s (event dates %s, %d replaced)",
              copied, ingest_date, stats.get("dates"), cleared)
     return {"summary_rows": copied, "replaced": cleared, "dates": stats.get("dates", [])}

@@ -74,11 +74,6 @@ def load_metrics(ingest_date: str, run_id: str, conn=None) -> dict:
     return {"metric_rows": grains.get("daily", 0), "replaced": replaced.get("daily", 0), "grains": grains}
 
 
-def load_daily_metrics(ingest_date: str, run_id: str) -> dict:
-    """The DAG's load step (kept name): every grain, see `load_metrics`."""
-    return load_metrics(ingest_date, run_id)
-
-
 def _stage_stats(lake: Lake, ingest_date: str) -> dict:
     stats = {}
     for stage in ("standardize", "quality_gate", "curate", "aggregate", "outliers"):
