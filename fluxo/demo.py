@@ -43,7 +43,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-TASK_EVENT = re.compile(r"\[DAG TEST\] (starting|end) task task_id=(\S+)")
+TASK_EVENT = re.compile(r"\[DAG TEST\] (starting|end task) task_id=(\S+)")
 
 
 def run_airflow_day(env: dict, day: date, log_dir: Path) -> float:
