@@ -21,10 +21,12 @@ from pathlib import Path
 import httpx
 import jwt
 import psycopg
+import pyarrow as pa
 import pytest
 
 import fluxo
 from fluxo.contract import DAILY_METRICS
+from fluxo.warehouse import replace_days
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 API_DIR = REPO_ROOT / "api"
@@ -217,15 +219,13 @@ def metric_rows(warehouse_url):
     # Days far in the past so a shared warehouse's own data never overlaps.
     rows = [_metric_row(date(1999, 1, 1) + timedelta(days=i), 10 + i, f"{1000 + i}.50") for i in range(3)]
     outside = _metric_row(date(1999, 1, 10), 7, "70.00")
-    names = DAILY_METRICS.names
-    insert = (f"INSERT INTO metrics.daily_transactions ({', '.join(names)}, run_id)"
-              f" VALUES ({', '.join(['%s'] * len(names))}, 'test-api')")
-    with psycopg.connect(warehouse_url) as conn:
-        for row in [rows[2], outside, rows[0], rows[1]]:  # not in date order on purpose
-            conn.execute(insert, [row[name] for name in names])
+    loaded = pa.Table.from_pylist([rows[2], outside, rows[0], rows[1]], schema=DAILY_METRICS.arrow_schema())
+    days = loaded.column("event_date").to_pylist()
+    with psycopg.connect(warehouse_url, autocommit=True) as conn:
+        replace_days(conn, "metrics", "daily_transactions", loaded, extra={"run_id": "test-api"})
     yield rows
-    with psycopg.connect(warehouse_url) as conn:
-        conn.execute("DELETE FROM metrics.daily_transactions WHERE run_id = 'test-api'")
+    with psycopg.connect(warehouse_url, autocommit=True) as conn:
+        replace_days(conn, "metrics", "daily_transactions", loaded.slice(0, 0), days=days)
 
 
 def _as_json(row: dict) -> dict:

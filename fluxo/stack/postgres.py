@@ -223,10 +223,11 @@ class Postgres(Service):
             connect_timeout=10,
         ) as conn:
             exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (ROLE,)).fetchone()
-            # CREATEROLE lets warehouse migrations create the read-only BI role (development only).
+            # Development only: CREATEROLE lets warehouse migrations create the read-only BI role,
+            # CREATEDB lets tests replay migrations in a scratch database.
             verb = "ALTER" if exists else "CREATE"
             conn.execute(
-                sql.SQL(verb + " ROLE {} WITH LOGIN CREATEROLE PASSWORD {}").format(
+                sql.SQL(verb + " ROLE {} WITH LOGIN CREATEROLE CREATEDB PASSWORD {}").format(
                     sql.Identifier(ROLE), sql.Literal(password)
                 )
             )

@@ -5,13 +5,11 @@ from __future__ import annotations
 import logging
 from datetime import date
 
-from psycopg import sql
-
 from fluxo import lakefs
 from fluxo.history import OUTLIER_SUMMARY
 from fluxo.lake import Lake
 from fluxo.settings import get_settings
-from fluxo.warehouse.load import copy_into, with_constants
+from fluxo.warehouse import replace_days
 from fluxo_tasks.pipeline import warehouse_connection
 
 log = logging.getLogger(__name__)
@@ -32,12 +30,10 @@ def load_outlier_summary(ingest_date: str, run_id: str) -> dict:
     dates = [date.fromisoformat(d) for d in stats.get("dates", [])]
     summary = lakefs.read_parquet(lake.metrics("outlier_summary", ingest_date))
     summary = OUTLIER_SUMMARY.arrow_schema().empty_table() if summary is None else summary.select(OUTLIER_SUMMARY.names)
-    with warehouse_connection() as conn, conn.transaction():
-        cleared = conn.execute(
-            "DELETE FROM metrics.outlier_summary WHERE event_date = ANY(%s)", (dates,)
-        ).rowcount
-        # the days were just cleared (including days left with no outliers): COPY straight in
-        copied = copy_into(conn, sql.Identifier("metrics", "outlier_summary"), with_constants(summary, {"run_id": run_id}))
+    with warehouse_connection() as conn:
+        # `days`: a recomputed day left with no outliers is emptied too
+        result = replace_days(conn, "metrics", "outlier_summary", summary, "event_date", {"run_id": run_id}, days=dates)
+    copied, cleared = result["copied"], result["replaced"]
     log.info("loaded %d outlier summary rows for %s (event dates %s, %d replaced)",
              copied, ingest_date, stats.get("dates"), cleared)
     return {"summary_rows": copied, "replaced": cleared, "dates": stats.get("dates", [])}

@@ -51,9 +51,10 @@ def warehouse_connection():
 def load_metrics(ingest_date: str, run_id: str, conn=None) -> dict:
     """COPY every metric grain of the day (work/metrics/<grain>/) into its warehouse table.
 
-    One transaction for all grains: for each grain, `replace_days` deletes the event dates
-    it carries and COPYs the new rows in. A rerun therefore replaces whole days (groups
-    that vanished go too) and never duplicates; readers see all grains old or all new.
+    One transaction for all grains: for each grain, `replace_days` swaps the day
+    partitions of the event dates it carries for freshly COPYed ones. A rerun therefore
+    replaces whole days (groups that vanished go too) and never duplicates; readers see
+    all grains old or all new.
     """
     lake = Lake(get_settings().lake_root)
     tables = {}
