@@ -19,7 +19,7 @@ from fluxo.settings import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "plugins"))
 
-from fluxo_extract.kafka_stream import SimulatedCrash, land_kafka  # noqa: E402
+from fluxo_extract.kafka_stream import CLUSTER_KEY, SimulatedCrash, land_kafka  # noqa: E402
 
 INGEST_DATE = "2026-02-01"
 PARTITIONS = 3
@@ -81,7 +81,7 @@ def group_offsets(topic: str) -> dict[int, int]:
         consumer.close()
 
 
-def watermark(topic: str) -> dict | None:
+def stored_watermark(topic: str) -> dict | None:
     import psycopg
 
     from fluxo.settings import get_settings
@@ -90,6 +90,12 @@ def watermark(topic: str) -> dict | None:
         row = conn.execute("SELECT value FROM extract.watermark WHERE source = 'kafka' AND stream = %s",
                            (topic,)).fetchone()
     return row[0] if row else None
+
+
+def watermark(topic: str) -> dict | None:
+    """The stored next offset per partition (without the cluster id beside them)."""
+    stored = stored_watermark(topic)
+    return None if stored is None else {p: o for p, o in stored.items() if p != CLUSTER_KEY}
 
 
 def transaction_ids(lines) -> set[str]:
@@ -221,3 +227,28 @@ def test_replay_from_offsets_and_from_timestamp(events, topic):
     assert replay["messages"] == len(day2)
     assert sorted(e["value"] for e in landed_envelopes(replay)) == sorted(day2)
     assert land(topic)["messages"] == 0
+
+
+def test_a_watermark_confirmed_on_another_cluster_is_set_aside(events, topic, caplog):
+    """A recreated broker (the local stack's tansu keeps topics in memory) is a new cluster whose
+    topics start again at offset 0: the old watermark would skip everything produced to it."""
+    import psycopg
+
+    from fluxo.settings import get_settings
+
+    day1 = events["2026-01-01"]
+    produce(day1, topic)
+    land(topic)
+    cluster = stored_watermark(topic)[CLUSTER_KEY]
+    assert cluster, "the watermark records the cluster it was confirmed on"
+
+    gone = {**{str(p): 10_000_000 for p in range(PARTITIONS)}, CLUSTER_KEY: "a-cluster-that-is-gone"}
+    with psycopg.connect(get_settings().database_url) as conn:
+        conn.execute("UPDATE extract.watermark SET value = %s WHERE source = 'kafka' AND stream = %s",
+                     (json.dumps(gone), topic))
+    # a group the broker never saw, as after a broker restart: only the watermark says where to start
+    again = land_kafka(INGEST_DATE, topic=topic, idle_seconds=IDLE, group_id=f"fluxo-{topic}-new-cluster")
+    assert again["messages"] == len(day1), "everything on the new cluster lands (curate drops repeats)"
+    assert "confirmed on Kafka cluster 'a-cluster-that-is-gone'" in caplog.text
+    assert stored_watermark(topic)[CLUSTER_KEY] == cluster
+    assert sum(watermark(topic).values()) == len(day1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import uuid
 from pathlib import Path
 
 from fluxo.stack.process import HOST, StackError, log_tail, pid_alive, port_is_open, spawn, wait_for
@@ -47,6 +48,9 @@ class Kafka(Service):
                 "--listener-url", listener,
                 "--advertised-listener-url", listener,
                 "--storage-engine", "memory://tansu/",
+                # Memory storage: every start is a new, empty cluster, and says so, so consumers
+                # holding offsets from the last one know they no longer apply.
+                "--cluster-id", f"fluxo-dev-{uuid.uuid4().hex[:12]}",
             ],
             log_file=self.log_file,
             pid_file=self.pid_file,

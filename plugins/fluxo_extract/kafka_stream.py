@@ -54,6 +54,7 @@ DEFAULT_TOPIC = "transactions"
 # behind our back, and the first group join (which takes half the session timeout on the local
 # broker) stays short. Reading from the start applies only to a group that never committed.
 CONSUMER_OVERRIDES = {"enable.auto.commit": False, "enable.auto.offset.store": False}
+CLUSTER_KEY = "cluster_id"  # in the watermark beside the partition offsets
 CONSUMER_DEFAULTS = {"auto.offset.reset": "earliest", "session.timeout.ms": 6000, "log_level": 4}
 ASSIGNMENT_TIMEOUT_S = 60.0
 CRASH_POINTS = ("before_confirm", "before_commit")
@@ -88,13 +89,26 @@ def _epoch_ms(moment: str) -> int:
 
 def start_offsets(consumer: Consumer, topic: str, watermark: dict | None,
                   replay_from_offsets: dict | None = None, replay_from_timestamp: str | None = None,
-                  timeout: float = 15.0) -> tuple[dict[int, int], dict[int, int], dict[int, int]]:
-    """Per partition: (where this run starts, where a normal run resumes, the group's committed offset).
+                  timeout: float = 15.0) -> tuple[dict[int, int], dict[int, int], dict[int, int], str]:
+    """Per partition: (where this run starts, where a normal run resumes, the group's committed offset),
+    and the broker's cluster id.
 
-    -1 in the last two means nothing was ever landed/committed for that partition."""
-    metadata = consumer.list_topics(topic, timeout=timeout).topics[topic]
+    -1 in the last two means nothing was ever landed/committed for that partition.
+
+    A watermark confirmed on another cluster (its `cluster_id` differs from the broker's) says
+    nothing about this cluster's offsets: it is set aside with a warning and the run resumes
+    from the group's committed offsets, or the beginning. Curate keeps one row per
+    transaction, so what lands again is not doubled."""
+    cluster = consumer.list_topics(topic, timeout=timeout)
+    metadata = cluster.topics[topic]
     if metadata.error is not None:
         raise KafkaException(metadata.error)
+    landed_on = (watermark or {}).get(CLUSTER_KEY)
+    if landed_on is not None and landed_on != cluster.cluster_id:
+        log.warning("watermark of %s was confirmed on Kafka cluster %r, the broker is cluster %r: "
+                    "ignoring it (topic offsets do not carry over between clusters)", topic, landed_on,
+                    cluster.cluster_id)
+        watermark = None
     partitions = sorted(metadata.partitions)
     committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=timeout)
     group_offsets = {tp.partition: (tp.offset if tp.offset >= 0 else -1) for tp in committed}
@@ -112,7 +126,7 @@ def start_offsets(consumer: Consumer, topic: str, watermark: dict | None,
                 raise KafkaException(tp.error)
             if tp.offset >= 0:  # -1: nothing at or after the timestamp in this partition
                 start[tp.partition] = tp.offset
-    return start, resume, group_offsets
+    return start, resume, group_offsets, cluster.cluster_id
 
 
 def _envelopes(messages: list, topic_json: str, batch: LandingBatch) -> tuple[list[str], dict[int, int]]:
@@ -176,7 +190,8 @@ def land_kafka(ingest_date: str, conn_id: str = "fluxo_kafka", topic: str = DEFA
         consumer = hook.get_conn
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-landing-writer")
         try:
-            start, resume, group_offsets = start_offsets(consumer, topic, watermark, replay_from_offsets, replay_from_timestamp)
+            start, resume, group_offsets, cluster_id = start_offsets(
+                consumer, topic, watermark, replay_from_offsets, replay_from_timestamp)
             assigned_at: list[float] = []
 
             def on_assign(c: Consumer, partitions: list[TopicPartition]) -> None:
@@ -237,7 +252,8 @@ def land_kafka(ingest_date: str, conn_id: str = "fluxo_kafka", topic: str = DEFA
                 replay = ({"replay_from_offsets": {str(p): o for p, o in replay_from_offsets.items()}}
                           if replay_from_offsets else
                           {"replay_from_timestamp": replay_from_timestamp} if replay_from_timestamp else {})
-                state.confirm(batch, stream, {str(p): o for p, o in sorted(new_watermark.items())},
+                state.confirm(batch, stream, {**{str(p): o for p, o in sorted(new_watermark.items())},
+                                              CLUSTER_KEY: cluster_id},
                               {"messages": read, "start_offsets": {str(p): o for p, o in start.items()},
                                "end_offsets": {str(p): o for p, o in landed_next.items()}, **replay})
                 if simulate_crash == "before_commit":
