@@ -225,3 +225,45 @@ METRIC_GRAINS: dict[str, tuple[Contract, str]] = {
     "country_channel_daily": (COUNTRY_CHANNEL_DAILY_METRICS, "country_channel_daily"),
     "hourly": (HOURLY_METRICS, "hourly_transactions"),
 }
+
+
+# --- outliers ------------------------------------------------------------------------
+# The Delta history (fluxo.history) holds one OUTLIER row per (transaction, method) flagged;
+# OUTLIER_SUMMARY is its per-day roll-up in the warehouse (metrics.outlier_summary).
+OUTLIER_METHODS = ("mad_zscore", "iqr_fence", "customer_history")
+_tx = TRANSACTION.column
+OUTLIER = Contract(
+    name="outlier",
+    key=("transaction_id", "method"),
+    columns=(
+        _tx("transaction_id"),
+        _tx("event_ts"),
+        Column("event_date", "date", True, "UTC day of event_ts (the table's partition)"),
+        _tx("customer_id"),
+        _tx("merchant_id"),
+        _tx("mcc"),
+        _tx("currency"),
+        _tx("amount"),
+        _tx("amount_reporting"),
+        Column("method", "string", True, "Detector that flagged the row", allowed=OUTLIER_METHODS),
+        Column("score", "double", True, "The method's score (see fluxo.transforms.outliers)"),
+        Column("threshold", "double", True, "The score's limit: |z| cut-off, IQR multiple k, or ratio"),
+        Column("baseline", "double", True, "Median amount the row was compared with"),
+        Column("scale", "double", True, "Spread used: MAD or IQR of ln(amount); the history size for customer_history"),
+        Column("detected_at", "timestamp", True, "When the run that produced this score ran (UTC)"),
+        Column("run_id", "string", True, "Run that produced this score"),
+    ),
+)
+
+OUTLIER_SUMMARY = Contract(
+    name="outlier_summary",
+    key=("event_date", "method", "mcc"),
+    columns=(
+        Column("event_date", "date", True),
+        Column("method", "string", True, allowed=OUTLIER_METHODS),
+        _tx("mcc"),
+        Column("outlier_count", "long", True, "Flagged transactions"),
+        Column("max_score", "double", True, "Largest |score| of the group"),
+        Column("amount_reporting_total", "decimal(18,2)", True, "Sum of amount_reporting of the flagged rows"),
+    ),
+)

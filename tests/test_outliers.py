@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from fluxo import history
-from fluxo.contract import TRANSACTION
+from fluxo.contract import OUTLIER, OUTLIER_SUMMARY, TRANSACTION
 from fluxo.glue_runtime import ERROR_PREFIX
 from fluxo.lake import Lake
 from fluxo.transforms.outliers import OutlierParams, detect, outlier_summary
@@ -283,7 +283,7 @@ def test_maintain_compacts_and_respects_retention(tmp_path):
             "currency": "BRL", "amount": Decimal("9000.00"), "amount_reporting": Decimal("9000.00"),
             "method": "mad_zscore", "score": score, "threshold": 3.5, "baseline": 90.0, "scale": 0.4,
             "detected_at": DETECTED_AT, "run_id": f"r{score}",
-        } for i in ids], schema=history.OUTLIER.arrow_schema())
+        } for i in ids], schema=OUTLIER.arrow_schema())
 
     for i in range(4):  # four small files
         history.merge_outliers(uri, rows(5.0, range(i * 3, i * 3 + 3)), [])
@@ -318,7 +318,7 @@ def test_merge_updates_changed_scores_and_drops_rows_no_longer_flagged(tmp_path)
         "amount": Decimal("9000.00"), "amount_reporting": Decimal("9000.00"), "threshold": 3.5,
         "baseline": 90.0, "scale": 0.4, "detected_at": DETECTED_AT,
     }
-    schema = history.OUTLIER.arrow_schema()
+    schema = OUTLIER.arrow_schema()
     history.merge_outliers(uri, pa.Table.from_pylist([
         {**base, "transaction_id": "t1", "method": "mad_zscore", "score": 5.0, "run_id": "r1"},
         {**base, "transaction_id": "t1", "method": "iqr_fence", "score": 4.0, "run_id": "r1"},
@@ -420,6 +420,6 @@ def test_warehouse_summary_table_matches_the_contract(warehouse_url):
             "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
             " WHERE i.indrelid = 'metrics.outlier_summary'::regclass AND i.indisprimary ORDER BY array_position(i.indkey, a.attnum)"
         ).fetchall()]
-    for name, sql_type in history.OUTLIER_SUMMARY.sql_types().items():
+    for name, sql_type in OUTLIER_SUMMARY.sql_types().items():
         assert columns.get(name) == sql_type, name
-    assert tuple(key) == history.OUTLIER_SUMMARY.key
+    assert tuple(key) == OUTLIER_SUMMARY.key

@@ -1,6 +1,6 @@
 """Outliers: robust statistics over curated transactions, one row per (transaction, method) flagged.
 
-Three detectors, each recording its score, threshold, baseline and scale (`fluxo.history.OUTLIER`):
+Three detectors, each recording its score, threshold, baseline and scale (`fluxo.contract.OUTLIER`):
 
 - `mad_zscore` — modified z-score per (mcc, currency): z = 0.6745 · (ln a − median ln a) / MAD,
   flagged when |z| > 3.5 (Iglewicz & Hoaglin). When MAD is 0 (many identical amounts,
@@ -33,7 +33,7 @@ from datetime import datetime
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from fluxo.history import OUTLIER, OUTLIER_SUMMARY
+from fluxo.contract import OUTLIER, OUTLIER_SUMMARY
 from fluxo.transforms._common import conform, event_date
 
 GROUP = ["mcc", "currency"]

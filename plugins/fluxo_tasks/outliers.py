@@ -6,7 +6,7 @@ import logging
 from datetime import date
 
 from fluxo import lakefs
-from fluxo.history import OUTLIER_SUMMARY
+from fluxo.contract import OUTLIER_SUMMARY
 from fluxo.lake import Lake
 from fluxo.settings import get_settings
 from fluxo.warehouse import replace_days
