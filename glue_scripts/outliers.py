@@ -21,7 +21,6 @@ import time
 from datetime import date, datetime, timedelta, timezone
 
 from pyspark import StorageLevel
-from pyspark.sql import functions as F
 
 from fluxo import history
 from fluxo.glue_runtime import run_stage, start_stage, write_stats

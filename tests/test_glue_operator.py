@@ -16,7 +16,6 @@ import sys
 import textwrap
 import threading
 import time
-import uuid
 import zipfile
 from importlib import metadata
 from pathlib import Path

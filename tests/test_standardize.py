@@ -15,7 +15,6 @@ from fluxo.transforms.standardize import (
     S3_CSV_HEADER,
     load_fx_rates,
     map_s3,
-    read_lines,
     standardize,
     standardize_stats,
 )

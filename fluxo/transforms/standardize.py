@@ -54,7 +54,7 @@ from fluxo.contract import (
     STATUS_SYNONYMS,
     TRANSACTION,
 )
-from fluxo.lake import CSV_SUFFIXES, JSON_DOCUMENT_SUFFIXES, JSON_LINES_SUFFIXES, JSON_SUFFIXES
+from fluxo.lake import CSV_SUFFIXES, JSON_DOCUMENT_SUFFIXES, JSON_LINES_SUFFIXES
 from fluxo.tokenize import PAN_IN_TEXT, PAN_MASK, PAN_PATTERN, TOKEN_PREFIX
 from fluxo.transforms._common import conform, rank_copies
 
