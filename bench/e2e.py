@@ -1,6 +1,6 @@
 """End-to-end benchmark: N generated records through `transactions_etl`, per-stage wall times.
 
-    make bench                      # 1,000,000 records (s3 source), one day
+    make bench                      # 1,000,000 records (the s3 source only), one day
     make bench ARGS="--rows 200000"
 
 The services run in their own home (.fluxo/bench-home) so the demo's data is untouched.
@@ -17,7 +17,8 @@ import time
 from datetime import date
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from _common import bench_services, rows_per_day_for
+
 AIRFLOW_BIN = Path(sys.executable).parent / "airflow"
 
 
@@ -28,20 +29,15 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=2026)
     args = parser.parse_args()
 
-    home = REPO_ROOT / ".fluxo" / "bench-home"
-    os.environ["FLUXO_HOME"] = str(home)
-    os.environ.setdefault("FLUXO_LAKE_ROOT", str(home / "lake"))
-    import shutil
-
-    from fluxo.stack import Stack
-
-    Stack(home=home).down()
-    shutil.rmtree(home, ignore_errors=True)
-    timings: dict[str, float] = {}
+    # The DAG's log stays in the home; FLUXO_LAKE_ROOT may point the run at another lake (e.g. S3).
     t = time.monotonic()
-    env = {**os.environ, **Stack(home=home).up()}
-    os.environ.update(env)
-    timings["services up"] = time.monotonic() - t
+    with bench_services("bench-home", keep_home=True, lake_root=os.environ.get("FLUXO_LAKE_ROOT")) as home:
+        return run(args, home, {"services up": time.monotonic() - t})
+
+
+def run(args, home: Path, timings: dict[str, float]) -> int:
+    # The day is sized in S3 records: the other sources' extract tasks are skipped.
+    env = {**os.environ, "FLUXO_SOURCES": "s3"}
 
     from fluxo.generator import generate, upload_landing
     from fluxo.settings import get_settings
@@ -52,12 +48,9 @@ def main() -> int:
     migrate(settings.database_url)
     subprocess.run([str(AIRFLOW_BIN), "db", "migrate"], env=env, check=True, capture_output=True)
 
-    # The generator spreads transactions over four sources; size the day so the s3 files hold ~--rows records.
-    sample = generate(home / "calibration", args.day, days=1, rows_per_day=20_000, seed=args.seed, sources=("s3",))
-    s3_share = sample["records"] / 20_000
+    rows_per_day = rows_per_day_for(args.rows, "s3", home, args.day, args.seed)
     t = time.monotonic()
-    generate(home / "generated", args.day, days=1, rows_per_day=round(args.rows / s3_share), seed=args.seed,
-             sources=("s3",))
+    generate(home / "generated", args.day, days=1, rows_per_day=rows_per_day, seed=args.seed, sources=("s3",))
     timings["generate (s3 shapes)"] = time.monotonic() - t
     t = time.monotonic()
     upload_landing(home / "generated", [args.day], settings)
@@ -92,16 +85,15 @@ def main() -> int:
             "SELECT counts FROM audit.pipeline_runs WHERE ingest_date = %s ORDER BY finished_at DESC LIMIT 1",
             (args.day,),
         ).fetchone()[0]
-    Stack(home=home).down()
 
     read = counts.get("stage_stats", {}).get("standardize", {}).get("read", 0)
     print(f"\nfluxo end-to-end benchmark: {read:,} records in the day's S3 files, all read by standardize")
-    print(f"{'step':<34}{'seconds':>9}")
+    print(f"{'step':<40}{'seconds':>9}")
     for name, seconds in timings.items():
-        print(f"{name:<34}{seconds:>9.1f}")
+        print(f"{name:<40}{seconds:>9.1f}")
     for task_id, seconds in stages:
-        print(f"{'  dag task ' + task_id:<34}{float(seconds or 0):>9.1f}")
-    print(f"{'transactions_etl (airflow dags test)':<34}{dag_wall:>9.1f}")
+        print(f"{'  dag task ' + task_id:<40}{float(seconds or 0):>9.1f}")
+    print(f"{'transactions_etl (airflow dags test)':<40}{dag_wall:>9.1f}")
     print(f"throughput: {read / dag_wall:,.0f} records/s through the whole DAG")
     return 0
 

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import time
 from datetime import date
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "plugins")]
+from _common import bench_services, rows_per_day_for
 
 
 def plain_client(base_url: str, token: str, page_limit: int) -> tuple[float, int, int]:
@@ -54,19 +52,8 @@ def main() -> int:
     parser.add_argument("--faults", nargs="*", default=[], help="simulator faults for the first run, e.g. all")
     args = parser.parse_args()
 
-    home = REPO_ROOT / ".fluxo" / "bench-extract-api-home"
-    os.environ["FLUXO_HOME"] = str(home)
-    os.environ["FLUXO_LAKE_ROOT"] = str(home / "lake")
-    from fluxo.stack import Stack
-
-    Stack(home=home).down()
-    shutil.rmtree(home, ignore_errors=True)
-    os.environ.update(Stack(home=home).up())
-    try:
+    with bench_services("bench-extract-api-home") as home:  # ~1 GB of generated pages and landed copies
         return run(args, home)
-    finally:
-        Stack(home=home).down()
-        shutil.rmtree(home, ignore_errors=True)  # ~1 GB of generated pages and landed copies
 
 
 def run(args, home: Path) -> int:
@@ -83,11 +70,10 @@ def run(args, home: Path) -> int:
     settings = get_settings()
     migrate(settings.database_url)
 
-    # rows_per_day counts transactions of every shape; size it so the api shape holds ~--rows records.
-    sample = generate(home / "calibration", args.day, days=1, rows_per_day=20_000, seed=args.seed, sources=("api",))
+    rows_per_day = rows_per_day_for(args.rows // args.days, "api", home, args.day, args.seed)
     started = time.perf_counter()
     summary = generate(home / "generated", args.day, days=args.days, seed=args.seed, sources=("api",),
-                       rows_per_day=round(args.rows / args.days * 20_000 / sample["records"]))
+                       rows_per_day=rows_per_day)
     generated_s = time.perf_counter() - started
     records = summary["records"]
 

@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import sys
 import time
 from datetime import date
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "plugins")]
+from _common import bench_services
 
 
 def copy_to_devnull(conn, query: str, params=()) -> tuple[int, float]:
@@ -63,19 +60,8 @@ def main() -> None:
     parser.add_argument("--day", type=date.fromisoformat, default=date(2026, 11, 20))
     args = parser.parse_args()
 
-    home = REPO_ROOT / ".fluxo" / "bench-extract-db-home"
-    os.environ["FLUXO_HOME"] = str(home)
-    os.environ["FLUXO_LAKE_ROOT"] = str(home / "lake")
-    from fluxo.stack import Stack
-
-    Stack(home=home).down()
-    shutil.rmtree(home, ignore_errors=True)
-    stack = Stack(home=home)
-    os.environ.update(stack.up())
-    try:
+    with bench_services("bench-extract-db-home") as home:
         run(home, args)
-    finally:
-        stack.down()
 
 
 def run(home: Path, args) -> None:

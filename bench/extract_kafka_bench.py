@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import time
 from datetime import date
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "plugins"))
+from _common import bench_services, rows_per_day_for
+
 TOPIC = "transactions-bench"
 PARTITIONS = 3
 
@@ -55,19 +54,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=2026)
     args = parser.parse_args()
 
-    home = REPO_ROOT / ".fluxo" / "bench-kafka-home"
-    os.environ["FLUXO_HOME"] = str(home)
-    os.environ["FLUXO_LAKE_ROOT"] = str(home / "lake")
-    from fluxo.stack import Stack
-
-    Stack(home=home).down()
-    shutil.rmtree(home, ignore_errors=True)
-    try:
-        os.environ.update(Stack(home=home).up())
+    with bench_services("bench-kafka-home") as home:  # ~1 GB of events and raw files
         return run(home, args)
-    finally:
-        Stack(home=home).down()
-        shutil.rmtree(home, ignore_errors=True)  # ~1 GB of events and raw files
 
 
 def run(home: Path, args) -> int:
@@ -87,13 +75,10 @@ def run(home: Path, args) -> int:
     for future in admin.create_topics([NewTopic(TOPIC, PARTITIONS, 1)], request_timeout=10).values():
         future.result(timeout=15)
 
-    # The generator spreads transactions over four sources; size the days so kafka gets ~--messages events.
-    sample = generate(home / "calibration", date(2026, 11, 1), days=1, rows_per_day=20_000, seed=args.seed,
-                      sources=("kafka",))
-    share = sample["records"] / 20_000
     days = max(1, round(args.messages / 500_000))
+    rows_per_day = rows_per_day_for(args.messages // days, "kafka", home, date(2026, 11, 1), args.seed)
     t = time.monotonic()
-    generate(home / "generated", date(2026, 11, 1), days=days, rows_per_day=round(args.messages / share / days),
+    generate(home / "generated", date(2026, 11, 1), days=days, rows_per_day=rows_per_day,
              seed=args.seed, sources=("kafka",))
     generate_s = time.monotonic() - t
     files = event_files(home / "generated")

@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import threading
 import time
 from datetime import date
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "plugins")]
+from _common import bench_services, rows_per_day_for
 
 
 class PeakRss:
@@ -69,18 +67,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=2026)
     args = parser.parse_args()
 
-    home = REPO_ROOT / ".fluxo" / "bench-extract-s3-home"
-    os.environ["FLUXO_HOME"] = str(home)
-    os.environ["FLUXO_LAKE_ROOT"] = str(home / "lake")
-    from fluxo.stack import Stack
-
-    Stack(home=home).down()
-    shutil.rmtree(home, ignore_errors=True)
-    os.environ.update(Stack(home=home).up())
-    try:
+    with bench_services("bench-extract-s3-home") as home:
         return run(args, home)
-    finally:
-        Stack(home=home).down()
 
 
 def run(args, home: Path) -> int:
@@ -96,10 +84,8 @@ def run(args, home: Path) -> int:
     settings = get_settings()
     migrate(settings.database_url)
 
-    # rows_per_day counts transactions of every source; size it so the s3 shapes hold ~--rows records.
-    sample = generate(home / "calibration", args.day, days=1, rows_per_day=20_000, seed=args.seed, sources=("s3",))
     summary = generate(home / "generated", args.day, days=1, seed=args.seed, sources=("s3",),
-                       rows_per_day=round(args.rows * 20_000 / sample["records"]))
+                       rows_per_day=rows_per_day_for(args.rows, "s3", home, args.day, args.seed))
     keys = upload_landing(home / "generated", [args.day], settings)
     client = s3_client(settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key)
     sizes = [client.head_object(Bucket=settings.landing_bucket, Key=k)["ContentLength"] for k in keys]

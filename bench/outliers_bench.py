@@ -31,7 +31,6 @@ sys.path.insert(0, str(REPO))
 import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 import pyarrow.dataset as ds  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
 
 from fluxo import history  # noqa: E402
 from fluxo.contract import TRANSACTION  # noqa: E402

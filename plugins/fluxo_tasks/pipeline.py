@@ -36,7 +36,7 @@ def resolve_ingest_date(params: dict, logical_date: datetime | None, run_after: 
 
 def require_source(source: str) -> None:
     """Skip the extraction task of a source that FLUXO_SOURCES leaves out."""
-    from airflow.exceptions import AirflowSkipException
+    from airflow.sdk.exceptions import AirflowSkipException
 
     if source not in get_settings().enabled_sources:
         raise AirflowSkipException(f"source {source!r} is not in FLUXO_SOURCES={get_settings().sources!r}")

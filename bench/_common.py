@@ -1,0 +1,54 @@
+"""What the benchmarks share: their own services, and sizing a day by s3 records."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+for _path in (REPO_ROOT, REPO_ROOT / "plugins"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+
+@contextmanager
+def bench_services(name: str, keep_home: bool = False, lake_root: str | None = None) -> Iterator[Path]:
+    """Fresh local services in a home of their own (.fluxo/<name>), so the demo's data is untouched.
+
+    Sets FLUXO_HOME, FLUXO_LAKE_ROOT (`lake_root`, else <home>/lake) and the services'
+    variables in os.environ; stops the services at the end and removes the home (generated
+    data, landed copies) unless `keep_home`."""
+    home = REPO_ROOT / ".fluxo" / name
+    os.environ["FLUXO_HOME"] = str(home)
+    os.environ["FLUXO_LAKE_ROOT"] = lake_root or str(home / "lake")
+    from fluxo.settings import get_settings
+    from fluxo.stack import Stack
+
+    Stack(home=home).down()
+    shutil.rmtree(home, ignore_errors=True)
+    try:
+        os.environ.update(Stack(home=home).up())
+        get_settings.cache_clear()
+        yield home
+    finally:
+        Stack(home=home).down()
+        if not keep_home:
+            shutil.rmtree(home, ignore_errors=True)
+
+
+def rows_per_day_for(records: int, source: str, work: Path, day: date, seed: int, **generate_kwargs) -> int:
+    """Generated transactions per day that put about `records` records into the day's `source` shape.
+
+    The generator spreads transactions over four sources and plants duplicates and defects,
+    so a small calibration day measures the source's share first."""
+    from fluxo.generator import generate
+
+    sample = generate(work / "calibration", day, days=1, rows_per_day=20_000, seed=seed, sources=(source,),
+                      **generate_kwargs)
+    shutil.rmtree(work / "calibration", ignore_errors=True)
+    return round(records / (sample["records"] / 20_000))
