@@ -25,7 +25,7 @@ import pyarrow as pa
 import pytest
 
 import fluxo
-from fluxo.contract import DAILY_METRICS
+from fluxo.contract import DAILY_METRICS, METRIC_GRAINS, OUTLIER_SUMMARY
 from fluxo.warehouse import replace_days
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -324,6 +324,132 @@ def test_the_longest_allowed_window_is_accepted(client, access_token, metric_row
     response = client.get("/metrics/daily", params={"from": "1999-01-01", "to": "2000-01-01"},
                           headers={"Authorization": f"Bearer {access_token}"})
     assert response.status_code == 200 and len(response.json()) == len(metric_rows) + 1
+
+
+# --- finer grains and the outlier summary ------------------------------------
+
+GRAIN_PATHS = {"merchant_daily": "/metrics/merchants", "mcc_daily": "/metrics/mcc",
+               "country_channel_daily": "/metrics/country-channel", "hourly": "/metrics/hourly"}
+GRAIN_DAYS = [date(1999, 2, 1), date(1999, 2, 2)]
+
+
+def _contract_row(contract, day: date, i: int) -> dict:
+    """A valid row of `contract` for `day`; `i` varies the keys and the measures."""
+    keys = {"merchant_id": f"m{i:03d}", "mcc": f"{5400 + i}", "country": ["BR", "US", "AR"][i % 3],
+            "channel": ["pos", "ecommerce", "atm", "mobile", "moto"][i // 3 % 5],
+            "event_hour": datetime(day.year, day.month, day.day, i % 24, tzinfo=timezone.utc),
+            "method": ["mad_zscore", "iqr_fence", "customer_history"][i % 3], "reporting_currency": "BRL"}
+    row = {}
+    for column in contract.columns:
+        if column.name == "event_date":
+            row[column.name] = day
+        elif column.name in keys:
+            row[column.name] = keys[column.name]
+        elif column.type.startswith("decimal"):
+            row[column.name] = Decimal(f"{1000 + i}.{i % 100:02d}")
+        elif column.type == "long":
+            row[column.name] = 10 + i
+        elif column.type == "double":
+            row[column.name] = 0.5 + i / 1000
+        else:
+            raise AssertionError(f"no test value for {contract.name}.{column.name} ({column.type})")
+    return row
+
+
+def _from_json(contract, item: dict) -> dict:
+    """Parse an API row back by the contract's documented encoding."""
+    out = {}
+    for column in contract.columns:
+        value = item[column.name]
+        if column.type.startswith("decimal"):
+            assert re.fullmatch(r"-?[0-9]+\.[0-9]{2}", value), value
+            value = Decimal(value)
+        elif column.type == "date":
+            value = date.fromisoformat(value)
+        elif column.type == "timestamp":
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        out[column.name] = value
+    return out
+
+
+@pytest.fixture(scope="module")
+def grain_rows(warehouse_url):
+    """Rows of every finer grain and of the outlier summary on two days far in the past."""
+    tables = {grain: METRIC_GRAINS[grain] for grain in GRAIN_PATHS} | {"outliers": (OUTLIER_SUMMARY, "outlier_summary")}
+    loaded = {}
+    with psycopg.connect(warehouse_url, autocommit=True) as conn:
+        for grain, (contract, table) in tables.items():
+            rows = [_contract_row(contract, day, i) for day in GRAIN_DAYS for i in range(7)]
+            arrow = pa.Table.from_pylist(rows, schema=contract.arrow_schema())
+            replace_days(conn, "metrics", table, arrow, extra={"run_id": "test-api"})
+            loaded[grain] = (contract, sorted(rows, key=lambda r: tuple(r[k] for k in contract.key)))
+    yield loaded
+    with psycopg.connect(warehouse_url, autocommit=True) as conn:
+        for grain, (contract, table) in tables.items():
+            replace_days(conn, "metrics", table, contract.arrow_schema().empty_table(), days=GRAIN_DAYS)
+
+
+WINDOW = {"from": "1999-02-01", "to": "1999-02-02"}
+
+
+@pytest.mark.parametrize("grain", [*GRAIN_PATHS, "outliers"])
+def test_every_grain_serves_its_warehouse_rows_in_key_order(client, access_token, grain_rows, grain):
+    contract, expected = grain_rows[grain]
+    path = GRAIN_PATHS.get(grain, "/metrics/outliers")
+    response = client.get(path, params=WINDOW, headers={"Authorization": f"Bearer {access_token}"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert [list(item) for item in body[:1]] == [contract.names]
+    assert [_from_json(contract, item) for item in body] == expected
+    assert "link" not in response.headers  # everything fit in one page
+
+
+def test_pages_follow_the_link_header_to_the_last_row(client, access_token, grain_rows):
+    contract, expected = grain_rows["merchant_daily"]
+    bearer = {"Authorization": f"Bearer {access_token}"}
+    response = client.get("/metrics/merchants", params={**WINDOW, "limit": 4}, headers=bearer)
+    pages = [response]
+    while "link" in response.headers:
+        assert response.headers["link"].endswith('>; rel="next"')
+        response = client.get(response.headers["link"][1:-len('>; rel="next"')], headers=bearer)
+        pages.append(response)
+    assert [len(p.json()) for p in pages] == [4, 4, 4, 2]
+    assert [_from_json(contract, item) for p in pages for item in p.json()] == expected
+
+
+def test_filters_narrow_the_rows(client, access_token, grain_rows):
+    bearer = {"Authorization": f"Bearer {access_token}"}
+    merchants = client.get("/metrics/merchants", params={**WINDOW, "merchant_id": "m003"}, headers=bearer).json()
+    assert [(m["event_date"], m["merchant_id"]) for m in merchants] == [("1999-02-01", "m003"), ("1999-02-02", "m003")]
+    outliers = client.get("/metrics/outliers", params={**WINDOW, "method": "iqr_fence"}, headers=bearer).json()
+    expected = [r for r in grain_rows["outliers"][1] if r["method"] == "iqr_fence"]
+    assert outliers and [o["mcc"] for o in outliers] == [r["mcc"] for r in expected]
+    pos = client.get("/metrics/country-channel", params={**WINDOW, "channel": "pos", "country": "BR"},
+                     headers=bearer).json()
+    assert pos and {(r["country"], r["channel"]) for r in pos} == {("BR", "pos")}
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"limit": 0}, "greater than or equal to 1"),
+    ({"limit": 10_001}, "less than or equal to 10000"),
+    ({"offset": -1}, "greater than or equal to 0"),
+    ({"method": "gut_feeling"}, "Input should be"),
+    ({"mcc": "54x1"}, "should match pattern"),
+], ids=["limit-0", "limit-too-big", "negative-offset", "unknown-method", "bad-mcc"])
+def test_bad_paging_and_filters_are_422(client, access_token, params, message):
+    response = client.get("/metrics/outliers", params={**WINDOW, **params},
+                          headers={"Authorization": f"Bearer {access_token}"})
+    assert response.status_code == 422
+    assert message in " ".join(error["msg"] for error in response.json()["detail"])
+
+
+@pytest.mark.parametrize("path", [*GRAIN_PATHS.values(), "/metrics/outliers"])
+def test_every_grain_refuses_missing_and_bad_tokens(client, path):
+    assert client.get(path, params=WINDOW).status_code == 401
+    forged = jwt.encode(_claims(), secrets.token_urlsafe(48))
+    assert client.get(path, params=WINDOW, headers={"Authorization": f"Bearer {forged}"}).status_code == 401
+    no_scope = jwt.encode(_claims(scope="reports:read"), JWT_SECRET)
+    assert client.get(path, params=WINDOW, headers={"Authorization": f"Bearer {no_scope}"}).status_code == 403
 
 
 # --- audit ------------------------------------------------------------------

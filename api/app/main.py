@@ -13,10 +13,12 @@ from app.core.config import Settings, get_settings
 from fluxo import __version__
 
 DESCRIPTION = """
-Daily transaction metrics of the fluxo warehouse for dashboards (Power BI, Tableau, Looker).
+Transaction metrics of the fluxo warehouse for dashboards (Power BI, Tableau, Looker): per day,
+per day × merchant, MCC, country × channel, per hour, and the outlier summary.
 
 Get a token with `POST /auth/token` (OAuth2 client credentials), then call
 `GET /metrics/daily?from=YYYY-MM-DD&to=YYYY-MM-DD` with `Authorization: Bearer <token>`.
+The finer grains are paged (`limit`, `offset`, and a `Link: rel="next"` header on full pages).
 Decimal amounts are JSON strings with two decimals; dates are ISO 8601.
 """
 

@@ -1,4 +1,4 @@
-"""Response models. The metrics row is derived from fluxo.contract.DAILY_METRICS, never restated.
+"""Response models. Metric and outlier rows are derived from fluxo.contract, never restated.
 
 JSON encoding of contract types (documented in api/README.md):
 - decimal(p,s) -> JSON string with exactly s decimals ("1234.50"): exact, no
@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema, create_model
 
-from fluxo.contract import DAILY_METRICS, Column, Contract
+from fluxo.contract import DAILY_METRICS, METRIC_GRAINS, OUTLIER_SUMMARY, Column, Contract
 
 
 def _decimal(precision: int, scale: int) -> Any:
@@ -53,6 +53,12 @@ def model_from_contract(contract: Contract, model_name: str) -> type[BaseModel]:
 
 
 DailyMetric = model_from_contract(DAILY_METRICS, "DailyMetric")
+# e.g. merchant_daily -> MerchantDailyMetric
+GRAIN_MODELS = {
+    grain: model_from_contract(contract, "".join(w.title() for w in grain.split("_")) + "Metric")
+    for grain, (contract, _table) in METRIC_GRAINS.items() if grain != "daily"
+}
+OutlierSummaryRow = model_from_contract(OUTLIER_SUMMARY, "OutlierSummaryRow")
 
 
 class Token(BaseModel):
