@@ -223,3 +223,12 @@ def test_page_parser_keeps_record_texts_and_rejects_every_truncation():
                 '{"data": [], "next_cursor": 3}', "<html>502 Bad Gateway</html>"):
         with pytest.raises(ValueError):
             parse_page(bad)
+
+
+def test_simulator_accepts_a_token_that_looks_like_a_command_line_option(api_data, tmp_path):
+    """token_urlsafe starts with "-" once in 64 draws; that once failed a CI run at start-up."""
+    import httpx
+
+    with start_simulator(api_data, token="-MsMz8oSMnaB7CEJ", log=tmp_path / "simulator.log") as s:
+        assert httpx.get(f"{s.base_url}/_stats", headers={"Authorization": "Bearer -MsMz8oSMnaB7CEJ"}).status_code == 200
+        assert httpx.get(f"{s.base_url}/_stats", headers={"Authorization": "Bearer wrong"}).status_code == 401

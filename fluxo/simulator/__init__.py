@@ -11,6 +11,7 @@ The app and its fault switches are described in `fluxo.simulator.app`.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import socket
 import subprocess
@@ -102,11 +103,14 @@ class _ExitedEarly(RuntimeError):
 
 
 def _start(data_dir, faults, token: str, port: int, log: Path | None, startup_timeout: float) -> Simulator:
-    args = [sys.executable, "-m", "fluxo.simulator", "--data", str(data_dir), "--port", str(port), "--token", token]
+    args = [sys.executable, "-m", "fluxo.simulator", "--data", str(data_dir), "--port", str(port)]
     if faults:
         args += ["--faults", *(f"{k}={v}" for k, v in faults.items())]
     out = open(log, "ab") if log else subprocess.DEVNULL
-    proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+    # The token goes by environment: not visible in `ps`, and one starting with "-" is not
+    # taken for an option (token_urlsafe starts with "-" once in 64 draws).
+    env = {**os.environ, "FLUXO_SIMULATOR_TOKEN": token}
+    proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
     if log:
         out.close()  # the child holds its own copy
     base_url = f"http://127.0.0.1:{port}"
