@@ -74,7 +74,7 @@ def run_airflow_day(env: dict, day: date, log_dir: Path) -> float:
     return elapsed
 
 
-def publish_day(generated: Path, day: date, settings, demo_dir: Path) -> str:
+def publish_day(generated: Path, day: date, settings) -> str:
     """Put one generated day where each source would have it: S3 files, OLTP rows, Kafka events."""
     from fluxo.generator import upload_landing
     from fluxo.source_db import seed
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
 
         for day in days:
             t = step(f"{day}: the sources receive the day's data")
-            feed = publish_day(generated, day, settings, demo_dir)
+            feed = publish_day(generated, day, settings)
             done(t, feed)
             t = step(f"airflow dags test transactions_etl {day}")
             with partner_api_for(generated, day, demo_dir) as api_conn:

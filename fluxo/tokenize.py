@@ -16,7 +16,8 @@ TOKEN_PREFIX = "tok_"
 PAN_PATTERN = r"^[0-9]{13,19}$"
 DEFAULT_TOKEN_SALT = "dev-only-salt"  # development only; set FLUXO_TOKEN_SALT elsewhere
 
-# A card number inside free text (a quarantined raw record): kept as `<pan ****1234>`.
+# A card number inside free text (any 13-19 digit run in a quarantined raw record or API
+# body, wherever it is quarantined): kept as `<pan ****1234>`.
 PAN_IN_TEXT = r"(?<![0-9])[0-9]{9,15}([0-9]{4})(?![0-9])"
 PAN_MASK = "<pan ****{last4}>"
 

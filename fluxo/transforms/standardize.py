@@ -78,7 +78,6 @@ BR_DATETIME_PATTERN = r"^[0-9]{2}/[0-9]{2}/[0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2}$"
 ISO_OFFSET_PATTERN = (
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}(:?[0-9]{2})?)$"
 )
-# Any 13-19 digit run in a quarantined raw record is treated as a PAN and masked.
 
 # s3 CSV: header field -> canonical column, in the documented file order (docs/source-formats.md).
 S3_CSV_FIELDS = {
@@ -161,7 +160,6 @@ API_PATHS = {
     "channel": ("$.channel",),
     "status": ("$.status",),
 }
-
 
 
 class Standardized(NamedTuple):

@@ -70,7 +70,6 @@ MALFORMED_PREFIX = "malformed:"
 STREAM = "transactions"
 ENDPOINT = "transactions"
 DEFAULT_TIMEOUT = 30.0
-# Any 13-19 digit run in a quarantined body is masked like the standardize stage does.
 
 
 class PartnerApiError(RuntimeError):
