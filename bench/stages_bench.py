@@ -260,17 +260,16 @@ def bench_size(home: Path, target: int, day: date, seed: int) -> dict:
 
 def bench_load(database_url: str, lake_root: Path, day: date, repeats: int = 3) -> dict:
     import psycopg
-    import pyarrow as pa
     from psycopg import sql
 
     from fluxo import lakefs
     from fluxo.warehouse import migrate, replace_days
-    from fluxo.warehouse.load import copy_into
+    from fluxo.warehouse.load import copy_into, with_constants
 
     migrate(database_url)
     contract, table = METRIC_GRAINS["merchant_daily"]
     rows = lakefs.read_parquet(Lake(str(lake_root)).metrics("merchant_daily", day.isoformat())).select(contract.names)
-    with_run = rows.append_column("run_id", pa.array(["bench"] * rows.num_rows))
+    with_run = with_constants(rows, {"run_id": "bench"})
     parent = sql.Identifier("metrics", table)
     plain = sql.Identifier("metrics", "_bench_raw_copy")
     key = sql.SQL(", ").join(sql.Identifier(k) for k in contract.key)
@@ -318,20 +317,21 @@ def main() -> int:
         print(f"... {target:,} records", flush=True)
         results.append(bench_size(home, target, args.day, args.seed))
 
+    def seconds(result: dict, engine: str, stage: str) -> float:
+        return sum(result[engine].values()) if stage == "all" else result[engine][stage]
+
     if results:
         print(f"\n{'records':>10} {'stage':<12} {'spark s':>8} {'duckdb s':>9} {'ratio':>7} {'spark us/rec':>13}")
     for r in results:
         for stage in (*STAGES, "all"):
-            s = sum(r["spark"].values()) if stage == "all" else r["spark"][stage]
-            d = sum(r["duckdb"].values()) if stage == "all" else r["duckdb"][stage]
+            s, d = seconds(r, "spark", stage), seconds(r, "duckdb", stage)
             print(f"{r['records']:>10,} {stage:<12} {s:>8.1f} {d:>9.2f} {s / d:>7.1f} {s / r['records'] * 1e6:>13.2f}")
     if len(results) > 1:
         small, large = results[0], results[-1]
         print(f"\ncost per record at {large['records']:,} / at {small['records']:,} (must be <= 1):")
         for stage in (*STAGES, "all"):
-            cost = {id(r): (sum(r["spark"].values()) if stage == "all" else r["spark"][stage]) / r["records"]
-                    for r in (small, large)}
-            print(f"  {stage:<12} {cost[id(large)] / cost[id(small)]:.2f}")
+            per_record = [seconds(r, "spark", stage) / r["records"] for r in (small, large)]
+            print(f"  {stage:<12} {per_record[1] / per_record[0]:.2f}")
 
     lake_root = results[-1]["lake_root"] if results else Path((home / "last-lake").read_text())
     with bench_services("stages-bench-services"):
