@@ -33,7 +33,7 @@ import pyarrow.compute as pc  # noqa: E402
 import pyarrow.dataset as ds  # noqa: E402
 
 from fluxo import history  # noqa: E402
-from fluxo.contract import TRANSACTION  # noqa: E402
+from fluxo.contract import OUTLIER_METHODS, TRANSACTION  # noqa: E402
 from fluxo.generator import generate  # noqa: E402
 from fluxo.lake import Lake  # noqa: E402
 
@@ -135,7 +135,7 @@ def quality(root: Path, labels: pa.Table) -> None:
     print(f"recall: {recalled}/{len(planted)} planted outliers = {recalled / max(1, len(planted)):.1%}; "
           f"false positives: {false_pos}/{len(normal)} normal rows = {false_pos / max(1, len(normal)):.3%}")
     methods = found.column("method").to_pylist()
-    for m in history.METHODS:
+    for m in OUTLIER_METHODS:
         mine = {t for t, mm in zip(found.column("transaction_id").to_pylist(), methods) if mm == m}
         print(f"  {m}: {len(mine)} flagged, {sum(t in mine for t in planted)} planted, "
               f"{sum(t in mine for t in normal)} normal")

@@ -29,9 +29,8 @@ from urllib.parse import urlparse
 
 import pyarrow as pa
 
-from fluxo.contract import OUTLIER, OUTLIER_METHODS, Contract
+from fluxo.contract import OUTLIER, Contract
 
-METHODS = OUTLIER_METHODS
 MERGE_KEY = OUTLIER.key
 SCORE_FIELDS = ("score", "threshold", "baseline", "scale")
 PARTITION_BY = ("event_date",)

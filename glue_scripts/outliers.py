@@ -23,6 +23,7 @@ from datetime import date, datetime, timedelta, timezone
 from pyspark import StorageLevel
 
 from fluxo import history
+from fluxo.contract import OUTLIER_METHODS
 from fluxo.glue_runtime import run_stage, start_stage, write_stats
 from fluxo.transforms._common import event_date, touched_event_dates
 from fluxo.transforms.curate import read_partitions, read_staged
@@ -65,7 +66,7 @@ def main() -> None:
     clock = time.perf_counter()
     outlier_summary(outliers).coalesce(1).write.mode("overwrite").parquet(lake.metrics("outlier_summary", ingest_date))
     seconds["summary"] = time.perf_counter() - clock
-    by_method = {m: 0 for m in history.METHODS}
+    by_method = dict.fromkeys(OUTLIER_METHODS, 0)
     for row in outliers.groupBy("method").count().collect():  # one row per method
         by_method[row["method"]] = row["count"]
     outliers.unpersist()
