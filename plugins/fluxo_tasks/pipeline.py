@@ -19,8 +19,9 @@ log = logging.getLogger(__name__)
 WAREHOUSE_CONN_ID = "fluxo_warehouse"
 EXTRACT_TASKS = {"s3": "extract.land_s3_files", "api": "extract.extract_partner_api",
                  "db": "extract.extract_source_db", "kafka": "extract.land_kafka"}
-STAGES = (*EXTRACT_TASKS.values(), "standardize", "quality_gate", "curate", "aggregate", "outliers",
-          "load_warehouse", "load_outlier_summary")
+# The Glue stages, each writing its stats to work/stats/ingest_date=D/<stage>.json.
+GLUE_STAGES = ("standardize", "quality_gate", "curate", "aggregate", "outliers")
+STAGES = (*EXTRACT_TASKS.values(), *GLUE_STAGES, "load_warehouse", "load_outlier_summary")
 
 
 def resolve_ingest_date(params: dict, logical_date: datetime | None, run_after: datetime | None) -> str:
@@ -77,7 +78,7 @@ def load_metrics(ingest_date: str, run_id: str, conn=None) -> dict:
 
 def _stage_stats(lake: Lake, ingest_date: str) -> dict:
     stats = {}
-    for stage in ("standardize", "quality_gate", "curate", "aggregate", "outliers"):
+    for stage in GLUE_STAGES:
         found = lakefs.read_json(lake.work("stats", f"ingest_date={ingest_date}", f"{stage}.json"))
         if found:
             stats[stage] = found
