@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench up down status airflow api deploy lock clean
+.PHONY: demo test bench up down status airflow api deploy upgrade-lake lock clean
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	@bash bin/bootstrap "$(PYTHON)" "$(VENV)"
@@ -29,6 +29,12 @@ down: $(STAMP)
 
 status: $(STAMP)
 	$(PY) -m fluxo_dev.stack status
+
+# A lake written before curated became a Delta table: convert it in place (FROM=.fluxo/lake also
+# copies an older local lake into the current one, e.g. the stack's S3 lake).
+upgrade-lake: $(STAMP)
+	@eval "$$($(PY) -m fluxo_dev.stack env)" && $(PY) glue_scripts/upgrade_lake.py --JOB_NAME upgrade_lake \
+	  --lake_root "$${FLUXO_LAKE_ROOT}" $(if $(FROM),--copy_from "$(abspath $(FROM))")
 
 deploy: $(STAMP)
 	$(PY) -m fluxo_platform.glue_package deploy

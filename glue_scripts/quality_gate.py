@@ -5,17 +5,20 @@
         [--expectations_root DIR_OR_S3_URI]
 
 Writes `quality/ingest_date=D/validation.json` (run totals + `results`, one record per
-expectation) and the stage stats, builds GX Data Docs into `quality/data_docs` when the
-lake is a local path, and fails the run (FLUXO_ERROR naming every failed critical
+expectation) and the stage stats, builds GX Data Docs into `quality/data_docs` (on an S3
+lake: built locally, then uploaded), and fails the run (FLUXO_ERROR naming every failed critical
 expectation) when any critical rule fails. Warnings are recorded and never fail the run.
 """
 
 from __future__ import annotations
 
 import json
+import os
 
-from fluxo.glue_runtime import read_text, run_stage, start_stage, write_stats, write_text
+from fluxo.glue_runtime import local_copy, read_text, run_stage, start_stage, write_stats, write_text
+from fluxo.lake import DATA_DOCS
 from fluxo.quality import DEFAULT_SUITES, describe_failure, load_suites, validate
+from fluxo.quality.gate import RESULTS_STORE
 from fluxo.quality.suites import EXPECTATIONS_DIR
 
 STAGE = "quality_gate"
@@ -30,16 +33,14 @@ def main() -> None:
     names = [name.strip() for name in rt.args["suites"].split(",") if name.strip()]
     suites = load_suites(names, rt.args["expectations_root"], lambda path: read_text(spark, path))
 
-    data_docs_dir = None
+    staged = spark.read.parquet(lake.staged(ingest_date))
     if rt.args["data_docs"].lower() == "true":
-        if "://" in lake.root and not lake.root.startswith("file://"):
-            print(f"Data Docs skipped: the lake {lake.root} is not a local path")
-        else:
-            data_docs_dir = lake.data_docs.removeprefix("file://")
-
-    report = validate(
-        spark.read.parquet(lake.staged(ingest_date)), suites, data_docs_dir, run_name=f"ingest_date={ingest_date}"
-    )
+        # GX writes Data Docs to local files: on an S3 lake they are built in a copy and uploaded
+        with local_copy(spark, lake.quality_root, (DATA_DOCS, RESULTS_STORE)) as quality_dir:
+            report = validate(staged, suites, os.path.join(quality_dir, DATA_DOCS), run_name=f"ingest_date={ingest_date}")
+        report.data_docs_index = f"{lake.data_docs}/index.html"
+    else:
+        report = validate(staged, suites, None, run_name=f"ingest_date={ingest_date}")
 
     # Recorded before judging, so a stopped run still leaves its results for the audit.
     write_text(spark, f"{lake.quality(ingest_date)}/validation.json",

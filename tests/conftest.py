@@ -30,17 +30,11 @@ AIRFLOW_BIN = Path(sys.executable).parent / "airflow"
 
 @pytest.fixture(scope="session")
 def spark():
-    from pyspark.sql import SparkSession
+    """One local session for every test in the process: the stages' own configuration (Delta), 2 cores."""
+    from fluxo.spark import local_session
 
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    session = (
-        SparkSession.builder.master("local[2]")
-        .appName("fluxo-tests")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.sql.shuffle.partitions", "4")
-        .config("spark.ui.enabled", "false")
-        .config("spark.sql.adaptive.enabled", "true")
-        .getOrCreate()
+    session = local_session(
+        "fluxo-tests", extra={"spark.master": "local[2]", "spark.driver.memory": "2g", "spark.sql.shuffle.partitions": "4"}
     )
     yield session
     session.stop()

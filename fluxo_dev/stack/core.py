@@ -13,13 +13,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from fluxo_platform.jvm import logstore_env
 from fluxo_platform.settings import REPO_ROOT, default_home
 from fluxo_dev.stack.credentials import Credentials
 from fluxo_dev.stack.java import java_home
 from fluxo_dev.stack.kafka import Kafka
 from fluxo_dev.stack.postgres import AIRFLOW_DB, SOURCE_DB, Postgres
 from fluxo_dev.stack.process import StackError, write_private
-from fluxo_dev.stack.s3 import REGION, S3
+from fluxo_dev.stack.s3 import LAKE_BUCKET, REGION, S3
 from fluxo_dev.stack.service import Progress, Service
 
 API_CLIENT_ID = "fluxo-demo"
@@ -186,6 +187,13 @@ class Stack:
             env["FLUXO_S3_ACCESS_KEY"] = self.credentials.get("s3_access_key")
             env["FLUXO_S3_SECRET_KEY"] = self.credentials.get("s3_secret_key")
 
+        # The lake lives in the S3 server, as on AWS; FLUXO_LAKE_ROOT set to a folder (or another
+        # bucket) wins. Without our own S3 server the folder under the home is the default.
+        env["FLUXO_LAKE_ROOT"] = os.environ.get("FLUXO_LAKE_ROOT") or (
+            str(self.home / "lake") if self.external("s3") else f"s3://{LAKE_BUCKET}/lake"
+        )
+
+        env.update(logstore_env())
         try:
             env["JAVA_HOME"] = str(java_home())
         except StackError as exc:

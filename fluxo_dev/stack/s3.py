@@ -12,7 +12,8 @@ from pathlib import Path
 from fluxo_dev.stack.process import HOST, StackError, log_tail, pid_alive, port_is_open, spawn, wait_for, write_private
 from fluxo_dev.stack.service import Service
 
-BUCKETS = ("fluxo-landing", "fluxo-lake", "fluxo-glue-artifacts")
+LAKE_BUCKET = "fluxo-lake"
+BUCKETS = ("fluxo-landing", LAKE_BUCKET, "fluxo-glue-artifacts")
 REGION = "us-east-1"
 _MAX_SOCKET_PATH = 107
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fluxo import __version__
+from fluxo.spark import DELTA_SQL_CONF, logstore_conf
 
 if TYPE_CHECKING:
     from fluxo_platform.settings import FluxoSettings
@@ -108,6 +109,10 @@ def library_key() -> str:
     return f"libs/{library_zip_name()}"
 
 
+def logstore_key() -> str:
+    return "jars/fluxo-delta-logstore.jar"
+
+
 def expectations_prefix() -> str:
     return "expectations/"
 
@@ -146,8 +151,12 @@ def default_arguments(settings: FluxoSettings) -> dict[str, str]:
     bucket = settings.glue_artifacts_bucket
     return {
         "--job-language": "python",
-        # Glue 6.0's built-in Delta Lake: the same delta-spark API the stages use locally
+        # Glue 6.0's built-in Delta Lake: the same delta-spark API the stages use locally, with
+        # the session extensions a local session sets (fluxo.spark.DELTA_SQL_CONF)
         "--datalake-formats": "delta",
+        # and fluxo's log store for S3 (conditional PUTs), so jobs of different days can commit at once
+        "--extra-jars": f"s3://{bucket}/{logstore_key()}",
+        "--conf": " --conf ".join(f"{key}={value}" for key, value in {**DELTA_SQL_CONF, **logstore_conf()}.items()),
         "--extra-py-files": f"s3://{bucket}/{library_key()}",
         "--additional-python-modules": ",".join(requirement_pins()),
         "--enable-metrics": "true",
@@ -192,11 +201,14 @@ def _ensure_bucket(s3: Any, bucket: str, region: str) -> None:
 
 
 def upload_artifacts(s3: Any, bucket: str) -> None:
-    """The library zip and the expectation suites, where every job reads them."""
+    """The library zip, the log store jar and the expectation suites, where every job reads them."""
+    from fluxo_platform.jvm import build_logstore
+
     with tempfile.TemporaryDirectory(prefix="fluxo-glue-") as tmp:
         zip_path = build_library_zip(tmp)
         s3.upload_file(str(zip_path), bucket, library_key())
         print(f"uploaded {zip_path.name} -> s3://{bucket}/{library_key()}")
+    s3.upload_file(str(build_logstore()), bucket, logstore_key())
     for suite in sorted(EXPECTATIONS_DIR.glob("*.json")):
         s3.upload_file(str(suite), bucket, expectations_prefix() + suite.name)
     print(f"uploaded the expectation suites -> s3://{bucket}/{expectations_prefix()}")

@@ -107,9 +107,13 @@ def write_run_record(
         "read": standardize.get("read", 0),
         "quarantined": standardize.get("quarantined", 0),
         "quarantine_by_reason": standardize.get("quarantine_by_reason", {}),
-        "duplicates_dropped": standardize.get("duplicates_dropped", 0) + curate.get("duplicates_dropped", 0),
+        # where duplicates went: copies dropped inside the day's batch (standardize), and staged
+        # transactions that were already curated (curate kept one copy); the rest is new
+        "duplicates_in_batch": standardize.get("duplicates_dropped", 0),
         "staged": standardize.get("staged", 0),
-        "curated_new": curate.get("new_rows", 0),
+        "already_curated": curate.get("already_curated", 0),
+        "curated_new": curate.get("curated_new", 0),
+        "curated_version": curate.get("version"),
         "dates": curate.get("dates", []),
         "metric_rows_loaded": (results.get("load_warehouse") or {}).get("metric_rows", 0),
         "quality": {k: v for k, v in stats.get("quality_gate", {}).items() if k != "stage"},
