@@ -33,9 +33,10 @@ status: $(STAMP)
 deploy: $(STAMP)
 	$(PY) -m fluxo_platform.glue_package deploy
 
+# the services, the partner-API simulator and a Kafka producer, then Airflow's components, all on
+# 127.0.0.1 and detached; prints the UI's address and login. `make down` stops everything.
 airflow: $(STAMP)
-	@echo "Airflow UI on http://127.0.0.1:8080 (login: see $${FLUXO_HOME:-.fluxo}/airflow/simple_auth_manager_passwords.json.generated); Ctrl-C stops it"
-	@eval "$$($(PY) -m fluxo_dev.stack env)" && $(PY) -m fluxo_platform.warehouse.migrate && PATH="$(VENV)/bin:$$PATH" airflow db migrate >/dev/null && PATH="$(VENV)/bin:$$PATH" airflow standalone
+	$(PY) -m fluxo_dev.stack airflow
 
 lock:
 	rm -rf /tmp/fluxo-lock && $(PYTHON) -m venv /tmp/fluxo-lock \

@@ -43,7 +43,8 @@ def alert_body(event: str, severity: str, title: str, text: str, context: Mappin
         "title": title,
         "text": text,
         "dag_id": _field(dag_run, "dag_id") or _field(dag, "dag_id"),
-        "run_id": context.get("run_id") or _field(dag_run, "run_id"),
+        # a deadline alert's context holds the REST API's form of the run (`dag_run_id`)
+        "run_id": context.get("run_id") or _field(dag_run, "run_id") or _field(dag_run, "dag_run_id"),
         "sent_at": datetime.now(timezone.utc).isoformat(),
     }
 
