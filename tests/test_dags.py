@@ -8,6 +8,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from fluxo_platform.settings import REPO_ROOT
 
 PROBE = textwrap.dedent(
@@ -51,14 +53,19 @@ def _dagbag(tmp_path, **settings) -> dict:
     return json.loads(line.removeprefix("DAGBAG"))
 
 
-def test_every_dag_imports_without_errors(tmp_path):
-    bag = _dagbag(tmp_path)
+@pytest.fixture(scope="module")
+def bag(tmp_path_factory) -> dict:
+    return _dagbag(tmp_path_factory.mktemp("dagbag"))
+
+
+def test_every_dag_imports_without_errors(bag):
     assert bag["errors"] == {}
-    assert {"transactions_etl", "lake_maintenance"} <= set(bag["dags"])
+    assert {"transactions_etl", "lake_maintenance", "data_freshness"} <= set(bag["dags"])
+    assert bag["dags"]["data_freshness"]["schedule"] == "@hourly"
 
 
-def test_transactions_etl_runs_stages_in_order(tmp_path):
-    dag = _dagbag(tmp_path)["dags"]["transactions_etl"]
+def test_transactions_etl_runs_stages_in_order(bag):
+    dag = bag["dags"]["transactions_etl"]
     extract = ["extract.land_s3_files", "extract.extract_partner_api", "extract.extract_source_db", "extract.land_kafka"]
     after = {
         "standardize": extract,
@@ -81,8 +88,8 @@ def test_transactions_etl_runs_stages_in_order(tmp_path):
     assert dag["schedule"] == "@daily"
 
 
-def test_trigger_form_has_an_optional_date_a_sources_subset_and_a_full_refresh(tmp_path):
-    params = _dagbag(tmp_path)["dags"]["transactions_etl"]["params"]
+def test_trigger_form_has_an_optional_date_a_sources_subset_and_a_full_refresh(bag):
+    params = bag["dags"]["transactions_etl"]["params"]
     assert set(params) == {"run_date", "sources", "full_refresh"}
     # optional: the UI enables Trigger with the date empty, and shows a date picker
     assert params["run_date"]["type"] == ["null", "string"] and params["run_date"]["format"] == "date"
@@ -104,8 +111,8 @@ def test_every_task_has_a_timeout_and_retries_back_off(tmp_path):
     assert dag["retries"]["quality_gate"][0] == dag["retries"]["plan_run"][0] == 0
 
 
-def test_curated_and_warehouse_outputs_are_assets(tmp_path):
-    outlets = _dagbag(tmp_path)["dags"]["transactions_etl"]["outlets"]
+def test_curated_and_warehouse_outputs_are_assets(bag):
+    outlets = bag["dags"]["transactions_etl"]["outlets"]
     assert outlets["curate"] == ["fluxo.curated.transactions"]
     assert outlets["outliers"] == ["fluxo.history.outliers"]
     assert "fluxo.warehouse.metrics.daily_transactions" in outlets["load_warehouse"]
