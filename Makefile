@@ -30,8 +30,10 @@ down: $(STAMP)
 status: $(STAMP)
 	$(PY) -m fluxo_dev.stack status
 
+# the Glue jobs (Timeout and retries from the settings), then the MWAA bundle in dist/mwaa
+# (uploaded when FLUXO_MWAA_SOURCE_URI is set); without AWS credentials it says so in one line
 deploy: $(STAMP)
-	$(PY) -m fluxo_platform.glue_package deploy
+	@$(PY) -m fluxo_platform.glue_package deploy
 
 # the services, the partner-API simulator and a Kafka producer, then Airflow's components, all on
 # 127.0.0.1 and detached; prints the UI's address and login. `make down` stops everything.
