@@ -50,8 +50,8 @@ def transactions_etl():
 
     # one run of an extractor at a time: each one moves its source's watermark
     @task(max_active_tis_per_dag=1, **LIMITS["extract"])
-    def extract_source(source: str, ingest_date: str, sources: list, full_refresh: bool, run_type: str) -> dict:
-        return pipeline.extract(source, ingest_date, sources, full_refresh, run_type)
+    def extract_source(source: str, plan: dict) -> dict:
+        return pipeline.extract(source, plan)
 
     @task(outlets=assets.OUTLETS["load_warehouse"], **LIMITS["load"])
     def load_warehouse(ingest_date: str, **context) -> dict:
@@ -84,8 +84,7 @@ def transactions_etl():
     day = plan["ingest_date"]
     with TaskGroup("extract") as extract:
         for name, source in REGISTRY.items():
-            extract_source.override(task_id=source.extract_task)(
-                name, day, plan["sources"], plan["full_refresh"], plan["run_type"])
+            extract_source.override(task_id=source.extract_task)(name, plan)
     glue = {
         stage.name: FluxoGlueJobOperator(
             task_id=stage.name, script=stage.name, script_args={"--ingest_date": day},

@@ -90,11 +90,12 @@ def test_transactions_etl_runs_stages_in_order(bag):
 
 def test_trigger_form_has_an_optional_date_a_sources_subset_and_a_full_refresh(bag):
     params = bag["dags"]["transactions_etl"]["params"]
-    assert set(params) == {"run_date", "sources", "full_refresh"}
+    assert set(params) == {"run_date", "sources", "full_refresh", "kafka_replay_from"}
     # optional: the UI enables Trigger with the date empty, and shows a date picker
     assert params["run_date"]["type"] == ["null", "string"] and params["run_date"]["format"] == "date"
     assert params["sources"]["items"]["enum"] == ["s3", "api", "db", "kafka"]
     assert params["full_refresh"]["type"] == "boolean"
+    assert params["kafka_replay_from"]["type"] == ["null", "string"]
 
 
 def test_every_task_has_a_timeout_and_retries_back_off(tmp_path):

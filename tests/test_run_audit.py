@@ -21,7 +21,11 @@ def test_the_plan_takes_the_form_and_refuses_unknown_conf_keys():
 
     plan = run.plan({"run_date": None, "sources": ["s3", "kafka"], "full_refresh": False}, _dag_run())
     assert plan == {"ingest_date": "2026-11-20", "sources": ["s3", "kafka"], "full_refresh": False,
-                    "run_type": "manual"}
+                    "run_type": "manual", "kafka_replay": {}}
+    assert run.kafka_replay("0:1200, 2:980") == {"replay_from_offsets": {"0": 1200, "2": 980}}
+    assert run.kafka_replay("2026-11-20T00:00:00Z") == {"replay_from_timestamp": "2026-11-20T00:00:00Z"}
+    with pytest.raises(ValueError, match="neither an ISO-8601 moment nor partition:offset pairs"):
+        run.kafka_replay("yesterday")
     scheduled = run.plan({"run_date": None, "sources": None}, _dag_run(
         logical_date=datetime(2026, 11, 18, tzinfo=timezone.utc), run_type="scheduled"))
     assert scheduled["ingest_date"] == "2026-11-18" and scheduled["sources"] == ["s3", "api", "db", "kafka"]

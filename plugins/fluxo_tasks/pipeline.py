@@ -122,21 +122,20 @@ def forget_progress(source: str) -> None:
 
 
 @timed
-def extract(source: str, ingest_date: str, chosen: list[str] | None = None, full_refresh: bool = False,
-            run_type: str = "manual") -> dict:
-    """Run the source's extractor (named after its extract task), or skip it with the reason."""
+def extract(source: str, plan: dict) -> dict:
+    """Run the source's extractor (named after its extract task) as the run's plan says, or skip it with the reason."""
     from airflow.sdk.exceptions import AirflowSkipException
 
-    reason = skip_reason(source, chosen, run_type)
+    reason = skip_reason(source, plan.get("sources"), plan.get("run_type", "manual"))
     if reason:
         log.warning("skipped: %s", reason)
         raise AirflowSkipException(reason)
-    options = {}
-    if full_refresh:
-        options = _FULL_REFRESH_ARGS.get(source) or {}
+    options = dict(plan.get("kafka_replay") or {}) if source == "kafka" else {}
+    if plan.get("full_refresh"):
+        options = options or _FULL_REFRESH_ARGS.get(source) or {}
         if not options:
             forget_progress(source)
-    return getattr(fluxo_extract, REGISTRY[source].extract_task)(ingest_date, **options)
+    return getattr(fluxo_extract, REGISTRY[source].extract_task)(plan["ingest_date"], **options)
 
 
 # --- warehouse loads -----------------------------------------------------------------------------

@@ -9,6 +9,7 @@ the day, the sources and whether extraction starts from scratch.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
@@ -38,6 +39,11 @@ PARAMS = {
         False, type="boolean", title="Full refresh",
         description="Forget the extraction watermarks of the chosen sources and read them from the beginning. "
                     "Nothing doubles: curate keeps the first copy of every transaction.",
+    ),
+    "kafka_replay_from": Param(
+        None, type=["null", "string"], title="Replay Kafka from",
+        description="Read the topic again from a moment (ISO-8601, e.g. 2026-11-20T00:00:00Z) or from offsets "
+                    "(partition:offset,..., e.g. 0:1200,2:980) into a new batch; curate keeps one copy.",
     ),
 }
 # Where an error a task raised is kept for the audit (an XCom of the failed task).
@@ -71,7 +77,22 @@ def plan(params: dict, dag_run: Any) -> dict:
         "sources": list(SOURCE_NAMES if sources is None else sources),
         "full_refresh": bool(params.get("full_refresh")),
         "run_type": str(getattr(dag_run.run_type, "value", dag_run.run_type)),
+        "kafka_replay": kafka_replay(params.get("kafka_replay_from")),
     }
+
+
+def kafka_replay(text: str | None) -> dict:
+    """`land_kafka`'s replay arguments from the form: a moment, or partition:offset pairs."""
+    text = (text or "").strip()
+    if not text:
+        return {}
+    if re.fullmatch(r"\d+:\d+(\s*,\s*\d+:\d+)*", text):
+        return {"replay_from_offsets": {p.strip(): int(o) for p, o in (pair.split(":") for pair in text.split(","))}}
+    try:
+        datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"kafka_replay_from {text!r} is neither an ISO-8601 moment nor partition:offset pairs") from None
+    return {"replay_from_timestamp": text}
 
 
 # --- one run at a time ---------------------------------------------------------------------------
