@@ -178,8 +178,13 @@ class Stack:
 
     def stop_airflow(self) -> None:
         with self._exclusive():
-            for component in self.airflow.values():
-                component.stop()
+            self._stop_airflow()
+
+    def _stop_airflow(self) -> None:
+        """Every component at once: each waits up to 30 s for its processes (tasks, uvicorn workers) to end."""
+        with ThreadPoolExecutor(len(self.airflow)) as pool:
+            for future in [pool.submit(component.stop) for component in self.airflow.values()]:
+                future.result()
 
     def airflow_env(self) -> dict[str, str]:
         """What Airflow's components run with: this process's environment, then the stack's."""
@@ -234,9 +239,8 @@ class Stack:
         if not self.home.exists():
             return
         with self._exclusive():
-            # Airflow first (the api-server, then the scheduler stops launching tasks), the feeds, the stores
-            for component in self.airflow.values():
-                component.stop()
+            # Airflow first, then what feeds the sources, then the stores
+            self._stop_airflow()
             for feed in self.feeds.values():
                 feed.stop()
             with ThreadPoolExecutor(len(self.services)) as pool:
