@@ -91,7 +91,7 @@ def transactions_etl():
             outlets=assets.OUTLETS.get(stage.name, []), max_active_tis_per_dag=1,
             # extraction may skip every source (a backfill, a reprocess): the first stage runs on what was landed
             trigger_rule="all_success" if stage.after else "none_failed",
-            **{**LIMITS["glue"], **({"retries": stage.retries} if stage.retries is not None else {})},
+            **stage.task_limits(LIMITS["glue"]),
         )
         for stage in pipeline.GLUE_STAGES.values()
     }

@@ -38,6 +38,10 @@ class GlueStage:
     quarantined: str | None = None
     retries: int | None = None
 
+    def task_limits(self, defaults: dict) -> dict:
+        """The Glue stages' timeout and retry settings, with this stage's own retries when it has them."""
+        return {**defaults, **({"retries": self.retries} if self.retries is not None else {})}
+
 
 # Adding a stage (e.g. fraud) is one line here plus its glue_scripts/<name>.py.
 GLUE_STAGES: dict[str, GlueStage] = {stage.name: stage for stage in (
