@@ -36,12 +36,15 @@ upgrade-lake: $(STAMP)
 	@eval "$$($(PY) -m fluxo_dev.stack env)" && $(PY) glue_scripts/upgrade_lake.py --JOB_NAME upgrade_lake \
 	  --lake_root "$${FLUXO_LAKE_ROOT}" $(if $(FROM),--copy_from "$(abspath $(FROM))")
 
+# the Glue jobs (Timeout and retries from the settings), then the MWAA bundle in dist/mwaa
+# (uploaded when FLUXO_MWAA_SOURCE_URI is set); without AWS credentials it says so in one line
 deploy: $(STAMP)
-	$(PY) -m fluxo_platform.glue_package deploy
+	@$(PY) -m fluxo_platform.glue_package deploy
 
+# the services, the partner-API simulator and a Kafka producer, then Airflow's components, all on
+# 127.0.0.1 and detached; prints the UI's address and login. `make down` stops everything.
 airflow: $(STAMP)
-	@echo "Airflow UI on http://127.0.0.1:8080 (login: see $${FLUXO_HOME:-.fluxo}/airflow/simple_auth_manager_passwords.json.generated); Ctrl-C stops it"
-	@eval "$$($(PY) -m fluxo_dev.stack env)" && $(PY) -m fluxo_platform.warehouse.migrate && PATH="$(VENV)/bin:$$PATH" airflow db migrate >/dev/null && PATH="$(VENV)/bin:$$PATH" airflow standalone
+	$(PY) -m fluxo_dev.stack airflow
 
 lock:
 	rm -rf /tmp/fluxo-lock && $(PYTHON) -m venv /tmp/fluxo-lock \

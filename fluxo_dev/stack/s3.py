@@ -129,8 +129,12 @@ class S3(Service):
             raise StackError(f"the S3 server on {self.url()} does not answer\n{log_tail(self.log_file)}")
 
     def provision(self) -> None:
-        client = self.client()
-        existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
-        for bucket in BUCKETS:
-            if bucket not in existing:
-                client.create_bucket(Bucket=bucket)
+        create_buckets(self.client())
+
+
+def create_buckets(client) -> None:
+    """The buckets the platform expects (idempotent)."""
+    existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
+    for bucket in BUCKETS:
+        if bucket not in existing:
+            client.create_bucket(Bucket=bucket)

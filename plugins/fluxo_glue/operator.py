@@ -212,7 +212,7 @@ class FluxoGlueJobOperator(GlueJobOperator):
         self.retry_limit = definition["MaxRetries"]
         self.create_job_kwargs = {
             key: definition[key]
-            for key in ("Command", "GlueVersion", "WorkerType", "NumberOfWorkers", "DefaultArguments")
+            for key in ("Command", "GlueVersion", "WorkerType", "NumberOfWorkers", "DefaultArguments", "Timeout")
         }
         self.script_args = args
         self._upload_library(settings)
