@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from app.api.lists import ResultCache
+from app.api.lists import CachedReads, ResultCache
 from app.api.main import api_router
 from app.api.routes.dashboard import STATIC
 from app.core import errors, observability as obs
@@ -89,6 +89,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api_router)
     app.mount("/dashboard/static", StaticFiles(directory=STATIC), name="dashboard-static")
     errors.install(app)
+    app.add_middleware(CachedReads)
+    # Added last, so it runs first: every request, cached or not, is counted and audited.
     app.add_middleware(AccessAuditMiddleware, settings=settings)
     return app
 

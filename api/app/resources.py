@@ -27,25 +27,25 @@ from fluxo.contract import CHANNELS, METRIC_GRAINS, OUTLIER_METHODS, OUTLIER_SUM
 MCC = Annotated[str | None, Query(pattern=r"^[0-9]{4}$", description="Merchant category code")]
 
 
-def merchant_filters(merchant_id: Annotated[str | None, Query(max_length=64, pattern=r"^[^\x00-\x1f]*$")] = None):
+async def merchant_filters(merchant_id: Annotated[str | None, Query(max_length=64, pattern=r"^[^\x00-\x1f]*$")] = None):
     return {"merchant_id": merchant_id}
 
 
-def mcc_filters(mcc: MCC = None) -> dict[str, Any]:
+async def mcc_filters(mcc: MCC = None) -> dict[str, Any]:
     return {"mcc": mcc}
 
 
-def country_channel_filters(
+async def country_channel_filters(
     country: Annotated[str | None, Query(pattern=r"^[A-Z]{2}$")] = None, channel: Literal[CHANNELS] | None = None,
 ) -> dict[str, Any]:
     return {"country": country, "channel": channel}
 
 
-def outlier_filters(method: Literal[OUTLIER_METHODS] | None = None, mcc: MCC = None) -> dict[str, Any]:
+async def outlier_filters(method: Literal[OUTLIER_METHODS] | None = None, mcc: MCC = None) -> dict[str, Any]:
     return {"method": method, "mcc": mcc}
 
 
-def quality_filters(
+async def quality_filters(
     run_id: Annotated[str | None, Query(max_length=250, pattern=r"^[^\x00-\x1f]*$")] = None,
     severity: Literal["critical", "warning"] | None = None,
     success: bool | None = None,
@@ -53,7 +53,7 @@ def quality_filters(
     return {"run_id": run_id, "severity": severity, "success": success}
 
 
-def run_filters(
+async def run_filters(
     state: Annotated[str | None, Query(max_length=32, pattern=r"^[a-z_]+$")] = None,
     dag_id: Annotated[str | None, Query(max_length=250, pattern=r"^[A-Za-z0-9_.-]+$")] = None,
 ) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from app.core.errors import ApiError
 from app.core.security import InvalidToken, Principal, Tokens
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
@@ -55,6 +55,26 @@ def client_address(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
+async def bearer_principal(state, token: str) -> Principal:
+    """The principal of a bearer token, checked against its client's current state."""
+    tokens: Tokens = state.tokens
+    principal = await tokens.verify(token)
+    if principal.client_id is not None:
+        client = await state.clients.client(principal.client_id)
+        if client is None or client.disabled:
+            raise InvalidToken("client is disabled or unknown")
+        # A client whose scopes were narrowed loses them at once, not when its tokens expire.
+        principal = Principal(**{**principal.__dict__, "scopes": principal.scopes & client.scopes})
+    return principal
+
+
+def principal_name(state, principal: Principal) -> str:
+    """What the audit calls the caller: the client id, or issuer#subject for an external token."""
+    if principal.issuer in ("basic", state.settings.jwt_issuer):
+        return principal.subject
+    return f"{principal.issuer}#{principal.subject}"
+
+
 async def _basic_principal(request: Request, pair: tuple[str, str] | bool) -> Principal:
     """HTTP Basic with client credentials, accepted where a tool cannot fetch a token (OData feeds)."""
     if pair is False:
@@ -86,22 +106,12 @@ async def _principal(request: Request, security_scopes: SecurityScopes,
         # RFC 6750 3.1: no error code when the request carried no token at all.
         raise _refuse(request, 401, "bearer token missing", "Bearer", "invalid_token")
     else:
-        tokens: Tokens = request.app.state.tokens
         try:
-            principal = await tokens.verify(credentials.credentials)
+            principal = await bearer_principal(request.app.state, credentials.credentials)
         except InvalidToken as exc:
             raise _refuse(request, 401, str(exc), f'Bearer error="invalid_token", error_description="{exc}"',
                           "invalid_token") from None
-        if principal.client_id is not None:
-            client = await request.app.state.clients.client(principal.client_id)
-            if client is None or client.disabled:
-                raise _refuse(request, 401, "client is disabled or unknown",
-                              'Bearer error="invalid_token", error_description="client is disabled or unknown"',
-                              "invalid_token")
-            # A client whose scopes were narrowed loses them at once, not when its tokens expire.
-            principal = Principal(**{**principal.__dict__, "scopes": principal.scopes & client.scopes})
-    set_principal(request, principal.subject if principal.issuer in ("basic", request.app.state.settings.jwt_issuer)
-                  else f"{principal.issuer}#{principal.subject}")
+    set_principal(request, principal_name(request.app.state, principal))
     missing = sorted(set(security_scopes.scopes) - principal.scopes)
     if missing:
         raise _refuse(request, 403, f"token lacks scope {' '.join(missing)}",

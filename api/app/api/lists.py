@@ -35,7 +35,7 @@ class DayWindow:
     last: date
 
 
-def day_window(
+async def day_window(
     request: Request,
     settings: SettingsDep,
     first: Annotated[date, Query(alias="from", description=f"First day, YYYY-MM-DD (included). {RANGE_RULES}")],
@@ -55,7 +55,7 @@ class Page:
     cursor: str | None
 
 
-def page(
+async def page(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Rows per page")] = 1_000,
     cursor: Annotated[str | None, Query(max_length=2048, pattern=r"^[A-Za-z0-9_-]*$",
                                         description="Where the next page starts (from the Link header)")] = None,
@@ -70,7 +70,7 @@ FormatParam = Annotated[Literal["json", "csv"] | None,
                         Query(alias="format", description="csv for CSV (same as Accept: text/csv)")]
 
 
-def no_filters() -> dict[str, Any]:
+async def no_filters() -> dict[str, Any]:
     return {}
 
 
@@ -87,29 +87,41 @@ def wants_csv(request: Request, fmt: str | None) -> bool:
     return "text/csv" in accept and "application/json" not in accept
 
 
+@dataclass(frozen=True)
+class Cached:
+    expires: float
+    body: bytes
+    headers: dict[str, str]
+    scope: str
+    rows: int
+
+
 class ResultCache:
-    """Answers of the last `ttl` seconds by query, per worker (FLUXO_API_CACHE_TTL_SECONDS)."""
+    """JSON answers of the last `ttl` seconds by path and query, per worker
+    (FLUXO_API_CACHE_TTL_SECONDS; 0 turns it off). A hit is still authenticated, authorized and
+    audited: `CachedReads` serves it in front of the router, with the same checks."""
 
     def __init__(self, ttl: float, max_entries: int) -> None:
         self.ttl, self.max_entries = ttl, max_entries
-        self._items: OrderedDict[Any, tuple[float, bytes, dict[str, str]]] = OrderedDict()
+        self._items: OrderedDict[tuple[str, bytes], Cached] = OrderedDict()
 
-    def get(self, key: Any) -> tuple[bytes, dict[str, str]] | None:
+    def get(self, key: tuple[str, bytes]) -> Cached | None:
         hit = self._items.get(key)
-        if hit is None or hit[0] < time.monotonic():
+        if hit is None or hit.expires < time.monotonic():
             return None
-        return hit[1], hit[2]
+        return hit
 
-    def put(self, key: Any, body: bytes, headers: dict[str, str]) -> None:
+    def put(self, key: tuple[str, bytes], body: bytes, headers: dict[str, str], scope: str, rows: int) -> None:
         if self.ttl <= 0:
             return
-        self._items[key] = (time.monotonic() + self.ttl, body, headers)
+        self._items[key] = Cached(time.monotonic() + self.ttl, body, headers, scope, rows)
         self._items.move_to_end(key)
         while len(self._items) > self.max_entries:
             self._items.popitem(last=False)
 
 
-async def read_page(request: Request, entity: EntitySet, rows: RowQuery, page: Page | None) -> tuple[bytes, dict]:
+async def read_page(request: Request, entity: EntitySet, rows: RowQuery,
+                    page: Page | None) -> tuple[bytes, dict[str, str], int]:
     """JSON array of the rows (and the Link header of the next page when this one is full)."""
     after = decode_cursor(entity, page.cursor) if page else None
     statement, params = rows.after(after).select(
@@ -126,7 +138,7 @@ async def read_page(request: Request, entity: EntitySet, rows: RowQuery, page: P
         query["cursor"] = encode_cursor(found[-1][1:])
         headers["Link"] = f'<{public_url(request, request.url.path, query)}>; rel="next"'
     note(request, rows=len(found))
-    return body, headers
+    return body, headers, len(found)
 
 
 async def read_csv(request: Request, entity: EntitySet, rows: RowQuery, page: Page | None) -> bytes:
@@ -150,21 +162,22 @@ def list_endpoint(entity: EntitySet):
 
     async def answer(request: Request, window: DayWindow, where: dict[str, Any], page: Page | None,
                      fmt: str | None) -> Response:
-        rows = RowQuery(entity).window(window.first, window.last).equal(where)
         if wants_csv(request, fmt):
+            rows = RowQuery(entity).window(window.first, window.last).equal(where)
             body = await read_csv(request, entity, rows, page)
             filename = entity.path.strip("/").replace("/", "-")
             return Response(body, media_type=CSV,
                             headers={"Content-Disposition": f'attachment; filename="{filename}.csv"'})
         cache: ResultCache = request.app.state.cache
-        key = (entity.name, str(request.query_params)) if entity.cache else None
+        key = (request.url.path, request.scope.get("query_string", b"")) if entity.cache else None
         hit = cache.get(key) if key else None
         if hit:
-            note(request, cache="hit")
-            return Response(hit[0], media_type=JSON, headers=hit[1])
-        body, headers = await read_page(request, entity, rows, page)
+            note(request, cache="hit", rows=hit.rows)
+            return Response(hit.body, media_type=JSON, headers=hit.headers)
+        rows = RowQuery(entity).window(window.first, window.last).equal(where)
+        body, headers, count = await read_page(request, entity, rows, page)
         if key:
-            cache.put(key, body, headers)
+            cache.put(key, body, headers, entity.scope, count)
         return Response(body, media_type=JSON, headers=headers)
 
     if entity.paged:
@@ -190,3 +203,46 @@ def add_list_route(router: APIRouter, entity: EntitySet) -> None:
         summary=entity.summary + (" (paged)" if entity.paged else ""), name=entity.name, tags=[entity.tag],
         responses={**ok, **responses()},
     )
+
+
+class CachedReads:
+    """ASGI middleware: a JSON list answer still in the ResultCache is served without routing,
+    after the same bearer-token, client and scope checks as the route. Anything else (no hit,
+    CSV, no token, a refusal of any kind) goes to the router, which answers it in full."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET":
+            state = scope["app"].state
+            hit = state.cache.get((scope["path"], scope.get("query_string", b"")))
+            if hit is not None and await self._allowed(scope, state, hit.scope):
+                scope["state"]["audit_detail"] = {"cache": "hit", "rows": hit.rows}
+                headers = [(b"content-type", JSON.encode()), (b"content-length", str(len(hit.body)).encode())]
+                headers += [(k.lower().encode(), v.encode("latin-1")) for k, v in hit.headers.items()]
+                await send({"type": "http.response.start", "status": 200, "headers": headers})
+                await send({"type": "http.response.body", "body": hit.body})
+                return
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _allowed(scope, state, needed: str) -> bool:
+        from app.api.deps import bearer_principal, principal_name
+
+        authorization, accept = None, b""
+        for name, value in scope.get("headers", ()):
+            if name == b"authorization":
+                authorization = value
+            elif name == b"accept":
+                accept = value
+        if b"text/csv" in accept or not authorization or authorization[:7].lower() != b"bearer ":
+            return False
+        try:
+            principal = await bearer_principal(state, authorization[7:].strip().decode("latin-1"))
+        except Exception:
+            return False  # the router refuses it properly
+        if needed not in principal.scopes:
+            return False
+        scope["state"]["principal"] = principal_name(state, principal)
+        return True

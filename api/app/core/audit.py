@@ -21,7 +21,7 @@ import random
 import re
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,11 @@ class AccessEntry:
     client_ip: str | None
     duration_ms: float
     detail: dict[str, Any]
+
+    def fields(self) -> dict[str, Any]:
+        return {"at": self.at.isoformat(), "request_id": self.request_id, "principal": self.principal,
+                "method": self.method, "path": self.path, "query": self.query, "status_code": self.status_code,
+                "client_ip": self.client_ip, "duration_ms": self.duration_ms, "detail": self.detail}
 
     def row(self) -> tuple:
         detail = json.dumps({"request_id": self.request_id, **self.detail}, sort_keys=True, default=str)
@@ -167,7 +172,7 @@ class AuditWriter:
             self._spill(left)
 
     def _spill(self, entries: list[AccessEntry]) -> None:
-        lines = [json.dumps(asdict(e), default=str) for e in entries]
+        lines = [json.dumps(e.fields(), default=str) for e in entries]
         target = self.settings.audit_spill_dir
         if target:
             target = Path(target)
@@ -225,7 +230,8 @@ class AccessAuditMiddleware:
                 status_code=status_code, client_ip=client[0] if client else None,
                 duration_ms=round(elapsed * 1000, 3), detail=state.get("audit_detail", {}),
             )
-            logger.info("api access", extra={"fields": asdict(entry)})
+            if self.settings.access_log and logger.isEnabledFor(logging.INFO):
+                logger.info("api access", extra={"fields": entry.fields()})
             writer: AuditWriter | None = getattr(scope.get("app").state, "audit", None) if scope.get("app") else None
             probe = scope["path"] in PROBE_PATHS and status_code < 500
             if writer is not None and (not probe or random.random() < self.settings.audit_probe_sample):

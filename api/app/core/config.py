@@ -94,6 +94,8 @@ class Settings(BaseSettings):
     audit_flush_seconds: float = Field(default=0.2, gt=0)
     # Fraction of /healthz, /readyz and /ops/metrics requests written to the audit (0: none).
     audit_probe_sample: float = Field(default=0.0, ge=0, le=1)
+    # One JSON log line per request on stderr (the audit table has the same facts).
+    access_log: bool = True
     # Where rows the warehouse refused at shutdown are written (JSON lines), never dropped.
     audit_spill_dir: Path | None = None
 
