@@ -96,8 +96,8 @@ RUNS = EntitySet(
     "Pipeline runs with their per-stage counts, by ingest date (every column of audit.pipeline_runs)",
     key=("ingest_date", "run_id"), key_types=("date", "string"), day_column="ingest_date", filters=run_filters,
     odata=False, tag="runs", cache=False,
-    series=(Series("Quarantined per day", "counts.quarantined"), Series("Duplicates dropped per day",
-                                                                         "counts.duplicates_dropped")))
+    series=(Series("Quarantined per day", "counts.quarantined", per_day="max"),
+            Series("Duplicates dropped per day", "counts.duplicates_dropped", per_day="max")))
 
 ENTITY_SETS: tuple[EntitySet, ...] = (*METRICS, QUALITY, RUNS)
 ODATA_SETS = {e.name: e for e in ENTITY_SETS if e.odata and e.contract is not None}

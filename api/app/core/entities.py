@@ -31,8 +31,10 @@ class Series:
     """A dashboard chart fed by an entity set: `value` per `day`, summed over the other keys."""
 
     title: str
-    value: str
+    value: str  # a column, or a dotted path into a JSON column ("counts.quarantined")
     unit: str = ""
+    # How rows of one day combine: "sum" (e.g. over merchants) or "max" (e.g. reruns of a day).
+    per_day: str = "sum"
 
 
 @dataclass(frozen=True)

@@ -216,7 +216,13 @@ class Tokens:
         if self.ring:
             self.ring.load()
         self.external = JwksCache(settings) if settings.external_jwks_url else None
-        self._verified: OrderedDict[str, Principal] = OrderedDict()
+        # token -> (principal, kid): a verified token is not verified again until it expires or its key goes
+        self._verified: OrderedDict[str, tuple[Principal, str | None]] = OrderedDict()
+
+    def _key_still_trusted(self, principal: Principal, kid: str | None) -> bool:
+        if principal.issuer == self.settings.jwt_issuer:
+            return self.ring is None or self.ring.verification_key(kid) is not None
+        return self.external is not None and kid in self.external.keys
 
     def jwks(self) -> dict[str, Any]:
         return self.ring.jwks() if self.ring else {"keys": []}
@@ -237,11 +243,12 @@ class Tokens:
     async def verify(self, token: str) -> Principal:
         cached = self._verified.get(token)
         if cached is not None:
-            if cached.expires_at > time.time():
-                return cached
+            principal, kid = cached
+            if principal.expires_at > time.time() and self._key_still_trusted(principal, kid):
+                return principal
             self._verified.pop(token, None)
         principal = await self._verify(token)
-        self._verified[token] = principal
+        self._verified[token] = (principal, _kid(token))
         if len(self._verified) > 10_000:
             self._verified.popitem(last=False)
         return principal
@@ -320,6 +327,11 @@ class Tokens:
             raise InvalidToken("token times must be numbers")
         if exp - iat > max_lifetime:
             raise InvalidToken(f"token lifetime exceeds {max_lifetime} seconds")
+
+
+def _kid(token: str) -> str | None:
+    kid = jwt.get_unverified_header(token).get("kid")
+    return kid if isinstance(kid, str) else None
 
 
 def _decode(token: str, key, algorithms: list[str], audience: str, issuer: str, extra_required: tuple[str, ...]):

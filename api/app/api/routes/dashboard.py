@@ -35,7 +35,7 @@ async def dashboard() -> FileResponse:
 async def series(request: Request) -> JSONResponse:
     """What the page draws: one chart per series, fed by the entity set's REST route."""
     return JSONResponse([
-        {"title": s.title, "path": e.path, "scope": e.scope, "value": s.value, "unit": s.unit,
+        {"title": s.title, "path": e.path, "scope": e.scope, "value": s.value, "unit": s.unit, "per_day": s.per_day,
          "day": e.day_column, "paged": e.paged}
         for e in ENTITY_SETS for s in e.series
     ])
