@@ -171,6 +171,7 @@ def idp(api):
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     kid = f"idp-{uuid.uuid4().hex[:6]}"
     api.idp.keys = [{**RSAAlgorithm.to_jwk(key.public_key(), as_dict=True), "kid": kid, "use": "sig", "alg": "RS256"}]
+    time.sleep(float(api.env["FLUXO_API_JWKS_MIN_REFRESH_SECONDS"]) + 0.1)  # the last fetch may be that recent
     return key, kid
 
 
