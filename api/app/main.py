@@ -46,6 +46,7 @@ decimals; dates are ISO 8601. Every error has one JSON shape (`ErrorBody`).
 async def _bootstrap(settings: Settings) -> None:
     """Create the development client; the warehouse may come up after the API, so keep trying."""
     delay = 1.0
+    await asyncio.sleep(delay)
     while True:
         try:
             if await asyncio.to_thread(bootstrap_client, settings):
@@ -67,7 +68,13 @@ async def lifespan(app: FastAPI):
     app.state.audit = AuditWriter(settings, pool)
     app.state.audit.start()
     app.state.clients = ClientStore(settings, pool)
-    bootstrap = asyncio.create_task(_bootstrap(settings)) if settings.client_id and settings.client_secret else None
+    bootstrap = None
+    if settings.client_id and settings.client_secret:
+        try:  # before the first request when the warehouse is up, so a token works at once
+            if await asyncio.to_thread(bootstrap_client, settings):
+                logger.warning("created the development client", extra={"fields": {"client_id": settings.client_id}})
+        except Exception:
+            bootstrap = asyncio.create_task(_bootstrap(settings))
     try:
         yield
     finally:

@@ -7,6 +7,7 @@ FLUXO_API_PUBLIC_BASE_URL (relative when unset), never with the request's Host.
 """
 
 
+import asyncio
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -104,6 +105,7 @@ class ResultCache:
     def __init__(self, ttl: float, max_entries: int) -> None:
         self.ttl, self.max_entries = ttl, max_entries
         self._items: OrderedDict[tuple[str, bytes], Cached] = OrderedDict()
+        self.inflight: dict[tuple[str, bytes], asyncio.Future] = {}
 
     def get(self, key: tuple[str, bytes]) -> Cached | None:
         hit = self._items.get(key)
@@ -175,9 +177,17 @@ def list_endpoint(entity: EntitySet):
             note(request, cache="hit", rows=hit.rows)
             return Response(hit.body, media_type=JSON, headers=hit.headers)
         rows = RowQuery(entity).window(window.first, window.last).equal(where)
-        body, headers, count = await read_page(request, entity, rows, page)
-        if key:
-            cache.put(key, body, headers, entity.scope, count)
+        if key is None or cache.ttl <= 0:
+            body, headers, count = await read_page(request, entity, rows, page)
+            return Response(body, media_type=JSON, headers=headers)
+        # Single flight: concurrent misses of one query share one warehouse read.
+        running = cache.inflight.get(key)
+        if running is None:
+            running = cache.inflight[key] = asyncio.ensure_future(read_page(request, entity, rows, page))
+            running.add_done_callback(lambda _: cache.inflight.pop(key, None))
+        body, headers, count = await asyncio.shield(running)
+        note(request, rows=count)
+        cache.put(key, body, headers, entity.scope, count)
         return Response(body, media_type=JSON, headers=headers)
 
     if entity.paged:

@@ -91,6 +91,9 @@ class AccessEntry:
 def redact_query(raw: str) -> str | None:
     if not raw:
         return None
+    lowered = raw.lower()
+    if not any(key in lowered for key in _SECRET_KEYS):  # the common case, without parsing
+        return raw
     pairs = parse_qsl(raw, keep_blank_values=True)
     if not any(key.lower() in _SECRET_KEYS for key, _ in pairs):
         return raw
@@ -221,8 +224,7 @@ class AccessAuditMiddleware:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            obs.REQUESTS.labels(scope["method"], template, str(status_code)).inc()
-            obs.LATENCY.labels(scope["method"], template).observe(elapsed)
+            obs.observe_request(scope["method"], template, status_code, elapsed)
             client = scope.get("client")
             entry = AccessEntry(
                 at=at, request_id=request_id, principal=state.get("principal"), method=scope["method"],

@@ -37,6 +37,21 @@ AUDIT_FAILURES = Counter("fluxo_api_audit_write_failures_total", "Audit batches 
 AUTH_FAILURES = Counter("fluxo_api_auth_failures_total", "Refused authentications", ["kind"])
 
 
+_children: dict[tuple[str, str, int], tuple] = {}
+
+
+def observe_request(method: str, route: str, status: int, seconds: float) -> None:
+    """Count one answered request and its latency (label children are looked up once)."""
+    key = (method, route, status)
+    children = _children.get(key)
+    if children is None:
+        children = (REQUESTS.labels(method, route, str(status)), LATENCY.labels(method, route))
+        if len(_children) < 10_000:
+            _children[key] = children
+    children[0].inc()
+    children[1].observe(seconds)
+
+
 def update_pool_gauges(pool) -> None:
     stats = pool.get_stats()
     size, available = stats.get("pool_size", 0), stats.get("pool_available", 0)
