@@ -118,7 +118,8 @@ def test_the_reader_opens_delta_and_s3_lakes(stack_env, tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def runs(warehouse_url):
-    run_ids = [f"test-api-{uuid.uuid4().hex[:6]}-{i}" for i in range(3)]
+    prefix = f"test-api-{uuid.uuid4().hex[:6]}"
+    run_ids = [f"{prefix}-{i}" for i in range(3)]
     with psycopg.connect(warehouse_url, autocommit=True) as conn:
         for i, run_id in enumerate(run_ids):
             counts = {"quarantined": 5 + i, "duplicates_dropped": 2 * i, "read": 100}
