@@ -66,32 +66,28 @@ def seed(url: str) -> None:
     migrate(url)
     first = date(2025, 1, 1)
     days = [first + timedelta(days=d) for d in range(DAYS)]
-
-    def row(contract, day, i):
-        out = {}
-        for c in contract.columns:
-            if c.name == "event_date":
-                out[c.name] = day
-            elif c.name == "merchant_id":
-                out[c.name] = f"m{i:05d}"
-            elif c.name == "reporting_currency":
-                out[c.name] = "BRL"
-            elif c.type.startswith("decimal"):
-                out[c.name] = Decimal(f"{1000 + i}.{day.day:02d}")
-            elif c.type == "long":
-                out[c.name] = 10_000 + i
-            elif c.type == "double":
-                out[c.name] = 0.93
-        return out
-
     merchant_contract, _ = METRIC_GRAINS["merchant_daily"]
     with psycopg.connect(url, autocommit=True) as conn:
-        replace_days(conn, "metrics", "daily_transactions",
-                     pa.Table.from_pylist([row(DAILY_METRICS, d, 0) for d in days], schema=DAILY_METRICS.arrow_schema()),
-                     extra={"run_id": "bench"})
-        replace_days(conn, "metrics", "merchant_daily",
-                     pa.Table.from_pylist([row(merchant_contract, d, i) for d in days for i in range(MERCHANTS)],
-                                          schema=merchant_contract.arrow_schema()), extra={"run_id": "bench"})
+        for contract, table, per_day in ((DAILY_METRICS, "daily_transactions", 1),
+                                         (merchant_contract, "merchant_daily", MERCHANTS)):
+            n = len(days) * per_day
+            columns = {"event_date": [d for d in days for _ in range(per_day)],
+                       "merchant_id": [f"m{i:05d}" for _ in days for i in range(per_day)]}
+            arrays = []
+            for field in contract.arrow_schema():
+                if field.name in columns:
+                    values = columns[field.name]
+                elif pa.types.is_decimal(field.type):
+                    values = [Decimal(f"{1000 + i % 997}.{i % 100:02d}") for i in range(n)]
+                elif pa.types.is_integer(field.type):
+                    values = [10_000 + i for i in range(n)]
+                elif pa.types.is_floating(field.type):
+                    values = [0.93] * n
+                else:
+                    values = ["BRL"] * n
+                arrays.append(pa.array(values, field.type))
+            rows = pa.Table.from_arrays(arrays, schema=contract.arrow_schema())
+            replace_days(conn, "metrics", table, rows, extra={"run_id": "bench"})
 
 
 def serve(app: str, app_dir: Path, port: int, workers: int, env: dict, log: Path) -> subprocess.Popen:

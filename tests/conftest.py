@@ -247,6 +247,17 @@ class ApiService:
         assert done.returncode == 0, done.stderr
         return dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)["client_secret"]
 
+    def new_client(self, prefix: str, *scopes: str) -> tuple[str, str]:
+        """(client id, secret) of a new client named after `prefix`."""
+        import uuid
+
+        name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+        return name, self.create_client(name, *scopes)
+
+    def bearer(self, prefix: str, *scopes: str) -> dict[str, str]:
+        """Authorization header of a token of a new client with these scopes."""
+        return {"Authorization": f"Bearer {self.token(*self.new_client(prefix, *scopes))}"}
+
     def signing_key(self):
         """(private key, kid) of the key that signs now."""
         from cryptography.hazmat.primitives import serialization
@@ -315,6 +326,12 @@ def api_service(stack_env, warehouse_url, jwks_server) -> ApiService:
     service.wait_for_client()
     yield service
     service.stop()
+
+
+@pytest.fixture(scope="session")
+def api(api_service) -> ApiService:
+    """The shared API server, by its short name in the API tests."""
+    return api_service
 
 
 @pytest.fixture(scope="session")

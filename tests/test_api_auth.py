@@ -21,11 +21,6 @@ from tests.conftest import ApiService
 WINDOW = {"from": "1999-01-01", "to": "1999-01-02"}
 
 
-@pytest.fixture(scope="module")
-def api(api_service) -> ApiService:
-    return api_service
-
-
 def _name(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 

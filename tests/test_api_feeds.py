@@ -9,7 +9,6 @@ import math
 import os
 import subprocess
 import sys
-import uuid
 import xml.etree.ElementTree as ET
 from datetime import date, timedelta
 from decimal import Decimal
@@ -33,15 +32,8 @@ SCREENSHOT = REPO_ROOT / "docs" / "img" / "dashboard.png"
 
 
 @pytest.fixture(scope="module")
-def api(api_service) -> ApiService:
-    return api_service
-
-
-@pytest.fixture(scope="module")
 def credentials(api) -> tuple[str, str]:
-    name = f"feeds-{uuid.uuid4().hex[:6]}"
-    return name, api.create_client(name, "metrics:read", "runs:read", "quality:read", "outliers:read",
-                                   "transactions:read")
+    return api.new_client("feeds", "metrics:read", "runs:read", "quality:read", "outliers:read", "transactions:read")
 
 
 @pytest.fixture(scope="module")

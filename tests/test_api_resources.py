@@ -24,7 +24,6 @@ from fluxo.contract import OUTLIER, TRANSACTION
 from fluxo.history import merge_outliers, table_history
 from fluxo.lake import Lake
 from fluxo.settings import REPO_ROOT
-from tests.conftest import ApiService
 
 sys.path.insert(0, str(REPO_ROOT / "api"))  # the API's own modules, as uvicorn --app-dir api sees them
 
@@ -33,16 +32,8 @@ WINDOW = {"from": "1999-03-01", "to": "1999-03-02"}
 
 
 @pytest.fixture(scope="module")
-def api(api_service) -> ApiService:
-    return api_service
-
-
-@pytest.fixture(scope="module")
 def bearer(api) -> dict[str, str]:
-    name = f"resources-{uuid.uuid4().hex[:6]}"
-    secret = api.create_client(name, "metrics:read", "transactions:read", "quality:read", "runs:read",
-                               "outliers:read")
-    return {"Authorization": f"Bearer {api.token(name, secret)}"}
+    return api.bearer("resources", "metrics:read", "transactions:read", "quality:read", "runs:read", "outliers:read")
 
 
 def _transaction(i: int, day: date = DAY) -> dict:
@@ -179,9 +170,7 @@ def test_quality_results_per_run(api, bearer, runs):
 
 
 def test_each_resource_needs_its_scope(api):
-    name = f"metrics-only-{uuid.uuid4().hex[:6]}"
-    token = api.token(name, api.create_client(name, "metrics:read"))
-    headers = {"Authorization": f"Bearer {token}"}
+    headers = api.bearer("metrics-only", "metrics:read")
     for path, params in (("/runs", WINDOW), ("/quality/results", WINDOW), ("/transactions/tx-0001", {}),
                          ("/outliers/history", WINDOW), ("/runs/x", {})):
         response = httpx.get(api.base_url + path, params=params, headers=headers)

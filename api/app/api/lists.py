@@ -108,10 +108,15 @@ class ResultCache:
         self.inflight: dict[tuple[str, bytes], asyncio.Future] = {}
 
     def get(self, key: tuple[str, bytes]) -> Cached | None:
+        """The fresh answer; or, while one request reads the new one, the answer that expired
+        less than `ttl` ago (so a cache expiry never makes every waiting client queue)."""
         hit = self._items.get(key)
-        if hit is None or hit.expires < time.monotonic():
+        if hit is None:
             return None
-        return hit
+        now = time.monotonic()
+        if hit.expires >= now or (key in self.inflight and hit.expires + self.ttl >= now):
+            return hit
+        return None
 
     def put(self, key: tuple[str, bytes], body: bytes, headers: dict[str, str], scope: str, rows: int) -> None:
         if self.ttl <= 0:

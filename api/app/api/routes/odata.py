@@ -24,7 +24,7 @@ from app.core import db
 from app.core.audit import note
 from app.core.entities import EntitySet, Query as RowQuery, decode_cursor, encode_cursor, json_object
 from app.core.errors import ApiError, invalid, responses
-from app.core.odata import metadata_xml, parse_filter, parse_orderby, parse_select
+from app.core.odata import parse_filter, parse_orderby, parse_select
 from app.core.security import Principal
 from app.resources import ODATA_SETS
 

@@ -17,13 +17,14 @@ from app.models import Transaction, mask_card
 
 router = APIRouter(tags=["transactions"])
 _as_json = TypeAdapter(Transaction)
+Reader = reader("transactions:read")
 
 
 @router.get("/transactions/{transaction_id}", response_model=Transaction, responses=responses(404),
             summary="One curated transaction (card masked)")
 async def transaction(
     request: Request,
-    principal: reader("transactions:read"),
+    principal: Reader,
     transaction_id: Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f/]+$")],
     day: Annotated[date | None, Query(alias="date", description="Its event day, if known: reads one partition")] = None,
 ) -> Response:
