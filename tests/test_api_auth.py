@@ -157,6 +157,23 @@ def test_key_rotation_without_downtime(api):
     assert _get(api, after).status_code == 200
 
 
+def test_hs256_only_when_asked_for_and_then_no_rs256(api, stack_env):
+    """FLUXO_API_JWT_ALGORITHM=HS256 (local use): HS256 tokens with the secret; no JWKS keys."""
+    home = api.home.parent / f"api-hs-{uuid.uuid4().hex[:6]}"
+    secret = "h" * 48
+    local = ApiService(stack_env, home, FLUXO_API_JWT_ALGORITHM="HS256", FLUXO_API_JWT_SECRET=secret).start()
+    try:
+        token = local.token(*api.new_client("hs", "metrics:read"))
+        assert jwt.get_unverified_header(token)["alg"] == "HS256"
+        jwt.decode(token, secret, algorithms=["HS256"], audience=local.AUDIENCE)
+        assert _get(local, token).status_code == 200
+        assert httpx.get(local.base_url + "/.well-known/jwks.json").json() == {"keys": []}
+        assert _get(local, api.sign()).status_code == 401  # an RS256 token means nothing here
+        assert _get(api, token).status_code == 401  # nor an HS256 token to the RS256 server
+    finally:
+        local.stop()
+
+
 # --- external identity provider --------------------------------------------------------------
 
 

@@ -206,6 +206,9 @@ def test_outlier_history_now_and_as_of_a_version_or_time(api, bearer):
     as_of = (first["timestamp"] + timedelta(milliseconds=500)).isoformat()
     at_time = httpx.get(f"{api.base_url}/outliers/history", params={**WINDOW, "as_of": as_of}, headers=bearer)
     assert [r["transaction_id"] for r in at_time.json()] == ["tx-0001", "tx-0002"]
+    as_csv = httpx.get(f"{api.base_url}/outliers/history", params={**WINDOW, "format": "csv"}, headers=bearer)
+    table = list(csv.DictReader(io.StringIO(as_csv.text)))
+    assert [(r["transaction_id"], float(r["score"])) for r in table] == [("tx-0001", 7.5)]
     versions = httpx.get(f"{api.base_url}/outliers/history/versions", headers=bearer).json()
     assert [v["version"] for v in versions][:2] == [first["version"] + 1, first["version"]]
     too_far = httpx.get(f"{api.base_url}/outliers/history", params={**WINDOW, "version": 999}, headers=bearer)

@@ -2,16 +2,18 @@
 (scope outliers:read)."""
 
 import asyncio
+import io
 from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
 import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import TypeAdapter
 
 from app.api.deps import reader
-from app.api.lists import WindowDep
+from app.api.lists import CSV, FormatParam, WindowDep, wants_csv
 from app.core.audit import note
 from app.core.db import unavailable
 from app.core.errors import invalid, responses
@@ -31,7 +33,8 @@ def _uri(request: Request) -> str:
     return Lake(request.app.state.settings.resolved_lake_root).outlier_history
 
 
-@router.get("/history", response_model=list[OutlierHistoryRow], responses=responses(),
+@router.get("/history", response_model=list[OutlierHistoryRow],
+            responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}, **responses()},
             summary="Flagged transactions of the day window, latest or as of a version/time")
 async def history(
     request: Request, principal: Reader, window: WindowDep,
@@ -40,6 +43,7 @@ async def history(
     version: Annotated[int | None, Query(ge=0, le=2**31 - 1, description="Delta table version")] = None,
     as_of: Annotated[datetime | None, Query(description="The table as it was at this time (ISO 8601)")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_ROWS)] = 1_000,
+    fmt: FormatParam = None,
 ) -> Response:
     if version is not None and as_of is not None:
         raise invalid("as_of", "give either version or as_of, not both")
@@ -56,9 +60,14 @@ async def history(
         table = table.filter(pc.equal(table["transaction_id"], transaction_id))
     if method is not None:
         table = table.filter(pc.equal(table["method"], method))
-    rows = table.slice(0, limit).to_pylist()
-    note(request, rows=len(rows), version=version, as_of=as_of.isoformat() if as_of else None)
-    return Response(_rows.dump_json(rows), media_type="application/json")
+    table = table.slice(0, limit)
+    note(request, rows=table.num_rows, version=version, as_of=as_of.isoformat() if as_of else None)
+    if wants_csv(request, fmt):
+        sink = io.BytesIO()
+        pa_csv.write_csv(table, sink)
+        return Response(sink.getvalue(), media_type=CSV,
+                        headers={"Content-Disposition": 'attachment; filename="outliers-history.csv"'})
+    return Response(_rows.dump_json(table.to_pylist()), media_type="application/json")
 
 
 @router.get("/history/versions", response_model=list[TableVersion], responses=responses(),
