@@ -58,6 +58,13 @@ async def _bootstrap(settings: Settings) -> None:
             delay = min(delay * 2, 30.0)
 
 
+async def _pool_gauges(pool) -> None:
+    """Every worker keeps its pool gauges current (Prometheus sums the live workers' values)."""
+    while True:
+        obs.update_pool_gauges(pool)
+        await asyncio.sleep(1.0)
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     settings: Settings = app.state.settings
@@ -68,6 +75,7 @@ async def lifespan(app: FastAPI):
     app.state.audit = AuditWriter(settings, pool)
     app.state.audit.start()
     app.state.clients = ClientStore(settings, pool)
+    gauges = asyncio.create_task(_pool_gauges(pool))
     bootstrap = None
     if settings.client_id and settings.client_secret:
         try:  # before the first request when the warehouse is up, so a token works at once
@@ -78,6 +86,7 @@ async def lifespan(app: FastAPI):
     try:
         yield
     finally:
+        gauges.cancel()
         if bootstrap:
             bootstrap.cancel()
         await app.state.audit.close()
