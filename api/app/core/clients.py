@@ -132,12 +132,25 @@ class ClientStore:
         self._dummy_hash = self.hasher.hash(new_secret())
         self._state: dict[str, tuple[float, Client | None]] = {}
         self._basic: dict[str, tuple[float, Client]] = {}
+        self._reading: dict[str, asyncio.Future] = {}
 
     async def client(self, client_id: str) -> Client | None:
-        """The client's current state, remembered for `client_state_cache_seconds`."""
+        """The client's current state, remembered for `client_state_cache_seconds`. One read per
+        client at a time: while it runs, callers within twice that age get the remembered state."""
+        ttl = self.settings.client_state_cache_seconds
         hit = self._state.get(client_id)
-        if hit and time.monotonic() - hit[0] < self.settings.client_state_cache_seconds:
+        age = time.monotonic() - hit[0] if hit else None
+        if hit and age < ttl:
             return hit[1]
+        running = self._reading.get(client_id)
+        if running is None:
+            running = self._reading[client_id] = asyncio.ensure_future(self._read_client(client_id))
+            running.add_done_callback(lambda _: self._reading.pop(client_id, None))
+        if hit and age < 2 * ttl:
+            return hit[1]
+        return await asyncio.shield(running)
+
+    async def _read_client(self, client_id: str) -> Client | None:
         from app.core.db import connection
 
         async with connection(self.pool) as conn:
