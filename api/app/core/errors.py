@@ -127,6 +127,7 @@ AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     422: _doc("A parameter is invalid; `errors[].field` names it. Integers are bounded, NUL bytes and "
               f"oversized strings are refused. {RANGE_RULES}"),
     429: _doc("Too many requests; retry after `Retry-After` seconds"),
+    431: _doc("Request headers over FLUXO_API_MAX_HEADER_BYTES (16 KB)"),
     503: _doc("The warehouse or the lake does not answer (or every pooled connection is busy); retry later"),
 }
 
