@@ -248,3 +248,62 @@ def test_every_request_of_the_session_so_far_is_in_the_audit(api):
     assert len(expected) > 100
     found = api.audit_rows(sorted(expected), timeout=20)
     assert sorted(expected - set(found)) == []
+
+
+def test_the_audit_writer_waits_when_full_retries_and_drops_nothing():
+    """In process, with a warehouse that refuses the first batches: a full queue makes `put` wait
+    (back-pressure), refused batches are retried, every row arrives once."""
+    from contextlib import asynccontextmanager
+    from types import SimpleNamespace
+
+    from app.core.audit import AccessEntry, AuditWriter
+
+    stored: list[tuple] = []
+    failures = {"left": 2}
+
+    class Copy:
+        async def write_row(self, row):
+            stored.append(row)
+
+    class Cursor:
+        async def __aenter__(self):
+            return self
+
+        async def __aexit__(self, *exc):
+            return False
+
+        @asynccontextmanager
+        async def copy(self, statement):
+            yield Copy()
+
+    class Pool:
+        @asynccontextmanager
+        async def connection(self, timeout=None):
+            if failures["left"]:
+                failures["left"] -= 1
+                raise OSError("warehouse down")
+            yield SimpleNamespace(cursor=Cursor)
+
+    settings = SimpleNamespace(audit_queue_size=3, audit_batch_size=4, audit_flush_seconds=0.01,
+                               pool_timeout_seconds=1, audit_spill_dir=None)
+
+    def entry(i: int) -> AccessEntry:
+        return AccessEntry(at=datetime.now(timezone.utc), request_id=f"r{i}", principal=None, method="GET",
+                           path="/x\x00", query=None, status_code=200, client_ip=None, duration_ms=1.0, detail={})
+
+    async def run() -> list[float]:
+        writer = AuditWriter(settings, Pool())
+        writer.start()
+        waits = []
+        for i in range(20):
+            started = time.monotonic()
+            await writer.put(entry(i))
+            waits.append(time.monotonic() - started)
+            assert writer.queue.qsize() <= settings.audit_queue_size
+        await writer.close()
+        return waits
+
+    waits = asyncio.run(run())
+    assert [row[1] for row in stored] == [f"r{i}" for i in range(20)]
+    assert {row[4] for row in stored} == {"/x\\x00"}
+    assert max(waits) >= 0.4  # a put waited while the writer backed off from the refusals

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
+import anyio
 from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -123,7 +124,13 @@ class AuditWriter:
         self._task = asyncio.create_task(self._run(), name="audit-writer")
 
     async def put(self, entry: AccessEntry) -> None:
-        await self.queue.put(entry)  # waits when full: back-pressure, never a drop
+        """Queue a row; when the queue is full, wait (back-pressure), never drop. The wait is
+        shielded: a client that hangs up must still leave its trace."""
+        try:
+            self.queue.put_nowait(entry)
+        except asyncio.QueueFull:
+            with anyio.CancelScope(shield=True):
+                await self.queue.put(entry)
 
     async def _run(self) -> None:
         backoff = 0.5
@@ -236,9 +243,9 @@ class AccessAuditMiddleware:
                 logger.info("api access", extra={"fields": entry.fields()})
             writer: AuditWriter | None = getattr(scope.get("app").state, "audit", None) if scope.get("app") else None
             probe = scope["path"] in PROBE_PATHS and status_code < 500
+            obs.request_id_var.reset(token)
             if writer is not None and (not probe or random.random() < self.settings.audit_probe_sample):
                 await writer.put(entry)
-            obs.request_id_var.reset(token)
 
     def _refuse_early(self, scope: Scope):
         """Oversized headers (431) and NUL bytes in query parameters (422), before any routing."""
