@@ -13,7 +13,7 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m fluxo.demo $(ARGS)
+	$(PY) -m fluxo_dev.demo $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest $(ARGS)
@@ -22,20 +22,20 @@ bench: $(STAMP)
 	$(PY) bench/e2e.py $(ARGS)
 
 up: $(STAMP)
-	$(PY) -m fluxo.stack up
+	$(PY) -m fluxo_dev.stack up
 
 down: $(STAMP)
-	$(PY) -m fluxo.stack down
+	$(PY) -m fluxo_dev.stack down
 
 status: $(STAMP)
-	$(PY) -m fluxo.stack status
+	$(PY) -m fluxo_dev.stack status
 
 deploy: $(STAMP)
-	$(PY) -m fluxo.glue_package deploy
+	$(PY) -m fluxo_platform.glue_package deploy
 
 airflow: $(STAMP)
 	@echo "Airflow UI on http://127.0.0.1:8080 (login: see $${FLUXO_HOME:-.fluxo}/airflow/simple_auth_manager_passwords.json.generated); Ctrl-C stops it"
-	@eval "$$($(PY) -m fluxo.stack env)" && $(PY) -m fluxo.warehouse.migrate && PATH="$(VENV)/bin:$$PATH" airflow db migrate >/dev/null && PATH="$(VENV)/bin:$$PATH" airflow standalone
+	@eval "$$($(PY) -m fluxo_dev.stack env)" && $(PY) -m fluxo_platform.warehouse.migrate && PATH="$(VENV)/bin:$$PATH" airflow db migrate >/dev/null && PATH="$(VENV)/bin:$$PATH" airflow standalone
 
 lock:
 	rm -rf /tmp/fluxo-lock && $(PYTHON) -m venv /tmp/fluxo-lock \
@@ -44,5 +44,5 @@ lock:
 	      /tmp/fluxo-lock/bin/pip freeze) > constraints.txt
 
 clean:
-	-$(PY) -m fluxo.stack down
+	-$(PY) -m fluxo_dev.stack down
 	rm -rf .fluxo

@@ -26,8 +26,8 @@ def bench_services(name: str, keep_home: bool = False, lake_root: str | None = N
     home = REPO_ROOT / ".fluxo" / name
     os.environ["FLUXO_HOME"] = str(home)
     os.environ["FLUXO_LAKE_ROOT"] = lake_root or str(home / "lake")
-    from fluxo.settings import get_settings
-    from fluxo.stack import Stack
+    from fluxo_platform.settings import get_settings
+    from fluxo_dev.stack import Stack
 
     Stack(home=home).down()
     shutil.rmtree(home, ignore_errors=True)
@@ -46,7 +46,7 @@ def rows_per_day_for(records: int, source: str, work: Path, day: date, seed: int
 
     The generator spreads transactions over four sources and plants duplicates and defects,
     so a small calibration day measures the source's share first."""
-    from fluxo.generator import generate
+    from fluxo_dev.generator import generate
 
     sample = generate(work / "calibration", day, days=1, rows_per_day=20_000, seed=seed, sources=(source,),
                       **generate_kwargs)

@@ -61,7 +61,7 @@ def seed(url: str) -> None:
     import pyarrow as pa
 
     from fluxo.contract import DAILY_METRICS, METRIC_GRAINS
-    from fluxo.warehouse import migrate, replace_days
+    from fluxo_platform.warehouse import migrate, replace_days
 
     migrate(url)
     first = date(2025, 1, 1)

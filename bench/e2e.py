@@ -39,9 +39,9 @@ def run(args, home: Path, timings: dict[str, float]) -> int:
     # The day is sized in S3 records: the other sources' extract tasks are skipped.
     env = {**os.environ, "FLUXO_SOURCES": "s3"}
 
-    from fluxo.generator import generate, upload_landing
-    from fluxo.settings import get_settings
-    from fluxo.warehouse import migrate
+    from fluxo_dev.generator import generate, upload_landing
+    from fluxo_platform.settings import get_settings
+    from fluxo_platform.warehouse import migrate
 
     get_settings.cache_clear()
     settings = get_settings()

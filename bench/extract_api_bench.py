@@ -59,11 +59,11 @@ def main() -> int:
 def run(args, home: Path) -> int:
     import psycopg
 
-    from fluxo.generator import generate
-    from fluxo.settings import get_settings
-    from fluxo.simulator import start_simulator
-    from fluxo.simulator.__main__ import parse_faults
-    from fluxo.warehouse import migrate
+    from fluxo_dev.generator import generate
+    from fluxo_platform.settings import get_settings
+    from fluxo_dev.simulator import start_simulator
+    from fluxo_dev.simulator.__main__ import parse_faults
+    from fluxo_platform.warehouse import migrate
     from fluxo_extract.rest_api import extract_partner_api
 
     get_settings.cache_clear()

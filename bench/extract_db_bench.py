@@ -67,10 +67,10 @@ def main() -> None:
 def run(home: Path, args) -> None:
     import psycopg
 
-    from fluxo.generator import generate
-    from fluxo.settings import get_settings
-    from fluxo.source_db import COLUMNS, TABLE, seed
-    from fluxo.warehouse import migrate
+    from fluxo_dev.generator import generate
+    from fluxo_platform.settings import get_settings
+    from fluxo_dev.source_db import COLUMNS, TABLE, seed
+    from fluxo_platform.warehouse import migrate
     from fluxo_extract.database import extract_source_db, select_list, use_output_format
 
     get_settings.cache_clear()

@@ -61,10 +61,10 @@ def main() -> int:
 def run(home: Path, args) -> int:
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    from fluxo.generator import generate
-    from fluxo.settings import get_settings
-    from fluxo.streaming import event_files, produce
-    from fluxo.warehouse import migrate
+    from fluxo_dev.generator import generate
+    from fluxo_platform.settings import get_settings
+    from fluxo_dev.streaming import event_files, produce
+    from fluxo_platform.warehouse import migrate
     from fluxo_extract.kafka_stream import land_kafka
 
     get_settings.cache_clear()

@@ -1,4 +1,4 @@
-"""S3 landing throughput: the generator's s3 files (CSV + JSONL, ~1M records) landed by `land_day`.
+"""S3 landing throughput: the generator's s3 files (CSV + JSONL, ~1M records) landed by `land_s3_files`.
 
     .venv/bin/python bench/extract_s3_bench.py [--rows 1000000] [--day 2026-11-20]
 
@@ -74,11 +74,11 @@ def main() -> int:
 def run(args, home: Path) -> int:
     import psycopg
 
-    from fluxo.generator import generate, upload_landing
-    from fluxo.settings import get_settings
-    from fluxo.stack.s3 import s3_client
-    from fluxo.warehouse import migrate
-    from fluxo_extract.s3_files import land_day
+    from fluxo_dev.generator import generate, upload_landing
+    from fluxo_platform.settings import get_settings
+    from fluxo_dev.stack.s3 import s3_client
+    from fluxo_platform.warehouse import migrate
+    from fluxo_extract.s3_files import land_s3_files
 
     get_settings.cache_clear()
     settings = get_settings()
@@ -95,10 +95,10 @@ def run(args, home: Path) -> int:
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         with PeakRss() as memory:
             started = time.perf_counter()
-            first = land_day(args.day.isoformat(), conn=conn)
+            first = land_s3_files(args.day.isoformat(), conn=conn)
             first_s = time.perf_counter() - started
         started = time.perf_counter()
-        second = land_day(args.day.isoformat(), conn=conn)
+        second = land_s3_files(args.day.isoformat(), conn=conn)
         second_s = time.perf_counter() - started
     if first["files"] != len(keys) or first["landed_bytes"] != total or second["files"] != 0:
         print(f"unexpected counts: first {first}, second {second}", file=sys.stderr)

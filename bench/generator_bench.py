@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fluxo.generator import generate  # noqa: E402
+from fluxo_dev.generator import generate  # noqa: E402
 
 
 def main() -> None:

@@ -34,7 +34,7 @@ import pyarrow.dataset as ds  # noqa: E402
 
 from fluxo import history  # noqa: E402
 from fluxo.contract import OUTLIER_METHODS, TRANSACTION  # noqa: E402
-from fluxo.generator import generate  # noqa: E402
+from fluxo_dev.generator import generate  # noqa: E402
 from fluxo.lake import Lake  # noqa: E402
 
 INGEST_DATE = "2026-12-31"

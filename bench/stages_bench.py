@@ -228,7 +228,7 @@ def run_duckdb(raw: Path, work: Path) -> dict[str, float]:
 # --- one size -----------------------------------------------------------------------------
 
 def bench_size(home: Path, target: int, day: date, seed: int) -> dict:
-    from fluxo.generator import generate
+    from fluxo_dev.generator import generate
 
     generated = home / f"generated-{target}"
     shutil.rmtree(generated, ignore_errors=True)
@@ -262,9 +262,9 @@ def bench_load(database_url: str, lake_root: Path, day: date, repeats: int = 3) 
     import psycopg
     from psycopg import sql
 
-    from fluxo import lakefs
-    from fluxo.warehouse import migrate, replace_days
-    from fluxo.warehouse.load import copy_into, with_constants
+    from fluxo_platform import lakefs
+    from fluxo_platform.warehouse import migrate, replace_days
+    from fluxo_platform.warehouse.load import copy_into, with_constants
 
     migrate(database_url)
     contract, table = METRIC_GRAINS["merchant_daily"]

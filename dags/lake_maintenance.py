@@ -7,8 +7,6 @@ from datetime import datetime
 from airflow.sdk import Param, dag
 from fluxo_glue import FluxoGlueJobOperator
 
-from fluxo.settings import get_settings
-
 
 @dag(
     dag_id="lake_maintenance",
@@ -23,7 +21,7 @@ def lake_maintenance():
     FluxoGlueJobOperator(
         task_id="history_maintenance",
         script="history_maintenance",
-        script_args={"--lake_root": get_settings().lake_root, "--retention_hours": "{{ params.retention_hours }}"},
+        script_args={"--ingest_date": "{{ ds }}", "--retention_hours": "{{ params.retention_hours }}"},
     )
 
 

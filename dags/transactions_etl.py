@@ -10,13 +10,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from airflow.sdk import Param, TaskGroup, chain, dag, get_current_context, task
-from fluxo_extract import database, kafka_stream, rest_api, s3_files
 from fluxo_glue import FluxoGlueJobOperator
 from fluxo_tasks import outliers, pipeline
 
-from fluxo.settings import get_settings
-
-LAKE_ROOT = get_settings().lake_root
+from fluxo.sources import REGISTRY
 
 
 @dag(
@@ -35,25 +32,10 @@ def transactions_etl():
     def resolve_run_date(**context) -> str:
         return pipeline.resolve_ingest_date(context["params"], context.get("logical_date"), context["dag_run"].run_after)
 
-    @task(multiple_outputs=True)
-    def land_s3_files(ingest_date: str) -> dict:
-        pipeline.require_source("s3")
-        return s3_files.land_day(ingest_date)
-
-    @task
-    def extract_partner_api(ingest_date: str) -> dict:
-        pipeline.require_source("api")
-        return rest_api.extract_partner_api(ingest_date)
-
-    @task
-    def extract_source_db(ingest_date: str) -> dict:
-        pipeline.require_source("db")
-        return database.extract_source_db(ingest_date)
-
+    # one run of an extractor at a time: each one moves its source's watermark
     @task(max_active_tis_per_dag=1)
-    def land_kafka(ingest_date: str) -> dict:
-        pipeline.require_source("kafka")
-        return kafka_stream.land_kafka(ingest_date)
+    def extract_source(source: str, ingest_date: str) -> dict:
+        return pipeline.extract(source, ingest_date)
 
     @task(retries=0)
     def load_warehouse(ingest_date: str, **context) -> dict:
@@ -61,15 +43,11 @@ def transactions_etl():
 
     @task(retries=0)
     def load_outlier_summary(ingest_date: str, **context) -> dict:
-        return outliers.load_outlier_summary(ingest_date, context["run_id"])
+        return outliers.load_outlier_summary(ingest_date, context["run_id"], context["ti"].xcom_pull(task_ids="outliers"))
 
     @task(trigger_rule="all_done", retries=0)
     def record_audit(ingest_date: str) -> dict:
-        context = get_current_context()
-        ti, run_id = context["ti"], context["run_id"]
-        states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[run_id]).get(run_id, {})
-        extracted = {source: ti.xcom_pull(task_ids=task_id) for source, task_id in pipeline.EXTRACT_TASKS.items()}
-        return pipeline.record_run(ti.dag_id, run_id, ingest_date, states, extracted, ti.xcom_pull(task_ids="load_warehouse"))
+        return pipeline.record_run(get_current_context(), ingest_date)
 
     @task(trigger_rule="one_failed", retries=0)
     def fail_run_if_a_stage_failed() -> None:
@@ -78,18 +56,17 @@ def transactions_etl():
 
     ingest_date = resolve_run_date()
     with TaskGroup("extract") as extract:
-        extracted = [land_s3_files(ingest_date), extract_partner_api(ingest_date),
-                     extract_source_db(ingest_date), land_kafka(ingest_date)]
-    stage_args = {"--lake_root": LAKE_ROOT, "--ingest_date": ingest_date}
+        extracted = [
+            extract_source.override(task_id=source.extract_task)(name, ingest_date) for name, source in REGISTRY.items()
+        ]
+    day = {"--ingest_date": ingest_date}
     standardize = FluxoGlueJobOperator(
-        task_id="standardize", script="standardize", script_args=stage_args,
-        trigger_rule="none_failed_min_one_success",
+        task_id="standardize", script="standardize", script_args=day, trigger_rule="none_failed_min_one_success",
     )
-    quality_gate = FluxoGlueJobOperator(task_id="quality_gate", script="quality_gate", script_args=stage_args, retries=0)
-    # one curate at a time: each run's recovery discards another run's uncommitted staging
-    curate = FluxoGlueJobOperator(task_id="curate", script="curate", script_args=stage_args, max_active_tis_per_dag=1)
-    aggregate = FluxoGlueJobOperator(task_id="aggregate", script="aggregate", script_args=stage_args)
-    find_outliers = FluxoGlueJobOperator(task_id="outliers", script="outliers", script_args=stage_args)
+    quality_gate = FluxoGlueJobOperator(task_id="quality_gate", script="quality_gate", script_args=day, retries=0)
+    curate = FluxoGlueJobOperator(task_id="curate", script="curate", script_args=day, max_active_tis_per_dag=1)
+    aggregate = FluxoGlueJobOperator(task_id="aggregate", script="aggregate", script_args=day)
+    find_outliers = FluxoGlueJobOperator(task_id="outliers", script="outliers", script_args=day)
     metrics_loaded = load_warehouse(ingest_date)
     outliers_loaded = load_outlier_summary(ingest_date)
     audit = record_audit(ingest_date)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-SOURCES = ("api", "db", "s3", "kafka")
+from fluxo.sources import SOURCE_NAMES as SOURCES
 CHANNELS = ("pos", "ecommerce", "atm", "mobile", "moto")
 STATUSES = ("approved", "declined", "reversed")
 # ISO 4217 codes the platform accepts; FX rates must exist for each.

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import date
 import sys
 import traceback
 from dataclasses import dataclass, field
@@ -22,7 +23,6 @@ from typing import Any, Callable
 from fluxo.lake import Lake
 
 ERROR_PREFIX = "FLUXO_ERROR: "
-STATS_PREFIX = "FLUXO_STATS: "
 
 
 def _given(name: str, argv: list[str]) -> bool:
@@ -181,7 +181,7 @@ def _stop_active_session() -> None:
 
 
 def stats_path(lake_root: str, ingest_date: str, stage: str) -> str:
-    return f"{Lake(lake_root).work('stats', f'ingest_date={ingest_date}')}/{stage}.json"
+    return Lake(lake_root).stats(ingest_date, stage)
 
 
 def _hadoop_path(spark, path: str):
@@ -215,17 +215,29 @@ def read_text(spark, path: str) -> str | None:
 
 
 def write_stats(spark, lake_root: str, ingest_date: str, stage: str, stats: dict[str, Any]) -> str:
-    """Write the stage's stats as `<stage>.json` and echo them as a `FLUXO_STATS:` line."""
+    """Write the stage's stats document (`Lake.stats`): the Airflow operator returns it as the task's XCom."""
     path = stats_path(lake_root, ingest_date, stage)
-    text = json.dumps(stats, sort_keys=True, default=str)
-    write_text(spark, path, text)
-    print(STATS_PREFIX + text, flush=True)
+    write_text(spark, path, json.dumps(stats, sort_keys=True, default=str))
+    print(f"{stage}: stats written to {path}", flush=True)
     return path
 
 
 def read_stats(spark, lake_root: str, ingest_date: str, stage: str) -> dict[str, Any] | None:
     text = read_text(spark, stats_path(lake_root, ingest_date, stage))
     return json.loads(text) if text else None
+
+
+def curated_days(rt: StageRuntime) -> list[str]:
+    """The event dates a stage after curate works on: `--event_dates` (comma-separated) when given,
+    else the days curate replaced for this ingest date (its stats document)."""
+    given = rt.args.get("event_dates")
+    if given is not None:
+        return sorted({date.fromisoformat(d.strip()).isoformat() for d in given.split(",") if d.strip()})
+    ingest_date = rt.args["ingest_date"]
+    curate = read_stats(rt.spark, rt.lake.root, ingest_date, "curate")
+    if curate is None:
+        raise FileNotFoundError(f"no curate results for ingest date {ingest_date}: run curate first (or pass --event_dates)")
+    return list(curate["dates"])
 
 
 # --- file system helpers -----------------------------------------------------------

@@ -37,21 +37,14 @@ PARTITION_BY = ("event_date",)
 
 
 def _s3_settings() -> dict[str, str]:
-    # fluxo.settings (pydantic-settings) is developer-side and not shipped to Glue: there the
-    # FLUXO_S3_* variables, if any, are read directly and the job role supplies credentials.
-    try:
-        from fluxo.settings import get_settings
-    except ImportError:
-        env = os.environ
-        return {
-            "region": env.get("FLUXO_AWS_REGION") or env.get("AWS_REGION") or "us-east-1",
-            "endpoint": env.get("FLUXO_S3_ENDPOINT", ""),
-            "access_key": env.get("FLUXO_S3_ACCESS_KEY", ""),
-            "secret_key": env.get("FLUXO_S3_SECRET_KEY", ""),
-        }
-    s = get_settings()
-    return {"region": s.aws_region, "endpoint": s.s3_endpoint, "access_key": s.s3_access_key,
-            "secret_key": s.s3_secret_key}
+    # the FLUXO_S3_* variables the operator passes to a stage; on AWS Glue the job role supplies credentials
+    env = os.environ
+    return {
+        "region": env.get("FLUXO_AWS_REGION") or env.get("AWS_REGION") or "us-east-1",
+        "endpoint": env.get("FLUXO_S3_ENDPOINT", ""),
+        "access_key": env.get("FLUXO_S3_ACCESS_KEY", ""),
+        "secret_key": env.get("FLUXO_S3_SECRET_KEY", ""),
+    }
 
 
 def storage_options(uri: str) -> dict[str, str] | None:

@@ -8,12 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# File kinds the raw zone accepts from file sources: extraction lands them, standardize reads them.
-CSV_SUFFIXES = (".csv", ".csv.gz")
-JSON_LINES_SUFFIXES = (".jsonl", ".jsonl.gz")
-JSON_DOCUMENT_SUFFIXES = (".json", ".json.gz")
-JSON_SUFFIXES = JSON_LINES_SUFFIXES + JSON_DOCUMENT_SUFFIXES
-
 
 @dataclass(frozen=True)
 class Lake:
@@ -36,6 +30,10 @@ class Lake:
     def staged(self, ingest_date: str) -> str:
         """Standardized rows of one run, waiting for the quality gate."""
         return self._join("work", "standardized", f"ingest_date={ingest_date}")
+
+    def stats(self, ingest_date: str, stage: str) -> str:
+        """The results document a stage writes for its ingest date (read back by the Airflow operator)."""
+        return self._join("work", "stats", f"ingest_date={ingest_date}", f"{stage}.json")
 
     def work(self, *parts: str) -> str:
         return self._join("work", *parts)

@@ -26,17 +26,10 @@ _PAN_IN_TEXT_RE = re.compile(PAN_IN_TEXT)
 
 
 def token_salt() -> str:
-    """The salt in force: FLUXO_TOKEN_SALT (environment, or the stack's settings file),
-    else the development default."""
-    salt = os.environ.get("FLUXO_TOKEN_SALT")
-    if not salt:
-        try:
-            from fluxo.settings import get_settings
-
-            salt = get_settings().token_salt
-        except (ImportError, ValueError):  # a bare worker without the settings' dependencies
-            salt = ""
-    return salt or DEFAULT_TOKEN_SALT
+    """The salt in force: FLUXO_TOKEN_SALT from the environment (a secret, so never a job
+    argument: the Airflow operator passes it to local runs; on AWS it is the job's
+    environment), else the development default."""
+    return os.environ.get("FLUXO_TOKEN_SALT") or DEFAULT_TOKEN_SALT
 
 
 def is_raw_pan(value: str | None) -> bool:

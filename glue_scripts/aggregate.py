@@ -1,8 +1,9 @@
 """Aggregate stage: metrics at every grain of the event dates a run touched.
 
     aggregate.py --JOB_NAME aggregate --lake_root ROOT --ingest_date YYYY-MM-DD [--reporting_currency BRL]
+                 [--event_dates D1,D2]
 
-The event dates come from work/standardized/ingest_date=D/; their curated partitions are
+The event dates are the days curate replaced for the ingest date (or --event_dates); their curated partitions are
 read once and in full (the metrics cover every transaction of those days, not only this
 run's). Each grain of fluxo.contract.METRIC_GRAINS overwrites
 work/metrics/<grain>/ingest_date=D/: `daily` from one aggregation, the finer grains
@@ -14,10 +15,9 @@ from __future__ import annotations
 
 from pyspark import StorageLevel
 
-from fluxo.glue_runtime import run_stage, start_stage, write_stats
-from fluxo.transforms._common import touched_event_dates
+from fluxo.glue_runtime import curated_days, run_stage, start_stage, write_stats
 from fluxo.transforms.aggregate import GROUPED_GRAINS, daily_metrics, grain_metrics, grain_rows
-from fluxo.transforms.curate import read_partitions, read_staged
+from fluxo.transforms.curate import read_partitions
 
 STAGE = "aggregate"
 # Output rows per file: metric grains are small (the merchant grain is the largest).
@@ -25,11 +25,11 @@ ROWS_PER_FILE = 500_000
 
 
 def main() -> None:
-    rt = start_stage(["lake_root", "ingest_date"], {"reporting_currency": "BRL"})
+    rt = start_stage(["lake_root", "ingest_date"], {"reporting_currency": "BRL", "event_dates": None})
     spark, lake = rt.spark, rt.lake
     ingest_date = rt.args["ingest_date"]
     currency = rt.args["reporting_currency"].upper()
-    dates = touched_event_dates(read_staged(spark, lake.staged(ingest_date), ingest_date))
+    dates = curated_days(rt)
 
     # Two aggregations read the same partitions: read the Parquet once.
     curated = read_partitions(spark, lake.curated_transactions, dates).persist(StorageLevel.MEMORY_AND_DISK)

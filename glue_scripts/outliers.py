@@ -3,7 +3,7 @@
     outliers.py --JOB_NAME outliers --lake_root ROOT --ingest_date YYYY-MM-DD
                 [--history_days 30] [--run_id ID]
 
-The event dates come from work/standardized/ingest_date=D/ (like aggregate). Baselines are
+The event dates are the days curate replaced for the ingest date, or --event_dates (like aggregate). Baselines are
 computed over the curated partitions from (earliest touched date − history_days) to the
 latest touched date; the touched dates are scored (methods in fluxo.transforms.outliers).
 The flagged rows are MERGEd into the Delta table Lake.outlier_history with delta-rs on
@@ -24,9 +24,9 @@ from pyspark import StorageLevel
 
 from fluxo import history
 from fluxo.contract import OUTLIER_METHODS
-from fluxo.glue_runtime import run_stage, start_stage, write_stats
-from fluxo.transforms._common import event_date, touched_event_dates
-from fluxo.transforms.curate import read_partitions, read_staged
+from fluxo.glue_runtime import curated_days, run_stage, start_stage, write_stats
+from fluxo.transforms._common import event_date
+from fluxo.transforms.curate import read_partitions
 from fluxo.transforms.outliers import detect, outlier_summary
 
 STAGE = "outliers"
@@ -42,7 +42,7 @@ def history_window(dates: list[str], history_days: int) -> list[str]:
 
 
 def main() -> None:
-    rt = start_stage(["lake_root", "ingest_date"], {"history_days": "30", "run_id": None, "JOB_RUN_ID": None})
+    rt = start_stage(["lake_root", "ingest_date"], {"history_days": "30", "run_id": None, "JOB_RUN_ID": None, "event_dates": None})
     spark, lake = rt.spark, rt.lake
     ingest_date = rt.args["ingest_date"]
     history_days = int(rt.args["history_days"])
@@ -51,7 +51,7 @@ def main() -> None:
     run_id = rt.args["run_id"] or rt.args["JOB_RUN_ID"] or f"{STAGE}-{ingest_date}"
     detected_at = datetime.now(timezone.utc).replace(microsecond=0)
 
-    dates = touched_event_dates(read_staged(spark, lake.staged(ingest_date), ingest_date))
+    dates = curated_days(rt)
     window = history_window(dates, history_days)
     baseline_rows = read_partitions(spark, lake.curated_transactions, window)
     candidates = baseline_rows.where(event_date().isin([date.fromisoformat(d) for d in dates]))

@@ -2,6 +2,7 @@
 
     quality_gate.py --JOB_NAME quality_gate --lake_root ROOT --ingest_date YYYY-MM-DD
         [--suites transactions_contract,transactions_business] [--data_docs true]
+        [--expectations_root DIR_OR_S3_URI]
 
 Writes `quality/ingest_date=D/validation.json` (run totals + `results`, one record per
 expectation) and the stage stats, builds GX Data Docs into `quality/data_docs` when the
@@ -13,16 +14,21 @@ from __future__ import annotations
 
 import json
 
-from fluxo.glue_runtime import run_stage, start_stage, write_stats, write_text
+from fluxo.glue_runtime import read_text, run_stage, start_stage, write_stats, write_text
 from fluxo.quality import DEFAULT_SUITES, describe_failure, load_suites, validate
+from fluxo.quality.suites import EXPECTATIONS_DIR
 
 STAGE = "quality_gate"
 
 
 def main() -> None:
-    rt = start_stage(["lake_root", "ingest_date"], {"suites": ",".join(DEFAULT_SUITES), "data_docs": "true"})
+    rt = start_stage(
+        ["lake_root", "ingest_date"],
+        {"suites": ",".join(DEFAULT_SUITES), "data_docs": "true", "expectations_root": str(EXPECTATIONS_DIR)},
+    )
     spark, lake, ingest_date = rt.spark, rt.lake, rt.args["ingest_date"]
-    suites = load_suites([name.strip() for name in rt.args["suites"].split(",") if name.strip()])
+    names = [name.strip() for name in rt.args["suites"].split(",") if name.strip()]
+    suites = load_suites(names, rt.args["expectations_root"], lambda path: read_text(spark, path))
 
     data_docs_dir = None
     if rt.args["data_docs"].lower() == "true":

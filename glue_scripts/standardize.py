@@ -1,7 +1,9 @@
 """Standardize stage: the day's raw files of every source -> staged canonical rows + quarantine.
 
     standardize.py --JOB_NAME standardize --lake_root ROOT --ingest_date YYYY-MM-DD
-        [--batch_id ID] [--reporting_currency BRL] [--token_salt SALT] [--fx_rates_path PATH]
+        [--batch_id ID] [--reporting_currency BRL] [--fx_rates_path PATH]
+
+The card-token salt is the secret FLUXO_TOKEN_SALT in the job's environment (never an argument).
 
 Reads every batch under raw/<source>/ingest_date=D/ for each source
 (docs/source-formats.md): s3 *.csv[.gz], *.jsonl[.gz], *.json[.gz]; api page-*.json;
@@ -32,7 +34,7 @@ STAGE = "standardize"
 def main() -> None:
     rt = start_stage(
         ["lake_root", "ingest_date"],
-        {"batch_id": None, "reporting_currency": "BRL", "token_salt": None, "fx_rates_path": None},
+        {"batch_id": None, "reporting_currency": "BRL", "fx_rates_path": None},
     )
     spark, lake, args = rt.spark, rt.lake, rt.args
     ingest_date = args["ingest_date"]
@@ -44,7 +46,7 @@ def main() -> None:
         candidates,
         load_fx_rates(spark, args["fx_rates_path"]),
         reporting_currency=args["reporting_currency"].upper(),
-        token_salt=args["token_salt"] or token_salt(),
+        token_salt=token_salt(),
     )
     out.checked.persist(StorageLevel.MEMORY_AND_DISK)  # staged, quarantine and stats reuse one read
     stats = standardize_stats(out.checked)

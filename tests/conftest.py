@@ -1,7 +1,7 @@
 """Shared fixtures: a local Spark session and the real local services.
 
 The services (PostgreSQL, the Kafka-protocol broker, the S3 server) are started
-once per test session by `fluxo.stack` in a home of their own under
+once per test session by `fluxo_dev.stack` in a home of their own under
 `.fluxo/test-home`, so tests never touch the demo's data.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from fluxo.settings import REPO_ROOT
+from fluxo_platform.settings import REPO_ROOT
 
 # py4j logs "closing down" from garbage collection after pytest has closed its streams
 logging.getLogger("py4j").setLevel(logging.WARNING)
@@ -49,8 +49,8 @@ def spark():
 @pytest.fixture(scope="session")
 def stack_env():
     """Start the real services once; export their endpoints into os.environ."""
-    from fluxo.settings import get_settings
-    from fluxo.stack import Stack
+    from fluxo_platform.settings import get_settings
+    from fluxo_dev.stack import Stack
 
     _remove_stale_homes(Stack)
     stack = Stack(home=TEST_HOME)
@@ -87,7 +87,7 @@ def _remove_stale_homes(stack_cls) -> None:
 @pytest.fixture(scope="session")
 def warehouse_url(stack_env) -> str:
     """The warehouse database of the local stack, migrated to the latest version."""
-    from fluxo.warehouse import migrate
+    from fluxo_platform.warehouse import migrate
 
     url = stack_env["FLUXO_DATABASE_URL"]
     migrate(url)

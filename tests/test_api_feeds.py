@@ -20,7 +20,7 @@ import pyarrow as pa
 import pytest
 
 from fluxo.contract import DAILY_METRICS, METRIC_GRAINS, OUTLIER_METHODS, OUTLIER_SUMMARY
-from fluxo.warehouse import replace_days
+from fluxo_platform.warehouse import replace_days
 from tests.conftest import ApiService
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -23,7 +23,7 @@ import pytest
 from fluxo.contract import OUTLIER, TRANSACTION
 from fluxo.history import merge_outliers, table_history
 from fluxo.lake import Lake
-from fluxo.settings import REPO_ROOT
+from fluxo_platform.settings import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "api"))  # the API's own modules, as uvicorn --app-dir api sees them
 
@@ -45,7 +45,7 @@ def _transaction(i: int, day: date = DAY) -> dict:
 
 
 def _write_parquet_zone(root: str, rows: list[dict]) -> None:
-    from fluxo import lakefs
+    from fluxo_platform import lakefs
 
     fs, base = lakefs.resolve(Lake(root).curated_transactions)
     for day in sorted({r["event_ts"].date() for r in rows}):
@@ -81,7 +81,7 @@ def test_the_reader_opens_delta_and_s3_lakes(stack_env, tmp_path, monkeypatch):
     from deltalake import write_deltalake
 
     from app.core.curated import find_transaction
-    from fluxo.settings import get_settings
+    from fluxo_platform.settings import get_settings
 
     rows = [_transaction(i) for i in range(3)]
     table = pa.Table.from_pylist(rows, schema=TRANSACTION.arrow_schema())

@@ -6,7 +6,7 @@ import re
 
 import yaml
 
-from fluxo.settings import REPO_ROOT
+from fluxo_platform.settings import REPO_ROOT
 
 COMPOSE = REPO_ROOT / "docker-compose.yaml"
 

@@ -79,7 +79,7 @@ def test_existing_curated_copy_wins_over_a_later_redelivery(frame):
         "curated_rows_in_touched_partitions": 2,
         "new_rows": 1,
         "duplicates_dropped": 1,
-        "partitions": ["2026-11-26"],
+        "dates": ["2026-11-26"],
     }
 
 

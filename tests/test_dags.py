@@ -8,7 +8,7 @@ import subprocess
 import sys
 import textwrap
 
-from fluxo.settings import REPO_ROOT
+from fluxo_platform.settings import REPO_ROOT
 
 PROBE = textwrap.dedent(
     """

@@ -12,9 +12,9 @@ import psycopg
 import pytest
 
 from fluxo.lake import Lake
-from fluxo.settings import REPO_ROOT, get_settings
-from fluxo.simulator import start_simulator
-from fluxo.simulator.app import format_ts, parse_ts
+from fluxo_platform.settings import REPO_ROOT, get_settings
+from fluxo_dev.simulator import start_simulator
+from fluxo_dev.simulator.app import format_ts, parse_ts
 
 sys.path.insert(0, str(REPO_ROOT / "plugins"))
 
@@ -27,7 +27,7 @@ FAST = {"page_limit": PAGE, "backoff_base": 0.02, "backoff_max": 0.2, "overlap_s
 
 @pytest.fixture(scope="module")
 def api_data(tmp_path_factory):
-    from fluxo.generator import generate
+    from fluxo_dev.generator import generate
 
     out = tmp_path_factory.mktemp("api-gen")
     generate(out, date(2026, 11, 20), 2, 2500, seed=11, sources=("api",))

@@ -13,11 +13,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from fluxo.generator import generate
-from fluxo.generator.render import DB_HEADER
+from fluxo_dev.generator import generate
+from fluxo_dev.generator.render import DB_HEADER
 from fluxo.lake import Lake
-from fluxo.settings import REPO_ROOT
-from fluxo.source_db import COLUMNS, TABLE, ensure_schema, late_commit, seed, simulate_activity
+from fluxo_platform.settings import REPO_ROOT
+from fluxo_dev.source_db import COLUMNS, TABLE, ensure_schema, late_commit, seed, simulate_activity
 from fluxo.transforms.standardize import ISO_OFFSET_PATTERN
 
 sys.path.insert(0, str(REPO_ROOT / "plugins"))
@@ -245,7 +245,7 @@ def test_hidden_sessions_stop_the_run_instead_of_guessing(source_url, warehouse_
 
 
 def test_cli_and_simulated_late_commit(source_url, generated, conns, capsys):
-    from fluxo.source_db.__main__ import main
+    from fluxo_dev.source_db.__main__ import main
 
     main(["--url", source_url, "seed", str(generated), "--days", str(DAY)])
     main(["--url", source_url, "activity", "--updates", "2", "--inserts", "1", "--spread"])

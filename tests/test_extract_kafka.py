@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from fluxo.lake import Lake
-from fluxo.settings import REPO_ROOT
+from fluxo_platform.settings import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "plugins"))
 
@@ -29,7 +29,7 @@ IDLE = 2.0
 @pytest.fixture(scope="module")
 def events(tmp_path_factory) -> dict[str, list[str]]:
     """Generator event lines per day (two small days, with its planted defects)."""
-    from fluxo.generator import generate
+    from fluxo_dev.generator import generate
 
     out = tmp_path_factory.mktemp("kafka-gen")
     generate(out, date(2026, 1, 1), 2, 1200, seed=11, sources=("kafka",))
@@ -50,8 +50,8 @@ def topic(stack_env, warehouse_url) -> str:
 
 
 def produce(lines, topic: str) -> int:
-    from fluxo.settings import get_settings
-    from fluxo.streaming import produce as produce_lines
+    from fluxo_platform.settings import get_settings
+    from fluxo_dev.streaming import produce as produce_lines
 
     return produce_lines(lines, get_settings().kafka_bootstrap, topic)
 
@@ -61,7 +61,7 @@ def land(topic: str, **kwargs) -> dict:
 
 
 def landed_envelopes(result: dict) -> list[dict]:
-    from fluxo.settings import get_settings
+    from fluxo_platform.settings import get_settings
 
     batch_dir = Path(Lake(get_settings().lake_root).raw("kafka", INGEST_DATE, result["batch_id"]))
     return [json.loads(line) for part in sorted(batch_dir.glob("part-*.jsonl")) for line in part.read_text().splitlines()]
@@ -70,7 +70,7 @@ def landed_envelopes(result: dict) -> list[dict]:
 def group_offsets(topic: str) -> dict[int, int]:
     from confluent_kafka import Consumer, TopicPartition
 
-    from fluxo.settings import get_settings
+    from fluxo_platform.settings import get_settings
 
     consumer = Consumer({"bootstrap.servers": get_settings().kafka_bootstrap, "group.id": f"fluxo-{topic}",
                          "log_level": 4})
@@ -84,7 +84,7 @@ def group_offsets(topic: str) -> dict[int, int]:
 def stored_watermark(topic: str) -> dict | None:
     import psycopg
 
-    from fluxo.settings import get_settings
+    from fluxo_platform.settings import get_settings
 
     with psycopg.connect(get_settings().database_url) as conn:
         row = conn.execute("SELECT value FROM extract.watermark WHERE source = 'kafka' AND stream = %s",
@@ -136,7 +136,7 @@ def test_two_runs_land_only_new_messages_and_commit_after_landing(events, topic)
     not_utf8 = b'{"event_id": "x", "payload": {"transaction_id": "caf\xe9"}}'
     from confluent_kafka import Producer
 
-    from fluxo.settings import get_settings
+    from fluxo_platform.settings import get_settings
 
     producer = Producer({"bootstrap.servers": get_settings().kafka_bootstrap, "log_level": 4})
     producer.produce(topic, value=not_utf8, partition=0)
@@ -184,7 +184,7 @@ def test_crash_before_commit_loses_nothing_and_lands_nothing_twice(events, topic
     again = land(topic)
     assert again["messages"] == len(more)
 
-    from fluxo.settings import get_settings
+    from fluxo_platform.settings import get_settings
 
     raw = Path(Lake(get_settings().lake_root).raw("kafka", INGEST_DATE))
     envelopes = [json.loads(line) for part in raw.glob("batch=*/part-*.jsonl") for line in part.read_text().splitlines()
@@ -203,7 +203,7 @@ def test_replay_from_offsets_and_from_timestamp(events, topic):
     time.sleep(1.0)
     boundary = datetime.now(timezone.utc)
     time.sleep(1.0)
-    from fluxo.streaming.__main__ import main as producer_cli
+    from fluxo_dev.streaming.__main__ import main as producer_cli
 
     # the command line, with the bootstrap from the settings (the stack's environment), paced
     paced = time.monotonic()
@@ -234,7 +234,7 @@ def test_a_watermark_confirmed_on_another_cluster_is_set_aside(events, topic, ca
     topics start again at offset 0: the old watermark would skip everything produced to it."""
     import psycopg
 
-    from fluxo.settings import get_settings
+    from fluxo_platform.settings import get_settings
 
     day1 = events["2026-01-01"]
     produce(day1, topic)

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from fluxo.lake import Lake
-from fluxo.settings import REPO_ROOT, get_settings
+from fluxo_platform.settings import REPO_ROOT, get_settings
 
 sys.path.insert(0, str(REPO_ROOT / "plugins"))
 
@@ -52,9 +52,9 @@ def put(s3, prefix: str, name: str, body: bytes) -> str:
 
 def land(prefix: str | list[str], conn, ingest_date: str = DAY) -> dict:
     """One run; conn=None lets it open the `fluxo_warehouse` Airflow connection as the DAG task does."""
-    from fluxo_extract.s3_files import land_day
+    from fluxo_extract.s3_files import land_s3_files
 
-    counts = land_day(ingest_date, prefixes=prefix, bucket=BUCKET, conn=conn)
+    counts = land_s3_files(ingest_date, prefixes=prefix, bucket=BUCKET, conn=conn)
     assert counts["listed"] == (
         counts["files"] + counts["quarantined"] + counts["skipped_seen"]
         + counts["skipped_unsupported"] + counts["skipped_changed"]

@@ -22,8 +22,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from fluxo.contract import CHANNEL_SYNONYMS, CURRENCIES, STATUS_SYNONYMS, TRANSACTION
-from fluxo.generator import DEFECTS, api_cursor, generate, truth_schema, upload_landing
-from fluxo.generator.catalog import MCC_CODES, MCC_PROFILES, load_fx_rates
+from fluxo_dev.generator import DEFECTS, api_cursor, generate, truth_schema, upload_landing
+from fluxo_dev.generator.catalog import MCC_CODES, MCC_PROFILES, load_fx_rates
 from fluxo.tokenize import card_token, is_raw_pan
 
 START = date(2026, 11, 25)
@@ -512,7 +512,7 @@ def test_upload_landing_puts_s3_files_under_the_prefix(tmp_path, monkeypatch):
     moto = pytest.importorskip("moto")
     import boto3
 
-    from fluxo.settings import FluxoSettings
+    from fluxo_platform.settings import FluxoSettings
 
     for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.setenv(var, "testing")
@@ -530,7 +530,7 @@ def test_upload_landing_puts_s3_files_under_the_prefix(tmp_path, monkeypatch):
 
 
 def test_cli_prints_a_line_per_day_and_source(tmp_path, capsys):
-    from fluxo.generator.__main__ import main
+    from fluxo_dev.generator.__main__ import main
 
     assert main(["--start", "2026-11-25", "--days", "2", "--rows-per-day", "200", "--out", str(tmp_path),
                  "--sources", "s3,kafka"]) == 0

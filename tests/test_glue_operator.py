@@ -30,8 +30,8 @@ sys.path.insert(0, str(REPO_ROOT / "plugins"))
 from airflow.providers.common.compat.sdk import AirflowException  # noqa: E402
 from fluxo_glue import FluxoGlueJobOperator  # noqa: E402
 
-from fluxo import glue_package  # noqa: E402
-from fluxo.settings import FluxoSettings  # noqa: E402
+from fluxo_platform import glue_package  # noqa: E402
+from fluxo_platform.settings import FluxoSettings  # noqa: E402
 
 STAGES = ("standardize", "quality_gate", "curate", "aggregate")
 REGION = "us-east-1"
@@ -80,7 +80,7 @@ class _TaskInstance:
 
 
 def _context() -> dict:
-    return {"ti": _TaskInstance(), "ds": "2024-03-05"}
+    return {"ti": _TaskInstance(), "ds": "2024-03-05", "run_id": "manual__2024-03-05T00:00:00+00:00"}
 
 
 def _operator(scripts_dir: Path, **kwargs) -> FluxoGlueJobOperator:
@@ -120,20 +120,25 @@ def test_local_mode_runs_script_with_glue_arguments(scripts_dir, echo_file, monk
     monkeypatch.setenv("FLUXO_GLUE_JOB_PREFIX", "fluxo-dev-")
     monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "postgresql://secret")
 
+    monkeypatch.setenv("FLUXO_REPORTING_CURRENCY", "usd")
     result = _operator(scripts_dir).execute(_context())
 
     recorded = json.loads(echo_file.read_text())
+    # the settings' stage arguments first (the DAG's own win), then the run's id as a path segment
     assert recorded["argv"] == [
         "--JOB_NAME", "fluxo-dev-standardize",
         "--lake_root", "s3://fluxo-lake/lake",
+        "--reporting_currency", "USD",
+        "--expectations_root", str(REPO_ROOT / "expectations"),
         "--ingest_date", "2024-03-05",
         "--batch_limit", "500",
+        "--run_id", "manual__2024-03-05T00_00_00_00_00",
     ]
     assert "FLUXO_ECHO_FILE" in recorded["env"] and "PATH" in recorded["env"]
     assert "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" not in recorded["env"]
     assert Path(recorded["cwd"]).resolve() != REPO_ROOT
     assert result["job_name"] == "fluxo-dev-standardize"
-    assert result["mode"] == "local" and result["run_id"] is None
+    assert result["mode"] == "local" and result["glue_run_id"] is None and result["stats"] is None
     assert 0 < result["duration_s"] < 60
 
 
@@ -272,6 +277,7 @@ def aws(moto_server, monkeypatch):
         "FLUXO_GLUE_WORKER_TYPE": "G.2X",
         "FLUXO_GLUE_NUMBER_OF_WORKERS": "3",
         "FLUXO_GLUE_JOB_PREFIX": "fluxo-test-",
+        "FLUXO_S3_ENDPOINT": moto_server,
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -299,15 +305,14 @@ def test_aws_mode_creates_job_uploads_artifacts_and_awaits_run(aws, scripts_dir,
     assert "MaxCapacity" not in job
     defaults = job["DefaultArguments"]
     assert defaults["--extra-py-files"] == "s3://fluxo-glue-test/libs/fluxo-0.1.0.zip"
-    assert defaults["--additional-python-modules"] == (
-        "great_expectations==1.24.1,deltalake==1.6.6,psycopg[binary]==3.3.9"
-    )
+    assert defaults["--additional-python-modules"] == "great_expectations==1.24.1"
+    assert defaults["--datalake-formats"] == "delta"
     assert defaults["--enable-metrics"] == "true"
     assert defaults["--enable-continuous-cloudwatch-log"] == "true"
     assert defaults["--job-language"] == "python"
 
     keys = _s3_keys(aws["s3"])
-    assert {"scripts/standardize.py", "libs/fluxo-0.1.0.zip"} <= keys
+    assert {"scripts/standardize.py", "libs/fluxo-0.1.0.zip", "expectations/transactions_contract.json"} <= keys
     uploaded = aws["s3"].get_object(Bucket="fluxo-glue-test", Key="scripts/standardize.py")["Body"].read()
     assert uploaded.decode() == ECHO_SCRIPT
 
@@ -316,11 +321,13 @@ def test_aws_mode_creates_job_uploads_artifacts_and_awaits_run(aws, scripts_dir,
     run_args = runs[0]["Arguments"]
     assert run_args["--ingest_date"] == "2024-03-05"
     assert run_args["--lake_root"] == "s3://fluxo-lake/lake"
+    assert run_args["--expectations_root"] == "s3://fluxo-glue-test/expectations/"
     assert result == {
         "job_name": "fluxo-test-standardize",
         "mode": "aws",
         "duration_s": result["duration_s"],
-        "run_id": runs[0]["Id"],
+        "glue_run_id": runs[0]["Id"],
+        "stats": None,  # moto runs no script, so no results document
     }
     assert context["ti"].xcom["glue_job_run_id"] == runs[0]["Id"]
 
@@ -331,6 +338,9 @@ def test_aws_mode_creates_job_uploads_artifacts_and_awaits_run(aws, scripts_dir,
     local_args = dict(zip(argv[::2], argv[1::2]))
     assert local_args.pop("--JOB_NAME") == "fluxo-test-standardize"
     run_only = {k: v for k, v in run_args.items() if k not in defaults}
+    # only where the suites are read from differs: the checkout's folder, or their uploaded copy
+    assert local_args.pop("--expectations_root") == str(REPO_ROOT / "expectations")
+    run_only.pop("--expectations_root")
     assert local_args == run_only
 
 
@@ -376,7 +386,7 @@ def test_deploy_creates_every_job_and_is_idempotent(aws, scripts_dir, monkeypatc
 
 def test_cli_deploy_ships_the_repo_scripts(aws):
     done = subprocess.run(
-        [sys.executable, "-m", "fluxo.glue_package", "deploy"],
+        [sys.executable, "-m", "fluxo_platform.glue_package", "deploy"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr
@@ -444,8 +454,8 @@ _IMPORT_CHECK = textwrap.dedent(
 
     class NotOnGlue(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] == "pydantic_settings":
-                raise ImportError(f"{name} is not installed on AWS Glue")
+            if name.split(".")[0] in ("pydantic_settings", "airflow", "fluxo_platform", "fluxo_dev"):
+                raise ImportError(f"{name} is not on AWS Glue")
             return None
 
     sys.meta_path.insert(0, NotOnGlue())
@@ -471,42 +481,53 @@ _IMPORT_CHECK = textwrap.dedent(
 )
 
 
-def test_library_zip_imports_alone(tmp_path):
+def test_library_zip_is_the_fluxo_folder_and_imports_alone(tmp_path):
     zip_path = glue_package.build_library_zip(tmp_path / "dist")
-    modules = glue_package.library_modules()
-    assert {"fluxo", "fluxo.contract", "fluxo.lake"} <= set(modules)
-
+    with zipfile.ZipFile(zip_path) as zf:
+        names = set(zf.namelist())
+    on_disk = {p.relative_to(REPO_ROOT).as_posix() for p in glue_package.library_files()}
+    assert names == on_disk and "fluxo/reference/fx_rates.csv" in names
+    assert all(name.startswith("fluxo/") for name in names)
+    modules = sorted(
+        name.removesuffix(".py").removesuffix("/__init__").replace("/", ".") for name in names if name.endswith(".py")
+    )
+    # every module of the library imports from the zip alone, on a clean interpreter
     done = subprocess.run(
         [sys.executable, "-I", "-c", _IMPORT_CHECK, str(zip_path), json.dumps(modules), str(REPO_ROOT)],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr
     assert set(json.loads(done.stdout)) >= set(modules)
-
-    with zipfile.ZipFile(zip_path) as zf:
-        names = set(zf.namelist())
-    assert not {f"{m.replace('.', '/')}.py" for m in glue_package.DEV_ONLY_MODULES} & names
-    if "fluxo.reference" in modules:
-        assert "fluxo/reference/fx_rates.csv" in names
     # same sources, same bytes: re-uploading an unchanged library changes nothing
     assert glue_package.build_library_zip(tmp_path / "again").read_bytes() == zip_path.read_bytes()
 
 
-def test_library_follows_script_imports_and_rejects_dev_only_modules(tmp_path):
-    (tmp_path / "curate.py").write_text(
-        "from importlib import resources\n"
-        "from fluxo.lake import Lake\n"
-        "def rates():\n    return resources.files('fluxo.reference').joinpath('fx_rates.csv').read_text()\n"
-        "def main():\n    from fluxo.settings import get_settings\n"
-    )
-    modules = glue_package.library_modules(tmp_path)
-    assert "fluxo.reference" in modules and "fluxo.settings" not in modules
-    with zipfile.ZipFile(glue_package.build_library_zip(tmp_path / "dist", tmp_path)) as zf:
-        assert "fluxo/reference/fx_rates.csv" in zf.namelist()
+def _imported_packages(folder: Path) -> dict[str, set[str]]:
+    """Top-level packages each .py file under folder imports (anywhere in the file)."""
+    import ast
 
-    (tmp_path / "aggregate.py").write_text("from fluxo.settings import get_settings\n")
-    with pytest.raises(ValueError, match="glue_scripts/aggregate.py imports fluxo.settings"):
-        glue_package.library_modules(tmp_path)
+    found = {}
+    for path in folder.rglob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names.add(node.module.split(".")[0])
+        found[path.relative_to(REPO_ROOT).as_posix()] = names
+    return found
+
+
+def test_production_code_never_imports_the_development_tools():
+    for folder in ("fluxo", "plugins", "dags", "glue_scripts", "api"):
+        for path, packages in _imported_packages(REPO_ROOT / folder).items():
+            assert "fluxo_dev" not in packages, f"{path} imports the development tools"
+
+
+def test_the_glue_library_imports_nothing_airflow_side():
+    for path, packages in _imported_packages(REPO_ROOT / "fluxo").items():
+        assert not packages & {"airflow", "fluxo_platform", "fluxo_extract", "fluxo_glue", "fluxo_tasks",
+                               "pydantic_settings"}, path
 
 
 def test_additional_modules_pin_the_versions_run_locally():
@@ -517,7 +538,7 @@ def test_additional_modules_pin_the_versions_run_locally():
 
 def test_cli_build_lists_the_zip(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "fluxo.glue_package", "build", "--out", str(tmp_path)],
+        [sys.executable, "-m", "fluxo_platform.glue_package", "build", "--out", str(tmp_path)],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 0, done.stderr

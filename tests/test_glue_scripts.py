@@ -195,7 +195,7 @@ def test_first_run_outputs_and_stats(runs):
         "curated_rows_in_touched_partitions": 0,
         "new_rows": 4,
         "duplicates_dropped": 0,
-        "partitions": [DAY1, DAY2],  # s2 at 22:30 São Paulo is 01:30 UTC the next day
+        "dates": [DAY1, DAY2],  # s2 at 22:30 São Paulo is 01:30 UTC the next day
     }
     curated = table(lake.curated_transactions, partitioned=True)
     g1 = curated[curated["transaction_id"] == "g1"].iloc[0]
@@ -225,7 +225,7 @@ def test_next_day_dedupes_against_curated_and_replaces_only_touched_partitions(r
         "curated_rows_in_touched_partitions": 3,
         "new_rows": 1,
         "duplicates_dropped": 1,
-        "partitions": [DAY1],
+        "dates": [DAY1],
     }
     after = curated_snapshot(lake)
     ids = [row[0] for row in after]
@@ -246,7 +246,7 @@ def test_day_without_files_writes_empty_outputs(runs):
         "stage": "standardize", "read": 0, "staged": 0, "quarantined": 0,
         "quarantine_by_reason": {}, "duplicates_dropped": 0,
     }
-    assert stats(root, EMPTY_DAY, "curate")["partitions"] == []
+    assert stats(root, EMPTY_DAY, "curate")["dates"] == []
     assert stats(root, EMPTY_DAY, "aggregate") == {"stage": "aggregate", "metric_rows": 0, "dates": []}
     assert list(table(lake.staged(EMPTY_DAY)).columns) == TRANSACTION.names
     assert list(table(lake.metrics("daily", EMPTY_DAY)).columns) == DAILY_METRICS.names

@@ -12,7 +12,7 @@ import duckdb
 import pyarrow.dataset as pads
 import pytest
 
-from fluxo.settings import REPO_ROOT
+from fluxo_platform.settings import REPO_ROOT
 
 INGEST_DATE = "2026-03-15"
 EVENT_DAY = date(2026, 1, 10)
@@ -30,8 +30,8 @@ def run_stage(script: str, env: dict) -> None:
 def test_killed_consumer_rerun_leaves_no_duplicate_and_no_loss(stack_env, warehouse_url, tmp_path):
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    from fluxo.generator import generate
-    from fluxo.streaming import produce
+    from fluxo_dev.generator import generate
+    from fluxo_dev.streaming import produce
     from fluxo_extract.kafka_stream import SimulatedCrash, land_kafka
 
     generate(tmp_path, EVENT_DAY, days=1, rows_per_day=800, seed=5, sources=("kafka",))

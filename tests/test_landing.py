@@ -8,7 +8,7 @@ import json
 import psycopg
 import pytest
 
-from fluxo import lakefs
+from fluxo_platform import lakefs
 from fluxo.lake import Lake
 from fluxo_extract.landing import ExtractState, LandingBatch
 

@@ -129,7 +129,7 @@ def test_customer_history_compares_with_the_customers_own_median(spark):
 def test_recall_and_false_positives_on_generator_data(spark, tmp_path):
     from pyspark.sql import functions as F
 
-    from fluxo.generator import generate
+    from fluxo_dev.generator import generate
 
     generate(tmp_path, date(2026, 11, 1), days=1, rows_per_day=30_000, seed=11, sources=("s3",), token_salt="t")
     truth = spark.read.parquet(str(tmp_path / "truth"))
@@ -156,14 +156,11 @@ DAY1, DAY2 = "2026-11-26", "2026-11-27"
 
 
 def write_day(root: Path, rows: list[dict], day: str) -> None:
-    """A curated partition of the day, and the same rows as the staged batch of ingest date = day."""
+    """A curated partition of the day."""
     table = pa.Table.from_pylist(rows, schema=TRANSACTION.arrow_schema())
     part = root / "curated" / "transactions" / f"event_date={day}"
     part.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, part / "part-0.parquet")
-    staged = root / "work" / "standardized" / f"ingest_date={day}"
-    staged.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, staged / "part-0.parquet")
 
 
 def day_rows(day: date, prefix: str) -> list[dict]:
@@ -194,7 +191,7 @@ def run_scripts(root: Path, *argvs: list[str]) -> subprocess.CompletedProcess:
 
 def outliers_argv(root: Path, day: str, run_id: str) -> list[str]:
     return [str(SCRIPTS / "outliers.py"), "--JOB_NAME", "outliers", "--lake_root", str(root), "--ingest_date", day,
-            "--history_days", "3", "--run_id", run_id]
+            "--history_days", "3", "--run_id", run_id, "--event_dates", day]
 
 
 def snapshot(uri: str, **when) -> list[tuple]:
@@ -355,7 +352,7 @@ def test_outlier_summary_of_crafted_findings(spark):
 
 
 def test_load_outlier_summary_is_idempotent(runs, warehouse_url, monkeypatch):
-    from fluxo.settings import get_settings
+    from fluxo_platform.settings import get_settings
 
     sys.path.insert(0, str(REPO / "plugins"))
     from fluxo_tasks.outliers import load_outlier_summary
@@ -387,7 +384,7 @@ def test_load_outlier_summary_is_idempotent(runs, warehouse_url, monkeypatch):
 
 
 def test_s3_storage_options_come_from_settings(monkeypatch):
-    from fluxo.settings import get_settings
+    from fluxo_platform.settings import get_settings
 
     monkeypatch.setenv("FLUXO_S3_ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.setenv("FLUXO_S3_ACCESS_KEY", "dev-only-key")
@@ -400,14 +397,6 @@ def test_s3_storage_options_come_from_settings(monkeypatch):
     assert options["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9" and options["AWS_ALLOW_HTTP"] == "true"
     assert options["AWS_ACCESS_KEY_ID"] == "dev-only-key" and options["aws_conditional_put"] == "etag"
     assert history.storage_options("/local/lake/history/outliers") is None
-
-
-def test_outlier_history_ships_to_glue_without_developer_modules():
-    from fluxo.glue_package import library_modules
-
-    shipped = library_modules()
-    assert {"fluxo.history", "fluxo.transforms.outliers"} <= set(shipped)
-    assert "fluxo.settings" not in shipped
 
 
 def test_warehouse_summary_table_matches_the_contract(warehouse_url):

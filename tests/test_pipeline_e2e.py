@@ -82,9 +82,9 @@ def expected_metrics(generated) -> dict:
 
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory, stack_env, warehouse_url):
-    from fluxo.generator import generate, upload_landing
-    from fluxo.source_db import ensure_schema, seed
-    from fluxo.streaming import produce
+    from fluxo_dev.generator import generate, upload_landing
+    from fluxo_dev.source_db import ensure_schema, seed
+    from fluxo_dev.streaming import produce
 
     # The services are shared with the extractor tests: start from an empty OLTP table and
     # no extraction state, so this run sees exactly the generated day.
@@ -104,7 +104,7 @@ def generated(tmp_path_factory, stack_env, warehouse_url):
 
 @pytest.fixture(scope="module")
 def pipeline_env(airflow_env, generated, tmp_path_factory):
-    from fluxo.simulator import start_simulator
+    from fluxo_dev.simulator import start_simulator
 
     lake_root = str(tmp_path_factory.mktemp("e2e-lake"))  # other tests land raw batches for the same day
     with start_simulator(generated) as partner_api:

@@ -31,12 +31,6 @@ def test_contract_suite_file_equals_a_fresh_build():
     )
 
 
-def test_packaged_suites_are_copies_of_expectations():
-    canonical = {p.name: p.read_bytes() for p in suite_files.EXPECTATIONS_DIR.glob("*.json")}
-    packaged = {p.name: p.read_bytes() for p in suite_files.PACKAGED_DIR.glob("*.json")}
-    assert canonical and packaged == canonical, "run `python -m fluxo.quality build-suites`"
-
-
 def test_contract_suite_has_a_rule_for_every_contract_property():
     rules = {e["meta"]["rule"]: e for e in build_contract_suite()["expectations"]}
     for column in TRANSACTION.columns:
@@ -59,17 +53,20 @@ def test_every_expectation_keys_one_warehouse_row():
     assert len(keys) == len(set(keys))
 
 
-def test_load_suites_reads_packaged_copies_when_expectations_folder_is_absent(monkeypatch, tmp_path):
-    monkeypatch.setattr(suite_files, "EXPECTATIONS_DIR", tmp_path / "not-in-the-glue-zip")
-    assert [s["name"] for s in load_suites()] == ["transactions_contract", "transactions_business"]
+def test_load_suites_reads_any_root_through_the_given_reader():
+    # how a stage reads the suites from S3: through its own reader of `--expectations_root`
+    stored = {f"s3://artifacts/expectations/{p.name}": p.read_text() for p in suite_files.EXPECTATIONS_DIR.glob("*.json")}
+    suites = load_suites(root="s3://artifacts/expectations/", read_text=stored.get)
+    assert [s["name"] for s in suites] == ["transactions_contract", "transactions_business"]
+    with pytest.raises(FileNotFoundError, match="no expectation suite 'missing'"):
+        load_suites(["missing"], root="s3://artifacts/expectations/", read_text=stored.get)
 
 
-def test_load_suites_rejects_an_expectation_without_severity(monkeypatch, tmp_path):
+def test_load_suites_rejects_an_expectation_without_severity(tmp_path):
     suite = {"name": "loose", "expectations": [{"type": "expect_column_to_exist", "kwargs": {"column": "x"}}]}
     (tmp_path / "loose.json").write_text(json.dumps(suite))
-    monkeypatch.setattr(suite_files, "EXPECTATIONS_DIR", tmp_path)
     with pytest.raises(ValueError, match="meta.severity"):
-        load_suites(["loose"])
+        load_suites(["loose"], root=tmp_path)
 
 
 # --- validation on Spark ------------------------------------------------------

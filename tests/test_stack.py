@@ -9,11 +9,11 @@ import uuid
 
 import pytest
 
-from fluxo.stack import Stack, load_env
-from fluxo.stack.core import EXTERNAL_SETTING
-from fluxo.stack.kafka import TRANSACTIONS_PARTITIONS, TRANSACTIONS_TOPIC
-from fluxo.stack.process import port_is_open
-from fluxo.stack.s3 import BUCKETS, s3_client
+from fluxo_dev.stack import Stack, load_env
+from fluxo_dev.stack.core import EXTERNAL_SETTING
+from fluxo_dev.stack.kafka import TRANSACTIONS_PARTITIONS, TRANSACTIONS_TOPIC
+from fluxo_dev.stack.process import port_is_open
+from fluxo_dev.stack.s3 import BUCKETS, s3_client
 
 EXTERNAL_KEYS = [*EXTERNAL_SETTING.values(), "FLUXO_S3_ACCESS_KEY", "FLUXO_S3_SECRET_KEY", "FLUXO_SOURCE_DATABASE_URL"]
 
@@ -204,7 +204,7 @@ def test_cli_env_evaluates_in_a_shell_to_the_same_values(running):
     import sys
 
     stack, env = running
-    cli = f"{sys.executable} -m fluxo.stack --home {stack.home}"
+    cli = f"{sys.executable} -m fluxo_dev.stack --home {stack.home}"
     script = f'eval "$({cli} env)" && printf "%s\\n%s\\n" "$AIRFLOW_CONN_FLUXO_S3" "$FLUXO_DATABASE_URL" && {cli} status'
     result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60, check=True)
     lines = result.stdout.splitlines()
@@ -215,7 +215,7 @@ def test_cli_env_evaluates_in_a_shell_to_the_same_values(running):
 
 
 def test_cli_env_without_a_stack_says_to_run_up_first(tmp_path):
-    from fluxo.stack.__main__ import main
+    from fluxo_dev.stack.__main__ import main
 
     assert load_env(tmp_path) == {}
     assert main(["--home", str(tmp_path), "env"]) == 1

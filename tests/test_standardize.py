@@ -257,10 +257,10 @@ def generator_to_raw(gen_dir, lake_root, day: str, batch: str = "g1") -> dict[st
 
 
 def test_generator_day_matches_its_labels_and_truth(spark, tmp_path):
-    """Contract with fluxo.generator over all four sources in the raw layout: every planted
+    """Contract with fluxo_dev.generator over all four sources in the raw layout: every planted
     defect gets exactly the labelled reason, every record is accounted for, and every valid
     transaction stages once with the ground-truth canonical values."""
-    generator = pytest.importorskip("fluxo.generator")
+    generator = pytest.importorskip("fluxo_dev.generator")
     import pandas as pd
 
     from fluxo.glue_runtime import list_files

@@ -13,8 +13,8 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from fluxo.contract import DAILY_METRICS
-from fluxo.warehouse import migrate, replace_days
-from fluxo.warehouse.load import copy_into, with_constants
+from fluxo_platform.warehouse import migrate, replace_days
+from fluxo_platform.warehouse.load import copy_into, with_constants
 
 
 def test_migrations_are_applied_once(warehouse_url):
@@ -53,7 +53,7 @@ def test_edited_migration_is_refused(warehouse_url):
         with pytest.raises(RuntimeError, match="edited after it was applied"):
             migrate(warehouse_url)
     finally:
-        from fluxo.warehouse.migrate import available
+        from fluxo_platform.warehouse.migrate import available
         import hashlib
 
         version, sql = available()[0]
@@ -119,7 +119,7 @@ def test_a_replaced_day_keeps_its_primary_key(warehouse_url):
 
 def test_day_partition_migration_keeps_existing_rows_and_views(warehouse_url):
     """0006 on a warehouse that already has facts: rows, views and the BI grant survive."""
-    from fluxo.warehouse.migrate import available
+    from fluxo_platform.warehouse.migrate import available
 
     scratch = f"fluxo_migration_{os.getpid()}"
     with psycopg.connect(warehouse_url, autocommit=True) as admin:

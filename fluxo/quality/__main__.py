@@ -1,4 +1,4 @@
-"""`python -m fluxo.quality build-suites`: regenerate the contract suite and the packaged copies."""
+"""`python -m fluxo.quality build-suites`: regenerate the suite derived from the contract."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser(
         "build-suites",
-        help="derive expectations/transactions_contract.json from fluxo.contract and copy all suites into the package",
+        help="derive expectations/transactions_contract.json from fluxo.contract",
     )
     args = parser.parse_args(argv)
     if args.command == "build-suites":

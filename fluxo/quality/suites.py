@@ -1,17 +1,14 @@
 """Expectation suites as data: the contract suite derived from `fluxo.contract`, the rest hand-written.
 
-The canonical files live in `expectations/` at the repo root. The Glue library
-zip carries only the `fluxo` package, so `build-suites` also copies every suite
-to `fluxo/quality/suites/`; `load_suites` reads `expectations/` when it exists
-(a checkout) and the packaged copies otherwise (the zip on AWS Glue). A test
-keeps the two folders identical.
+The files live in `expectations/` at the repo root, the one copy: a stage reads them at run
+time from `--expectations_root` (that folder locally; on AWS, the copy `make deploy` uploads
+next to the scripts), so editing a suite changes the next run with no code change.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-from importlib import resources
+from collections.abc import Callable
 from pathlib import Path
 
 from fluxo.contract import MAX_FUTURE_SKEW_SECONDS, TRANSACTION, Contract
@@ -21,8 +18,8 @@ BUSINESS_SUITE = "transactions_business"
 DEFAULT_SUITES = (CONTRACT_SUITE, BUSINESS_SUITE)
 SEVERITIES = ("critical", "warning")
 
+# The suites of a checkout; stages are told where the suites are (`--expectations_root`).
 EXPECTATIONS_DIR = Path(__file__).resolve().parents[2] / "expectations"
-PACKAGED_DIR = Path(__file__).resolve().parent / "suites"
 
 
 def _expectation(type_: str, kwargs: dict, severity: str, rule: str) -> dict:
@@ -151,21 +148,24 @@ def _check(suite: dict, origin: str) -> dict:
     return suite
 
 
-def load_suites(names: list[str] | tuple[str, ...] = DEFAULT_SUITES) -> list[dict]:
-    """The named suites as dicts, from `expectations/` or, in the Glue zip, the packaged copies."""
+def load_suites(
+    names: list[str] | tuple[str, ...] = DEFAULT_SUITES,
+    root: str | Path = EXPECTATIONS_DIR,
+    read_text: Callable[[str], str | None] | None = None,
+) -> list[dict]:
+    """The named suites as dicts, from `<root>/<name>.json`.
+
+    Stages get the root as `--expectations_root` (the repository's `expectations/` locally,
+    the deployed copy on S3 under AWS Glue) and pass a reader for it; without one, `root`
+    is a local folder.
+    """
+    read_text = read_text or _read_local
     suites = []
     for name in names:
-        if EXPECTATIONS_DIR.is_dir():
-            path = EXPECTATIONS_DIR / f"{name}.json"
-            if not path.is_file():
-                raise FileNotFoundError(f"no expectation suite {name!r} in {EXPECTATIONS_DIR}")
-            text, origin = path.read_text(encoding="utf-8"), str(path)
-        else:
-            # importlib.resources reads from inside a zip as well as from a folder.
-            packaged = resources.files("fluxo.quality").joinpath("suites", f"{name}.json")
-            if not packaged.is_file():
-                raise FileNotFoundError(f"no expectation suite {name!r} packaged in fluxo/quality/suites")
-            text, origin = packaged.read_text(encoding="utf-8"), f"fluxo/quality/suites/{name}.json"
+        origin = f"{str(root).rstrip('/')}/{name}.json"
+        text = read_text(origin)
+        if text is None:
+            raise FileNotFoundError(f"no expectation suite {name!r} in {root}")
         suite = _check(json.loads(text), origin)
         if suite["name"] != name:
             raise ValueError(f"{origin}: suite is named {suite['name']!r}, expected {name!r}")
@@ -173,18 +173,15 @@ def load_suites(names: list[str] | tuple[str, ...] = DEFAULT_SUITES) -> list[dic
     return suites
 
 
-def build_suites(expectations_dir: Path = EXPECTATIONS_DIR, packaged_dir: Path = PACKAGED_DIR) -> list[Path]:
-    """Write the derived contract suite, then copy every suite into the package. Returns files written."""
+def _read_local(path: str) -> str | None:
+    file = Path(path)
+    return file.read_text(encoding="utf-8") if file.is_file() else None
+
+
+def build_suites(expectations_dir: Path = EXPECTATIONS_DIR) -> list[Path]:
+    """Write the suite derived from the contract into `expectations/`. Returns the files written."""
     contract_path = expectations_dir / f"{CONTRACT_SUITE}.json"
     contract_path.write_text(suite_text(build_contract_suite()), encoding="utf-8")
-    written = [contract_path]
-    packaged_dir.mkdir(parents=True, exist_ok=True)
-    canonical = sorted(expectations_dir.glob("*.json"))
-    for stale in packaged_dir.glob("*.json"):
-        if not (expectations_dir / stale.name).exists():
-            stale.unlink()
-    for path in canonical:
+    for path in sorted(expectations_dir.glob("*.json")):
         _check(json.loads(path.read_text(encoding="utf-8")), str(path))
-        shutil.copyfile(path, packaged_dir / path.name)
-        written.append(packaged_dir / path.name)
-    return written
+    return [contract_path]

@@ -86,7 +86,7 @@ def curate_stats(ranked: DataFrame, partitions: list[str]) -> dict:
         "curated_rows_in_touched_partitions": existing,
         "new_rows": kept - existing,
         "duplicates_dropped": staged + existing - kept,
-        "partitions": partitions,
+        "dates": partitions,
     }
 
 

@@ -54,7 +54,7 @@ from fluxo.contract import (
     STATUS_SYNONYMS,
     TRANSACTION,
 )
-from fluxo.lake import CSV_SUFFIXES, JSON_DOCUMENT_SUFFIXES, JSON_LINES_SUFFIXES
+from fluxo.sources import REGISTRY
 from fluxo.tokenize import PAN_IN_TEXT, PAN_MASK, PAN_PATTERN, TOKEN_PREFIX
 from fluxo.transforms._common import conform, rank_copies
 
@@ -544,29 +544,34 @@ def map_s3(
 
 
 def raw_day_files(list_files, lake, ingest_date: str) -> dict[str, list[str]]:
-    """The raw files of one ingest day by shape; `list_files(root, suffixes)` lists recursively."""
+    """The raw files of one ingest day by shape (`fluxo.sources`); `list_files(root, suffixes)` lists recursively."""
     return {
-        "s3_csv": list_files(lake.raw("s3", ingest_date), CSV_SUFFIXES),
-        "s3_jsonl": list_files(lake.raw("s3", ingest_date), JSON_LINES_SUFFIXES),
-        "s3_json": list_files(lake.raw("s3", ingest_date), JSON_DOCUMENT_SUFFIXES),
-        "api": list_files(lake.raw("api", ingest_date), JSON_DOCUMENT_SUFFIXES),
-        "db": list_files(lake.raw("db", ingest_date), CSV_SUFFIXES),
-        "kafka": list_files(lake.raw("kafka", ingest_date), JSON_LINES_SUFFIXES),
+        shape.name: list_files(lake.raw(source.name, ingest_date), shape.suffixes)
+        for source in REGISTRY.values()
+        for shape in source.shapes
     }
+
+
+# How each raw shape of fluxo.sources is read and mapped to candidates.
+READERS = {"lines": read_lines, "documents": read_documents}
+MAPPERS = {
+    "s3_csv": map_s3_csv,
+    "s3_jsonl": map_s3_jsonl,
+    "s3_json": map_s3_json_documents,
+    "api": map_api_pages,
+    "db": map_db_csv,
+    "kafka": map_kafka,
+}
 
 
 def map_raw_day(spark, files: dict[str, list[str]], default_batch_id: str = "") -> DataFrame:
     """Candidates of every source shape with files (a missing source is normal)."""
-    mappers = {
-        "s3_csv": (read_lines, map_s3_csv),
-        "s3_jsonl": (read_lines, map_s3_jsonl),
-        "s3_json": (read_documents, map_s3_json_documents),
-        "api": (read_documents, map_api_pages),
-        "db": (read_lines, map_db_csv),
-        "kafka": (read_lines, map_kafka),
-    }
-    parts = [mapper(reader(spark, files[shape]), default_batch_id)
-             for shape, (reader, mapper) in mappers.items() if files.get(shape)]
+    parts = [
+        MAPPERS[shape.name](READERS[shape.read_as](spark, files[shape.name]), default_batch_id)
+        for source in REGISTRY.values()
+        for shape in source.shapes
+        if files.get(shape.name)
+    ]
     return _union(parts) or map_s3_csv(_empty_lines(spark), default_batch_id)
 
 

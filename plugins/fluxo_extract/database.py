@@ -9,7 +9,7 @@ comparison resumes exactly after the last landed id of that timestamp.
 
 Late commits. A plain "greater than the last watermark" misses rows of a transaction that was
 still open while the extractor ran: the source stamps `updated_at` with the transaction's START
-time (fluxo.source_db), so when that transaction commits its rows appear BEHIND the watermark.
+time (fluxo_dev.source_db), so when that transaction commits its rows appear BEHIND the watermark.
 The extractor therefore only lands *settled* rows, those with `updated_at < horizon`, where
 
     horizon = min(now(), xact_start of every other open transaction in the source database)
@@ -27,7 +27,7 @@ the horizon are `held_back` and land in the next run. Rows the source will never
 
 Requirements on the source, checked at run time where possible:
 * `updated_at` is set by the database to `now()` on insert and update (the trigger of
-  fluxo.source_db; `seed` is a backfill that runs before extraction);
+  fluxo_dev.source_db; `seed` is a backfill that runs before extraction);
 * the extracting role sees other sessions' `xact_start` (its own role's sessions always; other
   roles' with `pg_read_all_stats`); if it does not, the run stops with an error instead of guessing;
 * a session that keeps a transaction open holds the horizon back (logged with its pid and
@@ -52,8 +52,10 @@ from contextlib import ExitStack
 from datetime import datetime
 
 from fluxo.lake import Lake
-from fluxo.settings import get_settings
-from fluxo.source_db import COLUMNS, TABLE, TIMESTAMP_COLUMNS
+from fluxo_platform.settings import get_settings
+from fluxo.sources import DB_COLUMNS as COLUMNS
+from fluxo.sources import DB_TABLE as TABLE
+from fluxo.sources import DB_TIMESTAMP_COLUMNS as TIMESTAMP_COLUMNS
 
 from fluxo_extract.landing import ExtractState, LandingBatch
 

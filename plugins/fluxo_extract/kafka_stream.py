@@ -43,8 +43,9 @@ from airflow.providers.apache.kafka.hooks.consume import KafkaConsumerHook
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from fluxo.lake import Lake
-from fluxo.settings import get_settings
+from fluxo_platform.settings import get_settings
 from fluxo_extract.landing import ExtractState, LandingBatch
+from fluxo_platform.warehouse import warehouse_connection
 
 log = logging.getLogger(__name__)
 
@@ -172,8 +173,6 @@ def land_kafka(ingest_date: str, conn_id: str = "fluxo_kafka", topic: str = DEFA
     Returns {batch_id (None when nothing was read), messages, landed, quarantined, partitions,
     committed (partition -> offset committed by this run), timings}.
     """
-    from fluxo_tasks.pipeline import warehouse_connection
-
     if simulate_crash not in (None, *CRASH_POINTS):
         raise ValueError(f"simulate_crash must be one of {CRASH_POINTS}")
     if replay_from_offsets and replay_from_timestamp:

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 
 import pyarrow.fs as pafs
 
-from fluxo import lakefs
+from fluxo_platform import lakefs
 from fluxo.lake import Lake
 
 

@@ -59,9 +59,10 @@ import requests
 from airflow.providers.http.hooks.http import HttpHook
 
 from fluxo.lake import Lake
-from fluxo.settings import get_settings
+from fluxo_platform.settings import get_settings
 from fluxo.tokenize import mask_pans
 from fluxo_extract.landing import ExtractState, LandingBatch
+from fluxo_platform.warehouse import warehouse_connection
 
 log = logging.getLogger(__name__)
 
@@ -309,12 +310,6 @@ def _version(record) -> tuple[str, datetime] | None:
         return None
 
 
-def _warehouse_connection():
-    from fluxo_tasks.pipeline import warehouse_connection
-
-    return warehouse_connection()
-
-
 def extract_partner_api(
     ingest_date: str,
     conn_id: str = "fluxo_partner_api",
@@ -333,7 +328,7 @@ def extract_partner_api(
     `conn` is a psycopg 3 connection to the warehouse (default: the fluxo_warehouse
     connection); `max_pages` bounds one run (the rest follows next run)."""
     own_conn = conn is None
-    conn = _warehouse_connection() if own_conn else conn
+    conn = warehouse_connection() if own_conn else conn
     lock = f"fluxo-extract-{SOURCE}:{conn_id}"
     try:
         conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (lock,))

@@ -1,6 +1,6 @@
 """Land new partner files (CSV/JSON in the landing bucket) into the raw zone, exactly once.
 
-    land_day(ingest_date, aws_conn_id="fluxo_s3", prefixes=None, bucket=None, conn=None) -> counts
+    land_s3_files(ingest_date, aws_conn_id="fluxo_s3", prefixes=None, bucket=None, conn=None) -> counts
 
 What a run does:
 
@@ -62,15 +62,16 @@ import pyarrow.fs as pafs
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from botocore.exceptions import ClientError
 
-from fluxo import lakefs
-from fluxo.lake import CSV_SUFFIXES, JSON_SUFFIXES, Lake
-from fluxo.settings import get_settings
+from fluxo_platform import lakefs
+from fluxo.lake import Lake
+from fluxo.sources import REGISTRY
+from fluxo_platform.settings import get_settings
 from fluxo_extract.landing import ExtractState, LandingBatch
-from fluxo_tasks.pipeline import warehouse_connection
+from fluxo_platform.warehouse import warehouse_connection
 
 log = logging.getLogger(__name__)
 SOURCE = "s3"
-LANDABLE_SUFFIXES = CSV_SUFFIXES + JSON_SUFFIXES
+LANDABLE_SUFFIXES = tuple(suffix for shape in REGISTRY["s3"].shapes for suffix in shape.suffixes)
 GZIP_MAGIC = b"\x1f\x8b"
 MAX_NAME = 200  # file systems cap a name at 255 bytes; ".gz" may still be appended
 CHUNK = 8 * 1024 * 1024
@@ -235,7 +236,7 @@ class _Landing:
             self.fs.delete_dir(self.incoming)
 
 
-def land_day(
+def land_s3_files(
     ingest_date: str,
     aws_conn_id: str = "fluxo_s3",
     prefixes: str | Sequence[str] | None = None,

@@ -5,7 +5,7 @@ same DAG file drives both worlds:
 
 - ``aws``: the Amazon provider's GlueJobOperator machinery. The script goes to
   ``s3://<glue_artifacts_bucket>/scripts/<script>.py``, the fluxo library zip to
-  ``.../libs/``, the job is created or updated from ``fluxo.glue_package.job_definition``
+  ``.../libs/``, the job is created or updated from ``fluxo_platform.glue_package.job_definition``
   (Glue 6.0) and the run is awaited; a failed run raises with Glue's error message.
 - ``local``: ``python glue_scripts/<script>.py --JOB_NAME <job> <args>``, the
   arguments AWS Glue would receive, with the output streamed into the task log;
@@ -15,6 +15,7 @@ same DAG file drives both worlds:
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -30,13 +31,15 @@ from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.providers.amazon.aws.operators.glue import GlueJobOperator
 from airflow.providers.common.compat.sdk import AirflowException
 
-from fluxo import glue_package
-from fluxo.settings import FluxoSettings
+from fluxo.lake import Lake
+from fluxo_platform import glue_package, lakefs
+from fluxo_platform.settings import FluxoSettings
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 ERROR_PREFIX = "FLUXO_ERROR:"
+_UNSAFE_IN_PATH = re.compile(r"[^A-Za-z0-9._-]+")
 # Environment a local run inherits: what Spark and the scripts need, never the
 # rest of the Airflow worker's environment (connections, secrets).
 _PASSTHROUGH_ENV = ("PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR", "JAVA_HOME", "SPARK_HOME")
@@ -44,16 +47,24 @@ _PASSTHROUGH_PREFIXES = ("FLUXO_", "AWS_", "PYSPARK_", "SPARK_", "HADOOP_")
 _STDERR_TAIL_LINES = 20
 
 
-def local_environment(repo_root: Path = glue_package.REPO_ROOT) -> dict[str, str]:
+def local_environment(settings: FluxoSettings, repo_root: Path = glue_package.REPO_ROOT) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
         if k in _PASSTHROUGH_ENV or k.startswith(_PASSTHROUGH_PREFIXES)
     }
+    # secrets are not job arguments: the tokenisation salt travels in the environment
+    if settings.token_salt:
+        env["FLUXO_TOKEN_SALT"] = settings.token_salt
     # the repo root on the path plays the part of --extra-py-files
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo_root), os.environ.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def stage_run_id(airflow_run_id: str) -> str:
+    """An Airflow run id as a path segment (they hold `:` and `+`, which Hadoop paths refuse)."""
+    return _UNSAFE_IN_PATH.sub("_", airflow_run_id).strip("_")
 
 
 def failure_message(stderr_tail: Sequence[str]) -> str:
@@ -74,7 +85,9 @@ class FluxoGlueJobOperator(GlueJobOperator):
 
     Other keyword arguments go to GlueJobOperator (``deferrable``, ``job_poll_interval``,
     ``aws_conn_id``, ``verbose`` ...) and apply in AWS mode only.
-    Returns (XCom) ``{"job_name", "mode", "duration_s", "run_id"}``.
+    Every run gets the platform's stage arguments (``glue_package.stage_arguments``) and
+    ``--run_id``; returns (XCom) ``{"job_name", "mode", "duration_s", "glue_run_id", "stats"}``,
+    ``stats`` being the document the stage wrote for its ingest date (``Lake.stats``).
     """
 
     template_fields: Sequence[str] = (*GlueJobOperator.template_fields, "script")
@@ -104,23 +117,42 @@ class FluxoGlueJobOperator(GlueJobOperator):
         settings = FluxoSettings()
         self._mode = settings.glue_mode
         self.job_name = self.job_name or glue_package.job_name(settings, self.script)
-        args = glue_package.script_arguments(self.script_args)
+        args = self._arguments(settings, context)
         if not self.script_path.is_file():
             raise AirflowException(f"Glue script not found: {self.script_path}")
 
         started = time.monotonic()
         if self._mode == "local":
-            self._run_locally(args)
-            run_id = None
+            self._run_locally(args, local_environment(settings))
+            glue_run_id = None
         else:
-            run_id = self._run_on_glue(settings, args, context)
-        duration = round(time.monotonic() - started, 3)
-        self.log.info("Glue job %s (%s mode) succeeded in %.1f s", self.job_name, self._mode, duration)
-        return {"job_name": self.job_name, "mode": self._mode, "duration_s": duration, "run_id": run_id}
+            glue_run_id = self._run_on_glue(settings, args, context)
+        return self._result(args, glue_run_id, round(time.monotonic() - started, 3))
+
+    def _arguments(self, settings: FluxoSettings, context: Context) -> dict[str, str]:
+        """The settings' stage arguments, then the DAG's own, then the run's id (where stats go)."""
+        args = {**glue_package.stage_arguments(settings), **glue_package.script_arguments(self.script_args)}
+        if context.get("run_id"):
+            args.setdefault("--run_id", stage_run_id(context["run_id"]))
+        return args
+
+    def _result(self, args: dict[str, str], glue_run_id: str | None, duration: float | None) -> dict[str, Any]:
+        """The XCom: how the job ran plus the stage's own stats document (the one channel of stage results)."""
+        stats = None
+        if "--ingest_date" in args:
+            uri = Lake(args["--lake_root"]).stats(args["--ingest_date"], self.script)
+            try:
+                stats = lakefs.read_json(uri)
+            except OSError as exc:  # the job succeeded: its results are missing from the audit, not lost work
+                self.log.warning("could not read the results of %s at %s: %s", self.script, uri, exc)
+        if duration is not None:
+            self.log.info("Glue job %s (%s mode) succeeded in %.1f s", self.job_name, self._mode, duration)
+        return {"job_name": self.job_name, "mode": self._mode, "duration_s": duration,
+                "glue_run_id": glue_run_id, "stats": stats}
 
     # --- local ------------------------------------------------------------
 
-    def _run_locally(self, args: dict[str, str]) -> None:
+    def _run_locally(self, args: dict[str, str], env: dict[str, str]) -> None:
         command = [sys.executable, str(self.script_path), "--JOB_NAME", self.job_name]
         for key, value in args.items():
             command += [key, value]
@@ -132,7 +164,7 @@ class FluxoGlueJobOperator(GlueJobOperator):
             self._process = subprocess.Popen(
                 command,
                 cwd=workdir,
-                env=local_environment(),
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -186,13 +218,9 @@ class FluxoGlueJobOperator(GlueJobOperator):
         return super().execute(context)
 
     def _upload_library(self, settings: FluxoSettings) -> None:
-        """Ship the fluxo library zip the job's --extra-py-files points at."""
+        """Ship the library zip the job's --extra-py-files points at, and the suites it reads."""
         s3 = S3Hook(aws_conn_id=self.aws_conn_id, region_name=self.region_name, verify=self.verify)
-        with tempfile.TemporaryDirectory(prefix="fluxo-glue-") as tmp:
-            zip_path = glue_package.build_library_zip(tmp, Path(self.scripts_dir))
-            key = glue_package.library_key()
-            s3.load_file(str(zip_path), key, bucket_name=settings.glue_artifacts_bucket, replace=True)
-        self.log.info("Uploaded %s to s3://%s/%s", zip_path.name, settings.glue_artifacts_bucket, key)
+        glue_package.upload_artifacts(s3.get_conn(), settings.glue_artifacts_bucket)
 
     def _run_error(self, run_id: str) -> str:
         run = self.hook.conn.get_job_run(JobName=self.job_name, RunId=run_id)["JobRun"]
@@ -207,9 +235,11 @@ class FluxoGlueJobOperator(GlueJobOperator):
             ) from exc
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        run_id = super().execute_complete(context, event)
-        self.job_name = self.job_name or glue_package.job_name(FluxoSettings(), self.script)
-        return {"job_name": self.job_name, "mode": "aws", "duration_s": None, "run_id": run_id}
+        glue_run_id = super().execute_complete(context, event)
+        settings = FluxoSettings()
+        self._mode = "aws"
+        self.job_name = self.job_name or glue_package.job_name(settings, self.script)
+        return self._result(self._arguments(settings, context), glue_run_id, None)
 
     def on_kill(self) -> None:
         if self._process is not None:

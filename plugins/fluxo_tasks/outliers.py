@@ -5,26 +5,29 @@ from __future__ import annotations
 import logging
 from datetime import date
 
-from fluxo import lakefs
+from fluxo_platform import lakefs
 from fluxo.contract import OUTLIER_SUMMARY
 from fluxo.lake import Lake
-from fluxo.settings import get_settings
-from fluxo.warehouse import replace_days
-from fluxo_tasks.pipeline import warehouse_connection
+from fluxo_platform.settings import get_settings
+from fluxo_platform.warehouse import replace_days
+from fluxo_platform.warehouse import warehouse_connection
 
 log = logging.getLogger(__name__)
 STAGE = "outliers"
 
 
-def load_outlier_summary(ingest_date: str, run_id: str) -> dict:
+def load_outlier_summary(ingest_date: str, run_id: str, result: dict | None = None) -> dict:
     """COPY work/metrics/outlier_summary/ingest_date=D into metrics.outlier_summary.
+
+    `result` is the outliers task's XCom (its stats say which event dates it recomputed);
+    without it the stage's results document for the ingest date is read.
 
     Each event date the outliers stage recomputed (the `dates` of its stats) is replaced
     as a whole, in one transaction: a (date, method, mcc) that no longer has outliers
     disappears, and a rerun never duplicates.
     """
     lake = Lake(get_settings().lake_root)
-    stats = lakefs.read_json(lake.work("stats", f"ingest_date={ingest_date}", f"{STAGE}.json"))
+    stats = (result or {}).get("stats") or lakefs.read_json(lake.stats(ingest_date, STAGE))
     if stats is None:
         raise FileNotFoundError(f"no outliers stats for ingest date {ingest_date}: run the outliers stage first")
     dates = [date.fromisoformat(d) for d in stats.get("dates", [])]

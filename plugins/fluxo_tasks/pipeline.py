@@ -7,19 +7,17 @@ import logging
 from contextlib import nullcontext
 from datetime import date, datetime
 
-from airflow.providers.postgres.hooks.postgres import PostgresHook
-
-from fluxo import lakefs
+from fluxo_platform import lakefs
+import fluxo_extract
 from fluxo.contract import METRIC_GRAINS
+from fluxo.sources import REGISTRY
 from fluxo.lake import Lake
-from fluxo.settings import get_settings
-from fluxo.warehouse import replace_days
+from fluxo_platform.settings import get_settings
+from fluxo_platform.warehouse import replace_days, warehouse_connection
 
 log = logging.getLogger(__name__)
-WAREHOUSE_CONN_ID = "fluxo_warehouse"
-EXTRACT_TASKS = {"s3": "extract.land_s3_files", "api": "extract.extract_partner_api",
-                 "db": "extract.extract_source_db", "kafka": "extract.land_kafka"}
-# The Glue stages, each writing its stats to work/stats/ingest_date=D/<stage>.json.
+EXTRACT_TASKS = {name: source.extract_task_id for name, source in REGISTRY.items()}
+# The Glue stages; each one's XCom carries its results document (`stats`).
 GLUE_STAGES = ("standardize", "quality_gate", "curate", "aggregate", "outliers")
 STAGES = (*EXTRACT_TASKS.values(), *GLUE_STAGES, "load_warehouse", "load_outlier_summary")
 
@@ -35,18 +33,13 @@ def resolve_ingest_date(params: dict, logical_date: datetime | None, run_after: 
     return moment.date().isoformat()
 
 
-def require_source(source: str) -> None:
-    """Skip the extraction task of a source that FLUXO_SOURCES leaves out."""
+def extract(source: str, ingest_date: str) -> dict:
+    """Run the source's extractor (named after its extract task); a source FLUXO_SOURCES leaves out is skipped."""
     from airflow.sdk.exceptions import AirflowSkipException
 
     if source not in get_settings().enabled_sources:
         raise AirflowSkipException(f"source {source!r} is not in FLUXO_SOURCES={get_settings().sources!r}")
-
-
-def warehouse_connection():
-    conn = PostgresHook(postgres_conn_id=WAREHOUSE_CONN_ID).get_conn()
-    conn.autocommit = True
-    return conn
+    return getattr(fluxo_extract, REGISTRY[source].extract_task)(ingest_date)
 
 
 def load_metrics(ingest_date: str, run_id: str, conn=None) -> dict:
@@ -76,15 +69,6 @@ def load_metrics(ingest_date: str, run_id: str, conn=None) -> dict:
     return {"metric_rows": grains.get("daily", 0), "replaced": replaced.get("daily", 0), "grains": grains}
 
 
-def _stage_stats(lake: Lake, ingest_date: str) -> dict:
-    stats = {}
-    for stage in GLUE_STAGES:
-        found = lakefs.read_json(lake.work("stats", f"ingest_date={ingest_date}", f"{stage}.json"))
-        if found:
-            stats[stage] = found
-    return stats
-
-
 def _quality_rows(lake: Lake, ingest_date: str) -> list[dict]:
     found = lakefs.read_json(f"{lake.quality(ingest_date)}/validation.json")
     if not found:
@@ -92,16 +76,29 @@ def _quality_rows(lake: Lake, ingest_date: str) -> list[dict]:
     return found["results"] if isinstance(found, dict) else found
 
 
-def record_run(
-    dag_id: str, run_id: str, ingest_date: str, task_states: dict[str, str], extracted: dict[str, dict | None],
-    loaded: dict | None,
+def record_run(context, ingest_date: str) -> dict:
+    """The run's audit record from the task states and results (XComs) of the run, see `write_run_record`."""
+    ti, run_id = context["ti"], context["run_id"]
+    states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[run_id]).get(run_id, {})
+    results = {task_id: ti.xcom_pull(task_ids=task_id) for task_id in (*EXTRACT_TASKS.values(), *GLUE_STAGES, "load_warehouse")}
+    return write_run_record(ti.dag_id, run_id, ingest_date, states, results)
+
+
+def write_run_record(
+    dag_id: str, run_id: str, ingest_date: str, task_states: dict[str, str], results: dict[str, dict | None]
 ) -> dict:
-    """Write the run's audit record (state, per-stage counts) and its quality results to the warehouse."""
+    """Write the run's audit record (state, per-stage counts) and its quality results to the warehouse.
+
+    `results` holds each task's XCom: an extractor's counts, a Glue stage's `{"stats": ...}`
+    (the stage's own results document), the warehouse load's counts.
+    """
     lake = Lake(get_settings().lake_root)
     failed = [t for t in STAGES if task_states.get(t) in ("failed", "upstream_failed")]
     state = "failed" if failed else "success"
-    stats = _stage_stats(lake, ingest_date)
+    stats = {stage: (results.get(stage) or {}).get("stats") for stage in GLUE_STAGES}
+    stats = {stage: found for stage, found in stats.items() if found}
     standardize, curate = stats.get("standardize", {}), stats.get("curate", {})
+    extracted = {source: results.get(task_id) for source, task_id in EXTRACT_TASKS.items()}
     extracted = {source: got for source, got in extracted.items() if got}
     counts = {
         "extracted": extracted,
@@ -113,8 +110,8 @@ def record_run(
         "duplicates_dropped": standardize.get("duplicates_dropped", 0) + curate.get("duplicates_dropped", 0),
         "staged": standardize.get("staged", 0),
         "curated_new": curate.get("new_rows", 0),
-        "partitions": curate.get("partitions", []),
-        "metric_rows_loaded": (loaded or {}).get("metric_rows", 0),
+        "dates": curate.get("dates", []),
+        "metric_rows_loaded": (results.get("load_warehouse") or {}).get("metric_rows", 0),
         "quality": {k: v for k, v in stats.get("quality_gate", {}).items() if k != "stage"},
         "stage_stats": stats,
     }

@@ -147,11 +147,10 @@ class Settings(BaseSettings):
 
     @property
     def resolved_lake_root(self) -> str:
+        """FLUXO_API_LAKE_ROOT, else the platform's FLUXO_LAKE_ROOT, else the local stack's <home>/lake."""
         if self.lake_root:
             return self.lake_root
-        from fluxo.settings import get_settings as platform_settings
-
-        return platform_settings().lake_root
+        return str(Path(os.environ.get("FLUXO_HOME", ".fluxo")).resolve() / "lake")
 
 
 @lru_cache

@@ -10,16 +10,30 @@ from __future__ import annotations
 
 from datetime import date
 from typing import Any
+from urllib.parse import urlparse
 
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
-from fluxo import lakefs
-from fluxo.history import open_table
+from fluxo.history import open_table, storage_options
 from fluxo.lake import Lake
 
 PARTITIONING = ds.partitioning(pa.schema([("event_date", pa.date32())]), flavor="hive")
+
+
+def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """(pyarrow filesystem, path in it): S3 configured like the Delta reader (FLUXO_S3_*), else local."""
+    options = storage_options(uri)
+    if options is None:
+        return pafs.LocalFileSystem(), uri.removeprefix("file://")
+    endpoint = urlparse(options.get("AWS_ENDPOINT_URL", ""))
+    s3 = pafs.S3FileSystem(
+        region=options["AWS_REGION"], access_key=options.get("AWS_ACCESS_KEY_ID"),
+        secret_key=options.get("AWS_SECRET_ACCESS_KEY"), endpoint_override=endpoint.netloc or None,
+        scheme=endpoint.scheme or "https")
+    bucket_and_key = urlparse(uri)
+    return s3, f"{bucket_and_key.netloc}{bucket_and_key.path}".rstrip("/")
 
 
 def curated_dataset(lake_root: str) -> ds.Dataset | None:
@@ -28,7 +42,7 @@ def curated_dataset(lake_root: str) -> ds.Dataset | None:
     table = open_table(uri)
     if table is not None:
         return table.to_pyarrow_dataset()
-    fs, path = lakefs.resolve(uri)
+    fs, path = filesystem(uri)
     if fs.get_file_info(path).type != pafs.FileType.Directory:
         return None
     return ds.dataset(path, filesystem=fs, format="parquet", partitioning=PARTITIONING, exclude_invalid_files=True)

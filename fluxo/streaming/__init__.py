@@ -1,5 +1,0 @@
-"""Streaming generator events into Kafka: `produce(...)` and `python -m fluxo.streaming produce`."""
-
-from .producer import event_files, produce
-
-__all__ = ["event_files", "produce"]
