@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
+from contextlib import AsyncExitStack
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from psycopg import sql
 
 from app.api.deps import get_feed_principal
@@ -32,6 +34,7 @@ router = APIRouter(prefix="/odata", tags=["odata"])
 SetName = Literal[tuple(ODATA_SETS)]
 ODATA_JSON = "application/json;odata.metadata=minimal;odata.streaming=true;charset=utf-8"
 HEADERS = {"OData-Version": "4.0"}
+STREAM_ROWS = 2_000
 _MAXPAGESIZE = re.compile(r"odata\.maxpagesize\s*=\s*(\d{1,6})")
 
 
@@ -125,32 +128,53 @@ async def entity_rows(
     limit = page_size if top is None else min(page_size, top)
 
     rows = _rows(entity, filter_)
-    total = None
-    async with db.connection(request.app.state.pool) as conn:
+    ordering = sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier("r", c), sql.SQL(d)) for c, d in order)
+    statement, params = rows.after(after).select(
+        json_object(entity, columns, ("decimal", "long") if ieee754 else ()), order=ordering, limit=limit, offset=offset)
+    # The page streams from a server-side cursor: the first rows leave before the last are read.
+    resources = AsyncExitStack()
+    try:
+        conn = await resources.enter_async_context(db.connection(request.app.state.pool))
+        total = None
         if count:
             total = (await (await conn.execute(
                 sql.SQL("SELECT count(*) FROM {} WHERE {}").format(rows.source(), rows.condition()), rows.params
             )).fetchone())[0]
-        ordering = sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier("r", c), sql.SQL(d)) for c, d in order)
-        statement, params = rows.after(after).select(
-            json_object(entity, columns, ("decimal", "long") if ieee754 else ()), order=ordering,
-            limit=limit, offset=offset)
-        found = await (await conn.execute(statement, params)).fetchall()
+        await resources.enter_async_context(conn.transaction())
+        cursor = await resources.enter_async_context(conn.cursor(name=f"odata_{uuid.uuid4().hex}"))
+        await cursor.execute(statement, params)
+        first = await cursor.fetchmany(STREAM_ROWS)
+    except BaseException:
+        await resources.aclose()
+        raise
 
-    parts = [f'"@odata.context":{json.dumps(f"{_base(request)}/$metadata#{entity_set}")}']
+    head = [f'"@odata.context":{json.dumps(f"{_base(request)}/$metadata#{entity_set}")}']
     if total is not None:
-        parts.append(f'"@odata.count":{total}')
-    parts.append('"value":[' + ",".join(r[0] for r in found) + "]")
-    remaining = None if top is None else top - len(found)
-    if len(found) == limit and limit > 0 and (remaining is None or remaining > 0):
-        query = {k: v for k, v in request.query_params.items() if k not in ("$skip", "$skiptoken", "$top")}
-        if remaining is not None:
-            query["$top"] = remaining
-        query["$skiptoken"] = ("k" + encode_cursor(found[-1][1:])) if key_order else f"o{offset + len(found)}"
-        parts.append(f'"@odata.nextLink":{json.dumps(public_url(request, request.url.path, query))}')
-    note(request, rows=len(found))
+        head.append(f'"@odata.count":{total}')
+
+    async def body():
+        try:
+            yield ("{" + ",".join(head) + ',"value":[').encode()
+            chunk, sent, last = first, 0, None
+            while chunk:
+                yield (("," if sent else "") + ",".join(r[0] for r in chunk)).encode()
+                sent, last = sent + len(chunk), chunk[-1]
+                chunk = await cursor.fetchmany(STREAM_ROWS) if len(chunk) == STREAM_ROWS else []
+            tail = "]"
+            remaining = None if top is None else top - sent
+            if sent == limit and limit > 0 and (remaining is None or remaining > 0):
+                query = {k: v for k, v in request.query_params.items() if k not in ("$skip", "$skiptoken", "$top")}
+                if remaining is not None:
+                    query["$top"] = remaining
+                query["$skiptoken"] = ("k" + encode_cursor(last[1:])) if key_order else f"o{offset + sent}"
+                tail += f',"@odata.nextLink":{json.dumps(public_url(request, request.url.path, query))}'
+            note(request, rows=sent)
+            yield (tail + "}").encode()
+        finally:
+            await resources.aclose()
+
     headers = dict(HEADERS)
     if prefer:
         headers["Preference-Applied"] = f"odata.maxpagesize={page_size}"
     content_type = ODATA_JSON.replace(";charset", f";IEEE754Compatible={'true' if ieee754 else 'false'};charset")
-    return Response("{" + ",".join(parts) + "}", media_type=content_type, headers=headers)
+    return StreamingResponse(body(), media_type=content_type, headers=headers)
