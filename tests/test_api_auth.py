@@ -40,7 +40,10 @@ def test_cli_lists_clients_without_their_secrets(api):
     assert listing.returncode == 0
     line = next(line for line in listing.stdout.splitlines() if line.startswith(name))
     assert "enabled" in line and "metrics:read runs:read" in line and secret not in listing.stdout
-    assert api.cli("clients", "create", name, "--scopes", "metrics:read").returncode != 0  # exists
+    exists = api.cli("clients", "create", name, "--scopes", "metrics:read")
+    assert exists.returncode == 1 and "exists already" in exists.stderr
+    bad_name = api.cli("clients", "create", "no spaces please", "--scopes", "metrics:read")
+    assert bad_name.returncode == 1 and "client id is" in bad_name.stderr
     assert api.cli("clients", "create", _name("x"), "--scopes", "admin").returncode != 0  # unknown scope
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+import psycopg
+
 from app.core import clients as store
 from app.core.config import KNOWN_SCOPES, Settings
 from app.core.db import connect_sync
@@ -87,6 +89,12 @@ def main(argv: list[str] | None = None) -> int:
         return (_clients if args.group == "clients" else _keys)(args, settings)
     except (KeyError, ValueError) as exc:
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 1
+    except psycopg.errors.UniqueViolation:
+        print(f"error: client {args.name!r} exists already", file=sys.stderr)
+        return 1
+    except psycopg.errors.CheckViolation:
+        print("error: a client id is 1-128 characters of letters, digits and . _ : @ -", file=sys.stderr)
         return 1
 
 
