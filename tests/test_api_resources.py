@@ -285,7 +285,7 @@ def test_the_audit_writer_waits_when_full_retries_and_drops_nothing():
             yield SimpleNamespace(cursor=Cursor)
 
     settings = SimpleNamespace(audit_queue_size=3, audit_batch_size=4, audit_flush_seconds=0.01,
-                               pool_timeout_seconds=1, audit_spill_dir=None)
+                               pool_timeout_seconds=1, audit_spill_dir=None, access_log=False)
 
     def entry(i: int) -> AccessEntry:
         return AccessEntry(at=datetime.now(timezone.utc), request_id=f"r{i}", principal=None, method="GET",

@@ -1,4 +1,5 @@
-"""Access audit: every HTTP request becomes one row in audit.api_access and one JSON log line.
+"""Access audit: every HTTP request becomes one row in audit.api_access and one JSON log line
+(written by the same background task, a batch at a time, when the row leaves the queue).
 
 Route code describes the outcome through the request state (who the caller proved to be,
 why a request was refused). After the last response byte is sent, the middleware puts the
@@ -19,6 +20,7 @@ import json
 import logging
 import random
 import re
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -151,12 +153,18 @@ class AuditWriter:
     async def _run(self) -> None:
         backoff = 0.5
         while True:
+            taken = []
             if not self._pending:
-                self._pending.append(await self.queue.get())
+                taken.append(await self.queue.get())
                 # a short pause lets a burst gather into one COPY
                 await asyncio.sleep(self.settings.audit_flush_seconds if self.queue.qsize() < 50 else 0)
-            while len(self._pending) < self.settings.audit_batch_size and not self.queue.empty():
-                self._pending.append(self.queue.get_nowait())
+            while len(self._pending) + len(taken) < self.settings.audit_batch_size and not self.queue.empty():
+                taken.append(self.queue.get_nowait())
+            self._pending.extend(taken)
+            try:
+                self._log(taken)
+            except Exception:  # the log must never stop the writer (puts would wait forever)
+                logger.exception("access log lines not written")
             obs.AUDIT_QUEUE.set(self.queue.qsize() + len(self._pending))
             try:
                 await self._write(self._pending)
@@ -174,6 +182,15 @@ class AuditWriter:
             obs.AUDIT_WRITTEN.inc(len(self._pending))
             self._pending = []
             obs.AUDIT_QUEUE.set(self.queue.qsize())
+
+    def _log(self, entries: list[AccessEntry]) -> None:
+        """The access log: one JSON line per request, written a batch at a time off the request path."""
+        if not entries or not self.settings.access_log or not logger.isEnabledFor(logging.INFO):
+            return
+        lines = [obs.json_line(e.at.timestamp(), "INFO", logger.name, "api access", e.request_id, e.fields())
+                 for e in entries]
+        sys.stderr.write("\n".join(lines) + "\n")
+        sys.stderr.flush()
 
     async def _write(self, entries: list[AccessEntry]) -> None:
         # One buffer, one write: awaiting once per row would queue this task behind every
@@ -257,8 +274,6 @@ class AccessAuditMiddleware:
                 status_code=status_code, client_ip=client[0] if client else None,
                 duration_ms=round(elapsed * 1000, 3), detail=state.get("audit_detail", {}),
             )
-            if self.settings.access_log and logger.isEnabledFor(logging.INFO):
-                logger.info("api access", extra={"fields": entry.fields()})
             writer: AuditWriter | None = getattr(scope.get("app").state, "audit", None) if scope.get("app") else None
             probe = scope["path"] in PROBE_PATHS and status_code < 500
             obs.request_id_var.reset(token)

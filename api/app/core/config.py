@@ -90,7 +90,7 @@ class Settings(BaseSettings):
 
     # --- audit -----------------------------------------------------------------------------
     audit_queue_size: int = Field(default=10_000, gt=0)
-    audit_batch_size: int = Field(default=500, gt=0)
+    audit_batch_size: int = Field(default=2_000, gt=0)
     audit_flush_seconds: float = Field(default=0.2, gt=0)
     # Fraction of /healthz, /readyz and /ops/metrics requests written to the audit (0: none).
     audit_probe_sample: float = Field(default=0.0, ge=0, le=1)

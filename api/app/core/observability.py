@@ -93,21 +93,26 @@ def exposition() -> tuple[bytes, str]:
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
 
+def json_line(created: float, level: str, logger: str, message: str, request_id: str | None,
+              fields: dict[str, Any]) -> str:
+    """One log event as the JSON line every fluxo.api log line is."""
+    payload: dict[str, Any] = {
+        "ts": datetime.fromtimestamp(created, timezone.utc).isoformat(timespec="milliseconds"),
+        "level": level, "logger": logger, "message": message,
+    }
+    if request_id:
+        payload["request_id"] = request_id
+    payload.update(fields)
+    return json.dumps(payload, default=str)
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        payload: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        request_id = request_id_var.get()
-        if request_id:
-            payload["request_id"] = request_id
-        payload.update(getattr(record, "fields", {}))
+        fields = dict(getattr(record, "fields", {}))
         if record.exc_info:
-            payload["exception"] = self.formatException(record.exc_info)
-        return json.dumps(payload, default=str)
+            fields["exception"] = self.formatException(record.exc_info)
+        return json_line(record.created, record.levelname, record.name, record.getMessage(), request_id_var.get(),
+                         fields)
 
 
 def configure_logging(level: int = logging.INFO) -> None:
