@@ -109,7 +109,7 @@ def test_failed_authentication_locks_the_client_then_it_recovers(api):
 def test_token_requests_are_rate_limited_per_address(api_service, stack_env):
     """A server of its own with a tight token bucket: bursts get 429 with Retry-After."""
     home = api_service.home.parent / f"api-rate-{uuid.uuid4().hex[:6]}"
-    limited = ApiService(stack_env, home, FLUXO_API_TOKEN_RATE_PER_SECOND="1",
+    limited = ApiService(stack_env, home, FLUXO_API_TOKEN_RATE_PER_SECOND="0.2",
                          FLUXO_API_TOKEN_RATE_BURST="3").start(ready_path="/healthz")
     try:
         statuses = [limited.token_response("nobody", "x").status_code for _ in range(6)]
