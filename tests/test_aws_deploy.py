@@ -10,7 +10,6 @@ import sys
 import textwrap
 import zipfile
 
-
 from fluxo_platform import glue_package
 from fluxo_platform.settings import FluxoSettings
 from tests.test_glue_operator import REPO_ROOT, _context, _operator, aws, echo_file, moto_server, scripts_dir  # noqa: F401

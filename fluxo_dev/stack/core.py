@@ -37,8 +37,7 @@ EXTERNAL_SETTING = {
 DOTENV_SECRETS = {
     "FLUXO_PG_PASSWORD": "postgres_password", "FLUXO_S3_ACCESS_KEY": "s3_access_key",
     "FLUXO_S3_SECRET_KEY": "s3_secret_key", "FLUXO_TOKEN_SALT": "token_salt",
-    "FLUXO_PARTNER_API_TOKEN": "partner_api_token", "FLUXO_API_JWT_SECRET": "api_jwt_secret",
-    "FLUXO_API_CLIENT_SECRET": "api_client_secret", "AIRFLOW_JWT_SECRET": "airflow_jwt_secret",
+    "FLUXO_PARTNER_API_TOKEN": "partner_api_token", "FLUXO_API_CLIENT_SECRET": "api_client_secret", "AIRFLOW_JWT_SECRET": "airflow_jwt_secret",
     "AIRFLOW_SECRET_KEY": "airflow_secret_key", "AIRFLOW_FERNET_KEY": "airflow_fernet_key",
     "AIRFLOW_ADMIN_PASSWORD": "airflow_admin_password",
 }
@@ -299,6 +298,9 @@ class Stack:
             self.progress(f"warning: {exc}")
 
         env["FLUXO_TOKEN_SALT"] = self.credentials.get("token_salt")
+        # the API signs RS256 tokens with the keys in this folder (HS256 with FLUXO_API_JWT_SECRET only
+        # when FLUXO_API_JWT_ALGORITHM=HS256 is set)
+        env["FLUXO_API_SIGNING_KEYS_DIR"] = str(self.home / "api" / "signing-keys")
         env["FLUXO_API_JWT_SECRET"] = self.credentials.get("api_jwt_secret")
         env["FLUXO_API_CLIENT_ID"] = API_CLIENT_ID
         env["FLUXO_API_CLIENT_SECRET"] = self.credentials.get("api_client_secret")

@@ -1,4 +1,4 @@
-"""The per-transaction outlier history (Delta Lake, fluxo.history), now or as of a version or time
+"""The per-transaction outlier history (Delta Lake, read with delta-rs), now or as of a version or time
 (scope outliers:read)."""
 
 import asyncio
@@ -19,8 +19,8 @@ from app.core.db import unavailable
 from app.core.errors import invalid, responses
 from app.models import OutlierHistoryRow, TableVersion
 from fluxo.contract import OUTLIER_METHODS
-from fluxo.history import read_outliers, table_history
 from fluxo.lake import Lake
+from fluxo_platform.lakefs import delta_history, read_outliers
 
 router = APIRouter(prefix="/outliers", tags=["outliers"])
 Reader = reader("outliers:read")
@@ -75,7 +75,7 @@ async def history(
 async def versions(request: Request, principal: Reader,
                    limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Response:
     try:
-        commits = await asyncio.to_thread(table_history, _uri(request), limit)
+        commits = await asyncio.to_thread(delta_history, _uri(request), limit)
     except OSError as exc:
         raise unavailable("lake unavailable") from exc
     return Response(_versions.dump_json(commits), media_type="application/json")
