@@ -21,7 +21,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from fluxo.contract import OUTLIER, TRANSACTION
-from fluxo.history import merge_outliers, table_history
+from fluxo.history import merge_flagged
+from fluxo_platform.lakefs import delta_history
 from fluxo.lake import Lake
 from fluxo_platform.settings import REPO_ROOT
 
@@ -188,14 +189,18 @@ def _outlier(i: int, score: float, run_id: str) -> dict:
             "baseline": 50.0, "scale": 1.2, "detected_at": ts, "run_id": run_id}
 
 
-def test_outlier_history_now_and_as_of_a_version_or_time(api, bearer):
+def _merge(spark, uri: str, rows: list[dict]) -> None:
+    frame = spark.createDataFrame(pa.Table.from_pylist(rows, schema=OUTLIER.arrow_schema()).to_pandas(),
+                                  OUTLIER.spark_schema())
+    merge_flagged(spark, uri, frame, ["1999-03-01"], {"stage": "test"})
+
+
+def test_outlier_history_now_and_as_of_a_version_or_time(api, bearer, spark):
     uri = Lake(api.lake_root).outlier_history
-    merge_outliers(uri, pa.Table.from_pylist([_outlier(1, 5.0, "r1"), _outlier(2, 6.0, "r1")],
-                                             schema=OUTLIER.arrow_schema()), ["1999-03-01"])
-    first = table_history(uri)[0]
+    _merge(spark, uri, [_outlier(1, 5.0, "r1"), _outlier(2, 6.0, "r1")])
+    first = delta_history(uri)[0]
     time.sleep(1.1)
-    merge_outliers(uri, pa.Table.from_pylist([_outlier(1, 7.5, "r2")], schema=OUTLIER.arrow_schema()),
-                   ["1999-03-01"])
+    _merge(spark, uri, [_outlier(1, 7.5, "r2")])
     now = httpx.get(f"{api.base_url}/outliers/history", params=WINDOW, headers=bearer)
     assert now.status_code == 200, now.text
     assert [(r["transaction_id"], r["score"]) for r in now.json()] == [("tx-0001", 7.5)]
