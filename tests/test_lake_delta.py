@@ -66,7 +66,11 @@ def staged_day(lake: Lake, ingest_date: str, event_day: date, prefix: str, n: in
 
 
 def environment() -> dict[str, str]:
-    return stage_environment(FLUXO_SPARK_MASTER="local[1]", FLUXO_SPARK_SHUFFLE_PARTITIONS="4")
+    """Each stage in a JVM of its own, as two AWS Glue jobs are (and as a kill really kills it): not on
+    the stack's shared Spark Connect server."""
+    env = stage_environment(FLUXO_SPARK_MASTER="local[1]", FLUXO_SPARK_SHUFFLE_PARTITIONS="4")
+    env.pop("FLUXO_SPARK_REMOTE", None)
+    return env
 
 
 def start_curate(lake: Lake, *ingest_dates: str) -> subprocess.Popen:
