@@ -62,6 +62,10 @@ def read_json(uri: str) -> dict | None:
         return json.loads(f.read())
 
 
+def write_json(uri: str, document: dict) -> None:
+    write_bytes(uri, json.dumps(document, sort_keys=True, default=str).encode("utf-8"))
+
+
 def read_parquet(uri: str) -> pa.Table | None:
     """Every Parquet file under a folder as one table, or None when the folder is missing."""
     fs, path = resolve(uri)
