@@ -143,13 +143,16 @@ def start_stage(required: list[str], optional: dict[str, str | None] | None = No
     return runtime
 
 
-_UNREACHABLE = ("Connection refused", "UnknownHostException", "connect timed out", "Unable to execute HTTP request")
+# what Hadoop's S3A (Java) and the driver's pyarrow (AWS C++ SDK) say when the S3 store is down
+_UNREACHABLE = ("Connection refused", "UnknownHostException", "connect timed out", "Unable to execute HTTP request",
+                "NETWORK_CONNECTION", "Couldn't connect to server")
 
 
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or exc.__class__.__name__
     endpoint = os.environ.get("FLUXO_S3_ENDPOINT", "")
-    if any(marker in text for marker in _UNREACHABLE) and ("s3a://" in text or "s3://" in text or endpoint in text):
+    s3_named = "s3a://" in text or "s3://" in text or (endpoint and endpoint in text) or "NETWORK_CONNECTION" in text
+    if any(marker in text for marker in _UNREACHABLE) and s3_named:
         where = endpoint or "the S3 endpoint"
         return (f"S3StoreUnreachable: the lake's S3 store {where} did not answer ({_first_cause(text)}); "
                 "check that it runs (`make status`) and retry the stage, which redoes its work from the start")

@@ -128,6 +128,10 @@ def local_session(app: str, s3: bool = False, extra: dict[str, str] | None = Non
     # Python workers must be this interpreter (the venv with pyarrow), not whatever python3 is on PATH.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    # pyspark marks a process that opened a Spark Connect session (and the children that inherit its
+    # environment) as Connect-only; a local session is asked for explicitly (FLUXO_SPARK_REMOTE is ours)
+    for name in ("SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE"):
+        os.environ.pop(name, None)
     conf = {**local_conf(app, s3), **(extra or {})}
     builder = SparkSession.builder
     for key, value in conf.items():
