@@ -21,6 +21,7 @@ from fluxo_glue.rerun import CURATED, RAW  # noqa: E402
 
 from fluxo.lake import Lake  # noqa: E402
 from fluxo_platform import glue_package  # noqa: E402
+from tests.airflow_stubs import TaskInstanceStub  # noqa: E402
 
 DAY = "2024-03-05"
 # Stands in for a stage: counts its runs, writes the same results document every time.
@@ -37,19 +38,6 @@ STAGE_SCRIPT = textwrap.dedent(
         json.dump({"rows": 3}, f)
     """
 )
-
-
-class _TaskInstance:
-    dag_id, task_id, run_id, map_index, try_number, stats_tags = "fluxo_test", "stage", "manual__1", -1, 1, {}
-
-    def __init__(self):
-        self.xcom: dict = {}
-
-    def xcom_push(self, key, value):
-        self.xcom[key] = value
-
-    def xcom_pull(self, key=None, task_ids=None):
-        return self.xcom.get(key)
 
 
 @pytest.fixture()
@@ -75,7 +63,7 @@ def lake(tmp_path, monkeypatch):
 def run(lake_dir: Path, stage: str, after=(), reads=(), full_refresh=False) -> dict:
     op = FluxoGlueJobOperator(task_id=stage, script=stage, script_args={"--ingest_date": DAY},
                               scripts_dir=lake_dir / "glue_scripts", upstream_stages=after, reads=reads)
-    context = {"ti": _TaskInstance(), "run_id": f"manual__{len(runs(lake_dir))}",
+    context = {"ti": TaskInstanceStub(), "run_id": f"manual__{len(runs(lake_dir))}",
                "params": {"full_refresh": full_refresh}}
     return op.execute(context)
 
