@@ -40,7 +40,11 @@ def test_contract_suite_has_a_rule_for_every_contract_property():
         if column.regex:
             assert rules[f"pattern:{column.name}"]["meta"]["severity"] == ("critical" if column.required else "warning")
     assert rules["unique_key"]["kwargs"] == {"column": "transaction_id"}
-    assert rules["min_exclusive:amount"]["kwargs"] == {"column": "amount", "min_value": 0, "strict_min": True}
+    assert rules["range:amount"]["kwargs"] == {"column": "amount", "min_value": 0, "strict_min": True}
+    assert rules["range:amount_reporting"]["kwargs"] == {
+        "column": "amount_reporting", "min_value": 0, "strict_min": True, "max_value": 1_000_000_000}
+    assert rules["closed_set:country"]["kwargs"]["value_set"][:3] == ["AD", "AE", "AF"]
+    assert "9999" not in rules["closed_set:mcc"]["kwargs"]["value_set"]
 
 
 def test_every_expectation_keys_one_warehouse_row():
@@ -147,7 +151,7 @@ def test_absurd_amount_is_a_critical_failure_naming_it(broken_report):
         broken_report.raise_for_critical()
     assert (
         "critical expectation failed: expect_column_values_to_be_between(column=amount_reporting, "
-        "max_value=1000000000) — 1 of 200 rows unexpected (suite transactions_business"
+        "min_value=0, strict_min=True, max_value=1000000000) — 1 of 200 rows unexpected (suite transactions_contract"
     ) in str(raised.value)
     assert len(broken_report.critical_failures) == 2
 
@@ -197,7 +201,7 @@ def test_script_fails_with_the_critical_expectation_named(good, tmp_path):
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("FLUXO_ERROR: ") and (
         "critical expectation failed: expect_column_values_to_be_between(column=amount_reporting, "
-        "max_value=1000000000) — 1 of 200 rows unexpected (suite transactions_business"
+        "min_value=0, strict_min=True, max_value=1000000000) — 1 of 200 rows unexpected (suite transactions_contract"
     ) in last, last
     # the results are recorded even when the run stops
     document = json.loads(Path(lake.quality(INGEST_DATE), "validation.json").read_text())

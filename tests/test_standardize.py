@@ -80,6 +80,16 @@ CSV_CASES = [
     (CSV_B1, csv_line("c-card", card="4111-1111"), "invalid_value:card_token"),
     (CSV_B1, csv_line("c-last4", last4="12"), "invalid_value:card_last4"),
     (CSV_B1, csv_line("c-pan-bad", card=PAN, last4="", status="??"), "invalid_value:status"),
+    # closed sets from fluxo/reference: well-formed but unassigned codes
+    (CSV_B1, csv_line("c-xx", country="XX"), "invalid_value:country"),
+    (CSV_B1, csv_line("c-zz", country="zz"), "invalid_value:country"),
+    (CSV_B1, csv_line("c-mcc0", mcc="0000"), "invalid_value:mcc"),
+    (CSV_B1, csv_line("c-mcc9", mcc="9999"), "invalid_value:mcc"),
+    # an ISO 4217 currency the FX table has no rate for
+    (CSV_B1, csv_line("c-jpy", currency="JPY"), "no_fx_rate:currency"),
+    # rules on the converted amount: 0,50 ARS is 0.0027 BRL, 0.00 after rounding; a decimal shift
+    (CSV_B1, csv_line("c-tiny", amount="0,50", currency="ARS"), "non_positive_amount:amount_reporting"),
+    (CSV_B1, csv_line("c-absurd", amount="987.654.321.000,00"), "out_of_range:amount_reporting"),
     # the same transaction landed twice: the copy from the smaller batch wins the tie
     (CSV_B0, csv_line("c-ok"), "staged"),
 ]
@@ -97,6 +107,7 @@ JSON_CASES = [
     (JSON_B1, json_line("j-mills", amount="1.005"), "invalid_amount"),
     (JSON_B1, json_line("j-bool", amount=True), "invalid_amount"),
     (JSON_B1, json_line("j-future", occurred="2026-11-27T00:00:00+00:00"), "future_event_ts"),
+    (JSON_B1, json_line("j-tiny", amount="0.80", currency="CLP"), "non_positive_amount:amount_reporting"),
     # redelivered later: the earliest landed copy wins
     (JSON_B2, json_line("j-ok"), "duplicate"),
 ]
@@ -211,11 +222,20 @@ def test_reporting_currency_other_than_brl(spark):
     assert row["amount_reporting"] == Decimal("230.76")  # 1234.56 / 5.35 = 230.7588...
 
 
-def test_missing_fx_rate_is_a_clear_error(spark):
-    fx = spark.createDataFrame([("BRL", Decimal("1"))], "currency string, rate_to_brl decimal(20,10)")
-    lines = spark.createDataFrame([(csv_line("u1"), CSV_B1, LANDED)], "value string, source_file string, ingested_at timestamp")
-    with pytest.raises(ValueError, match="FX rates missing"):
-        standardize(map_s3(lines, None), fx, token_salt=SALT)
+def test_fx_table_errors_stop_the_stage_and_a_currency_without_rate_is_quarantined(spark):
+    def fx(*rows):
+        return spark.createDataFrame([(c, Decimal(r)) for c, r in rows], "currency string, rate_to_brl decimal(20,10)")
+
+    lines = spark.createDataFrame(
+        [(csv_line("u1"), CSV_B1, LANDED), (csv_line("u2", currency="usd"), CSV_B1, LANDED)],
+        "value string, source_file string, ingested_at timestamp",
+    )
+    with pytest.raises(ValueError, match=r"FX rates missing or zero for \['USD'\]"):
+        standardize(map_s3(lines, None), fx(("BRL", "1")), reporting_currency="USD", token_salt=SALT)
+    with pytest.raises(ValueError, match=r"not ISO 4217 currencies: \['R\$'\]"):
+        standardize(map_s3(lines, None), fx(("BRL", "1"), ("R$", "1")), token_salt=SALT)
+    out = standardize(map_s3(lines, None), fx(("BRL", "1")), token_salt=SALT)
+    assert {r["transaction_id"]: r["reason"] for r in out.checked.collect()} == {"u1": None, "u2": "no_fx_rate:currency"}
 
 
 def test_spark_token_matches_python_tokenize(result):

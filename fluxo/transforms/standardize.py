@@ -36,11 +36,8 @@ A UTF-8 byte order mark is dropped.
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from decimal import Decimal
-from importlib import resources
 from typing import Callable, NamedTuple
 
 from pyspark.sql import Column, DataFrame
@@ -53,7 +50,9 @@ from fluxo.contract import (
     QUARANTINE,
     STATUS_SYNONYMS,
     TRANSACTION,
+    RowRule,
 )
+from fluxo.reference import fx_rates as packaged_fx_rates
 from fluxo.sources import REGISTRY
 from fluxo.tokenize import PAN_IN_TEXT, PAN_MASK, PAN_PATTERN, TOKEN_PREFIX
 from fluxo.transforms._common import conform, rank_copies
@@ -62,13 +61,11 @@ from fluxo.transforms._common import conform, rank_copies
 DERIVED = ("source", "amount_reporting", "batch_id", "ingested_at")
 SOURCE_FIELDS = tuple(c for c in TRANSACTION.names if c not in DERIVED)
 LINE_COLUMNS = ("value", "source_file", "ingested_at")
-# Identifier columns without a pattern of their own: longer values are invalid (a
-# 1 MB string in a field is quarantined, never staged).
-MAX_ID_CHARS = 128
-ID_COLUMNS = ("transaction_id", "customer_id", "merchant_id", "card_token")
+# The order in which the contract's value rules are checked (first failing wins; docs/source-formats.md).
+VALUE_CHECK_ORDER = ("channel", "status", "currency", "country", "mcc", "transaction_id", "customer_id",
+                     "merchant_id", "card_token", "card_last4")
 
 SAO_PAULO = "America/Sao_Paulo"
-TOKEN_PATTERN = r"^tok_[A-Za-z0-9_-]+$"
 # Canonical form of a decimal as text (what the BR format normalises to and what JSON carries).
 NUMBER_PATTERN = r"^[+-]?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?$"
 BR_NUMBER_PATTERN = r"^[+-]?([0-9]{1,3}(\.[0-9]{3})+|[0-9]+)(,[0-9]+)?$"
@@ -203,17 +200,19 @@ def load_fx_rates(spark, path: str | None = None) -> DataFrame:
     schema = "currency string, rate_to_brl decimal(20,10)"
     if path:
         return spark.read.csv(path, header=True, schema=schema)
-    text = resources.files("fluxo.reference").joinpath("fx_rates.csv").read_text(encoding="utf-8")
-    rows = [(r["currency"].strip(), Decimal(r["rate_to_brl"])) for r in csv.DictReader(io.StringIO(text))]
-    return spark.createDataFrame(rows, schema)
+    return spark.createDataFrame(sorted(packaged_fx_rates().items()), schema)
 
 
 def reporting_rate(fx_rates: DataFrame, reporting_currency: str) -> Decimal:
-    """BRL rate of the reporting currency, after checking every accepted currency has a rate."""
-    rates = {r["currency"].upper(): r["rate_to_brl"] for r in fx_rates.collect()}  # reference table: a few rows
-    missing = [c for c in (*CURRENCIES, reporting_currency) if not rates.get(c)]
+    """BRL rate of the reporting currency, after checking the table itself (a configuration error
+    stops the stage; a row in an ISO 4217 currency the table lacks is quarantined, `no_fx_rate:currency`)."""
+    rates = {(r["currency"] or "").strip().upper(): r["rate_to_brl"] for r in fx_rates.collect()}  # a few rows
+    not_iso = sorted(set(rates) - set(CURRENCIES))
+    if not_iso:
+        raise ValueError(f"FX rates for codes that are not ISO 4217 currencies: {not_iso}")
+    missing = sorted(c for c in {*rates, reporting_currency} if not rates.get(c) or rates[c] <= 0)
     if missing:
-        raise ValueError(f"FX rates missing or zero for {sorted(set(missing))}")
+        raise ValueError(f"FX rates missing or zero for {missing}")
     return Decimal(rates[reporting_currency])
 
 
@@ -578,6 +577,23 @@ def map_raw_day(spark, files: dict[str, list[str]], default_batch_id: str = "") 
 # --- canonical validation -----------------------------------------------------------
 
 
+def rule_violated(rule: RowRule, value: Column) -> Column:
+    """True where `value` breaks the contract's row rule (null where the rule does not apply, as in GX)."""
+    if rule.kind == "required":
+        return value.isNull()
+    if rule.kind == "closed_set":
+        return ~value.isin(*rule.value)
+    if rule.kind == "pattern":
+        return ~value.rlike(rule.value)
+    if rule.kind == "max_length":
+        return F.length(value) > rule.value
+    if rule.kind == "min_exclusive":
+        return value <= rule.value
+    if rule.kind == "max_inclusive":
+        return value > rule.value
+    raise ValueError(f"no check for row rule kind {rule.kind!r}")
+
+
 def _lookup(synonyms: dict[str, str], raw: Column) -> Column:
     table = F.create_map(*[F.lit(x) for kv in synonyms.items() for x in kv])
     return F.try_element_at(table, F.lower(F.trim(raw)))
@@ -601,30 +617,32 @@ def standardize(
     fx = F.broadcast(
         fx_rates.select(F.upper(F.trim("currency")).alias("_fx_currency"), F.col("rate_to_brl").alias("_rate_to_brl"))
     )
-    c = (
-        c.withColumn("_channel", _lookup(CHANNEL_SYNONYMS, F.col("channel")))
-        .withColumn("_status", _lookup(STATUS_SYNONYMS, F.col("status")))
-        .withColumn("_currency", F.upper(F.col("currency")))
-        .withColumn("_country", F.upper(F.col("country")))
-        .withColumn(
-            "_card_token",
-            F.when(is_pan, F.concat(F.lit(TOKEN_PREFIX), F.substring(F.sha2(F.concat(F.lit(token_salt), card), 256), 1, 32)))
-            .when(card.rlike(TOKEN_PATTERN), card),
-        )
-        .withColumn("_card_last4", F.when(is_pan, F.substring(card, -4, 4)).otherwise(F.col("card_last4")))
-        .join(fx, F.col("_currency") == F.col("_fx_currency"), "left")
-        .withColumn(
-            "_amount_reporting",
-            F.round(F.col("_amount") * F.col("_rate_to_brl") / F.lit(rate_out).cast("decimal(20,10)"), 2).try_cast(
-                "decimal(18,2)"
-            ),
-        )
+    # Canonical values as the contract sees them. A value outside its closed set stays as it
+    # came (not null), so the set's rule names it; amount_reporting keeps full precision until
+    # its bounds are checked (conform casts it to decimal(18,2) afterwards).
+    canonical = {
+        "event_ts": F.col("_event_ts"),
+        "amount": F.col("_amount"),
+        "amount_reporting": F.round(
+            F.col("_amount") * F.col("_rate_to_brl") / F.lit(rate_out).cast("decimal(20,10)"), 2
+        ),
+        "card_token": F.when(
+            is_pan, F.concat(F.lit(TOKEN_PREFIX), F.substring(F.sha2(F.concat(F.lit(token_salt), card), 256), 1, 32))
+        ).otherwise(card),
+        "card_last4": F.when(is_pan, F.substring(card, -4, 4)).otherwise(F.col("card_last4")),
+        "currency": F.upper(F.col("currency")),
+        "country": F.upper(F.col("country")),
+        "channel": F.coalesce(_lookup(CHANNEL_SYNONYMS, F.col("channel")), F.lower(F.col("channel"))),
+        "status": F.coalesce(_lookup(STATUS_SYNONYMS, F.col("status")), F.lower(F.col("status"))),
+    }
+    c = c.join(fx, F.upper(F.col("currency")) == F.col("_fx_currency"), "left").select(
+        "*", *[expr.alias(f"_canonical_{n}") for n, expr in canonical.items()]
     )
 
-    def pattern(column: str) -> str:
-        return TRANSACTION.column(column).regex or ".*"
+    def value(name: str) -> Column:
+        return F.col(f"_canonical_{name}") if name in canonical else F.col(name)
 
-    # The mapper's own verdict (malformed_record, unknown_column) comes first.
+    # First failing check wins, in the order of the reason table (docs/source-formats.md).
     checks: list[tuple[Column, str | Column]] = [(F.col("_defect").isNotNull(), F.col("_defect"))]
     checks += [(F.col(n).isNull(), f"missing_required:{n}") for n in SOURCE_FIELDS if n in TRANSACTION.required]
     checks += [
@@ -635,33 +653,22 @@ def standardize(
             F.col("_event_ts") > F.col("ingested_at") + F.make_dt_interval(secs=F.lit(MAX_FUTURE_SKEW_SECONDS)),
             "future_event_ts",
         ),
-        (F.col("_channel").isNull(), "invalid_value:channel"),
-        (F.col("_status").isNull(), "invalid_value:status"),
-        (~F.col("_currency").isin(*CURRENCIES), "invalid_value:currency"),
-        (~F.col("_country").rlike(pattern("country")), "invalid_value:country"),
-        (~F.col("mcc").rlike(pattern("mcc")), "invalid_value:mcc"),
-        *[(F.length(n) > MAX_ID_CHARS, f"invalid_value:{n}") for n in ID_COLUMNS if n != "card_token"],
-        (F.length("card_token") > MAX_ID_CHARS, "invalid_value:card_token"),
-        (F.col("_card_token").isNull(), "invalid_value:card_token"),
-        (~F.coalesce(F.col("_card_last4").rlike(pattern("card_last4")), F.lit(True)), "invalid_value:card_last4"),
-        # Only an overflow of decimal(18,2) after conversion is left here.
-        (F.col("_amount_reporting").isNull(), "invalid_amount"),
     ]
-    reason = F.coalesce(*[F.when(cond, code if isinstance(code, Column) else F.lit(code)) for cond, code in checks])
+    # Then every row rule of the contract (the rules the quality gate's contract suite checks),
+    # so no row that would break one reaches the gate.
+    rules = TRANSACTION.row_rules()
+    values_first = [r for n in VALUE_CHECK_ORDER for r in rules if r.column == n and r.kind != "required"]
+    converted = [r for r in rules if r.column == "amount_reporting" and r.kind != "required"]
+    checks += [(rule_violated(r, value(r.column)), r.reason) for r in values_first]
+    checks += [(F.col("_rate_to_brl").isNull(), "no_fx_rate:currency")]
+    checks += [(rule_violated(r, value(r.column)), r.reason) for r in converted]
+    # The remaining rules (required on every column, ...) are caught above by a more precise
+    # reason; they stay as the last resort, so each contract row rule has a check here.
+    checks += [(rule_violated(r, value(r.column)), r.reason) for r in rules if r not in values_first + converted]
+    reason = F.coalesce(*[F.when(cond, F.lit(code) if isinstance(code, str) else code) for cond, code in checks])
 
-    canonical = {
-        "event_ts": F.col("_event_ts"),
-        "amount": F.col("_amount"),
-        "amount_reporting": F.col("_amount_reporting"),
-        "card_token": F.col("_card_token"),
-        "card_last4": F.col("_card_last4"),
-        "currency": F.col("_currency"),
-        "country": F.col("_country"),
-        "channel": F.col("_channel"),
-        "status": F.col("_status"),
-    }
     checked = c.select(
-        *[canonical.get(n, F.col(n)).alias(n) for n in TRANSACTION.names],
+        *[value(n).alias(n) for n in TRANSACTION.names],
         reason.alias("reason"),
         F.col("raw_record"),
         F.col("source_file"),
