@@ -1,21 +1,26 @@
-"""Quality gate stage: validate the day's staged transactions with the GX suites in expectations/.
+"""Quality gate stage: validate the day with the GX suites in expectations/.
 
     quality_gate.py --JOB_NAME quality_gate --lake_root ROOT --ingest_date YYYY-MM-DD
-        [--suites transactions_contract,transactions_business] [--data_docs true]
+        [--suites transactions_contract,transactions_business,transactions_day] [--data_docs true]
         [--expectations_root DIR_OR_S3_URI]
 
-Writes `quality/ingest_date=D/validation.json` (run totals + `results`, one record per
-expectation) and the stage stats, builds GX Data Docs into `quality/data_docs` when the
-lake is a local path, and fails the run (FLUXO_ERROR naming every failed critical
-expectation) when any critical rule fails. Warnings are recorded and never fail the run.
+The contract and business suites validate the staged transactions; the day suite validates
+the day profile (fluxo.quality.day: one row per source from standardize's stats documents of
+this day and the previous days of the suite's window). Writes `quality/ingest_date=D/validation.json`
+(run totals + `results`, one record per expectation) and the stage stats, builds GX Data Docs
+into `quality/data_docs` when the lake is a local path, and fails the run (FLUXO_ERROR naming
+every failed critical expectation, and for the day rules the offending sources) when any
+critical rule fails. Warnings are recorded and never fail the run.
 """
 
 from __future__ import annotations
 
 import json
 
-from fluxo.glue_runtime import read_text, run_stage, start_stage, write_stats, write_text
+from fluxo.glue_runtime import list_files, read_stats, read_text, run_stage, start_stage, write_stats, write_text
 from fluxo.quality import DEFAULT_SUITES, describe_failure, load_suites, validate
+from fluxo.quality.day import PROFILE, PROFILE_SCHEMA, history_window, profile_rows, recent_stats_paths
+from fluxo.quality.gate import STAGED
 from fluxo.quality.suites import EXPECTATIONS_DIR
 
 STAGE = "quality_gate"
@@ -37,9 +42,12 @@ def main() -> None:
         else:
             data_docs_dir = lake.data_docs.removeprefix("file://")
 
-    report = validate(
-        spark.read.parquet(lake.staged(ingest_date)), suites, data_docs_dir, run_name=f"ingest_date={ingest_date}"
-    )
+    window_days, min_days = history_window(suites)
+    history_paths = recent_stats_paths(list_files(spark, lake.work("stats"), ("standardize.json",)), ingest_date, window_days)
+    history = [json.loads(read_text(spark, path) or "{}") for path in history_paths]
+    profile = profile_rows(read_stats(spark, lake.root, ingest_date, "standardize"), history, min_days)
+    frames = {STAGED: spark.read.parquet(lake.staged(ingest_date)), PROFILE: spark.createDataFrame(profile, PROFILE_SCHEMA)}
+    report = validate(frames, suites, data_docs_dir, run_name=f"ingest_date={ingest_date}")
 
     # Recorded before judging, so a stopped run still leaves its results for the audit.
     write_text(spark, f"{lake.quality(ingest_date)}/validation.json",

@@ -16,7 +16,8 @@ from fluxo.contract import MAX_FUTURE_SKEW_SECONDS, TRANSACTION, Contract, colum
 
 CONTRACT_SUITE = "transactions_contract"
 BUSINESS_SUITE = "transactions_business"
-DEFAULT_SUITES = (CONTRACT_SUITE, BUSINESS_SUITE)
+DAY_SUITE = "transactions_day"
+DEFAULT_SUITES = (CONTRACT_SUITE, BUSINESS_SUITE, DAY_SUITE)
 SEVERITIES = ("critical", "warning")
 
 # The suites of a checkout; stages are told where the suites are (`--expectations_root`).

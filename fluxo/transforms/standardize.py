@@ -698,9 +698,7 @@ def standardize(
     return Standardized(staged=staged, quarantine=quarantine, checked=checked)
 
 
-def standardize_stats(checked: DataFrame) -> dict:
-    """Counts of one standardize run from the checked rows (one small aggregation)."""
-    rows = checked.groupBy("reason", "_duplicate").count().collect()
+def _counts(rows) -> dict:
     by_reason: dict[str, int] = {}
     staged = duplicates = 0
     for r in rows:
@@ -712,10 +710,22 @@ def standardize_stats(checked: DataFrame) -> dict:
             staged += r["count"]
     quarantined = sum(by_reason.values())
     return {
-        "stage": "standardize",
         "read": staged + quarantined + duplicates,
         "staged": staged,
         "quarantined": quarantined,
         "quarantine_by_reason": dict(sorted(by_reason.items())),
-        "duplicates_dropped": duplicates,
+        "duplicates_in_batch": duplicates,
     }
+
+
+def standardize_stats(checked: DataFrame) -> dict:
+    """Counts of one standardize run from the checked rows (one small aggregation), in all and per source.
+
+    `duplicates_in_batch`: copies dropped here, inside the day's batch (the same transaction
+    again in one source or another, a Kafka redelivery); `duplicates_dropped` repeats it for the
+    readers of the earlier name (the run audit).
+    """
+    rows = checked.groupBy("source", "reason", "_duplicate").count().collect()
+    total = _counts(rows)
+    by_source = {s: _counts([r for r in rows if r["source"] == s]) for s in sorted({r["source"] for r in rows})}
+    return {"stage": "standardize", **total, "duplicates_dropped": total["duplicates_in_batch"], "by_source": by_source}
