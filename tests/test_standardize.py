@@ -395,6 +395,9 @@ def hostile_files() -> dict[tuple[str, str], bytes]:
             '2,d-comma,"C,9",tok_db,,M8,5411,990,usd,us,MOB,00,2026-11-26 10:00:00-03,2026-11-26 14:00:00+00\n'
             "3,d-badcents,C8,tok_db,8888,M8,5411,12.5,BRL,BR,POS,00,2026-11-26T13:00:00+00:00,2026-11-26T14:00:00+00:00\n"
             "4,d-pix,C8,tok_db,8888,M8,5411,100,BRL,BR,PIX,05,2026-11-26T13:00:00+00:00,2026-11-26T14:00:00+00:00\n"
+            '5,d-multi,"C\n8",tok_db,8888,"LOJA\r\nNOVA, ""2""",5411,100,BRL,BR,POS,00,2026-11-26T13:00:00+00:00,'
+            "2026-11-26T14:00:00+00:00\n"  # staged: one record, its values intact
+            "6,d-short,C8\n"  # malformed
         ).encode(),
         ("kafka", "part-0000.jsonl"): "\n".join([
             envelope(0, event("e1", api_record("k-ok")), "k-ok"),  # staged
@@ -440,7 +443,8 @@ def test_hostile_records_get_their_reasons(hostile):
         ("s3", "missing_required:mcc"): 1, ("s3", "invalid_value:customer_id"): 1,
         ("s3", "invalid_value:merchant_id"): 1,
         ("api", "staged"): 2, ("api", "malformed_record"): 2, ("api", "invalid_timestamp"): 1,
-        ("db", "staged"): 2, ("db", "invalid_amount"): 1, ("db", "invalid_value:channel"): 1,
+        ("db", "staged"): 3, ("db", "invalid_amount"): 1, ("db", "invalid_value:channel"): 1,
+        ("db", "malformed_record"): 1,
         ("kafka", "staged"): 1, ("kafka", "duplicate"): 2, ("kafka", "invalid_value:status"): 1,
         ("kafka", "malformed_record"): 3,
     })
@@ -475,6 +479,10 @@ def test_api_db_and_kafka_shapes(hostile):
     c = staged["d-comma"]
     assert (c["customer_id"], c["amount"], c["amount_reporting"], c["channel"], c["status"], c["event_ts"]) == (
         "C,9", Decimal("9.90"), Decimal("52.97"), "mobile", "approved", datetime(2026, 11, 26, 13, 0, 0))
+    multi = staged["d-multi"]
+    assert (multi["customer_id"], multi["merchant_id"]) == ("C\n8", 'LOJA\r\nNOVA, "2"')
+    short = [r for r in hostile["rows"] if r["source"] == "db" and r["reason"] == "malformed_record"]
+    assert [r["raw_record"] for r in short] == ["6,d-short,C8"]
     k = staged["k-ok"]
     assert (k["source"], k["customer_id"], k["amount"]) == ("kafka", "C7", Decimal("10.50"))
     cut = [r for r in hostile["rows"] if r["source"] == "api" and r["reason"] == "malformed_record"]

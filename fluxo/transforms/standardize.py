@@ -195,6 +195,33 @@ def read_documents(spark, files: list[str]) -> DataFrame:
     return _read_text(spark, files, whole=True)
 
 
+def read_csv_records(spark, files: list[str], width: int) -> DataFrame:
+    """Raw CSV files (PostgreSQL `COPY ... CSV`: `,`, `"` quoting, `""` inside quotes, `\\n` between
+    records) as logical records, parsed by Spark's CSV reader: a quoted field may hold line
+    breaks, delimiters and quotes. Header lines are records too (the mapper recognises them).
+
+    `_fields` holds the record's `width` fields as text, or null when the record does not have
+    `width` fields (or cannot be parsed); `value` is the whole record as text: Spark's own text
+    of a record it could not parse, else the record rendered back as CSV from its fields (same
+    fields, quoting only where needed, NULL and '' both empty)."""
+    if not files:
+        return _empty_lines(spark).withColumn("_fields", F.lit(None).cast("array<string>"))
+    names = [f"_c{i}" for i in range(width)]
+    records = (
+        spark.read.schema(", ".join(f"{n} string" for n in names) + ", _corrupt_record string")
+        .options(header=False, multiLine=True, lineSep="\n", quote='"', escape='"', mode="PERMISSIVE",
+                 columnNameOfCorruptRecord="_corrupt_record")
+        .csv(files)
+    )
+    parsed = F.col("_corrupt_record").isNull()
+    return records.select(
+        F.coalesce(F.col("_corrupt_record"), F.to_csv(F.struct(*names), {"quote": '"', "escape": '"'})).alias("value"),
+        F.col("_metadata.file_path").alias("source_file"),
+        F.col("_metadata.file_modification_time").alias("ingested_at"),
+        F.when(parsed, F.array(*names)).alias("_fields"),
+    )
+
+
 def load_fx_rates(spark, path: str | None = None) -> DataFrame:
     """FX rates (currency, rate_to_brl); default: the packaged development sample."""
     schema = "currency string, rate_to_brl decimal(20,10)"
@@ -379,8 +406,13 @@ def _map_csv(
     sep = F.coalesce(F.col("_sep"), F.lit(";" if ";" in default_header else ","))
     ncols = F.coalesce(F.col("_ncols"), F.lit(len(default_names)))
     line = F.col("raw_record")
-    fields = F.when(sep == ";", _csv_fields(line, ";")).otherwise(_csv_fields(line, ","))
-    well_formed = F.when(sep == ";", line.rlike(_csv_line_pattern(";"))).otherwise(line.rlike(_csv_line_pattern(",")))
+    # Records the CSV reader parsed (`read_csv_records`) keep its fields; text lines, and
+    # records it could not split into the expected width, are split here.
+    parsed = F.col("_fields") if "_fields" in rows.columns else F.lit(None).cast("array<string>")
+    fields = F.coalesce(parsed, F.when(sep == ";", _csv_fields(line, ";")).otherwise(_csv_fields(line, ",")))
+    well_formed = parsed.isNotNull() | F.when(sep == ";", line.rlike(_csv_line_pattern(";"))).otherwise(
+        line.rlike(_csv_line_pattern(","))
+    )
 
     def value(column: str) -> Column:
         pos = F.when(has_header, F.col(f"_pos_{column}")).otherwise(F.lit(default_pos.get(column, 0)))
@@ -407,9 +439,10 @@ def map_s3_csv(lines: DataFrame, default_batch_id: str = "") -> DataFrame:
                     parse_sao_paulo_datetime)
 
 
-def map_db_csv(lines: DataFrame, default_batch_id: str = "") -> DataFrame:
-    """db COPY CSV (amount_cents, channel/status codes, timestamptz) -> candidates; header lines removed."""
-    return _map_csv(lines, "db", DB_CSV_ALIASES, DB_CSV_HEADER, default_batch_id, parse_cents, parse_iso_offset)
+def map_db_csv(records: DataFrame, default_batch_id: str = "") -> DataFrame:
+    """db COPY CSV records (`read_csv_records`: amount_cents, channel/status codes, timestamptz) ->
+    candidates; header records removed."""
+    return _map_csv(records, "db", DB_CSV_ALIASES, DB_CSV_HEADER, default_batch_id, parse_cents, parse_iso_offset)
 
 
 # --- JSON -----------------------------------------------------------------------------
@@ -551,8 +584,13 @@ def raw_day_files(list_files, lake, ingest_date: str) -> dict[str, list[str]]:
     }
 
 
-# How each raw shape of fluxo.sources is read and mapped to candidates.
-READERS = {"lines": read_lines, "documents": read_documents}
+# How each raw shape of fluxo.sources is read and mapped to candidates. "csv" is PostgreSQL's COPY
+# CSV, the db shape's (its width: the columns of DB_CSV_FIELDS).
+READERS = {
+    "lines": read_lines,
+    "documents": read_documents,
+    "csv": lambda spark, files: read_csv_records(spark, files, len(DB_CSV_FIELDS)),
+}
 MAPPERS = {
     "s3_csv": map_s3_csv,
     "s3_jsonl": map_s3_jsonl,
