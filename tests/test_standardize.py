@@ -80,6 +80,11 @@ CSV_CASES = [
     (CSV_B1, csv_line("c-card", card="4111-1111"), "invalid_value:card_token"),
     (CSV_B1, csv_line("c-last4", last4="12"), "invalid_value:card_last4"),
     (CSV_B1, csv_line("c-pan-bad", card=PAN, last4="", status="??"), "invalid_value:status"),
+    # card numbers outside the card field, or in it with separators: never staged, masked in quarantine
+    (CSV_B1, csv_line("c-dashed", card="4111-1111-1111-1111"), "invalid_value:card_token"),
+    (CSV_B1, csv_line("c-pan-cust", customer="4111 1111 1111 1111"), "pan_in_field:customer_id"),
+    (CSV_B1, csv_line("c-pan-merch", merchant="LOJA-5555555555554444"), "pan_in_field:merchant_id"),
+    (CSV_B1, csv_line("c-numeric-cust", customer="1234567812345678"), "staged"),  # 16 digits, not Luhn-valid
     # closed sets from fluxo/reference: well-formed but unassigned codes
     (CSV_B1, csv_line("c-xx", country="XX"), "invalid_value:country"),
     (CSV_B1, csv_line("c-zz", country="zz"), "invalid_value:country"),
@@ -157,7 +162,7 @@ def test_every_read_line_is_accounted(result):
     cases = [c for c in CSV_CASES + JSON_CASES if c[2] is not None]
     assert stats["read"] == len(cases)
     assert stats["read"] == stats["staged"] + stats["quarantined"] + stats["duplicates_dropped"]
-    assert stats["staged"] == len(result["staged"]) == 8
+    assert stats["staged"] == len(result["staged"]) == 9
     assert stats["duplicates_dropped"] == 2
     assert stats["quarantine_by_reason"]["malformed_record"] == 5
     assert stats["quarantined"] == len(result["quarantine"])
@@ -211,6 +216,13 @@ def test_quarantine_keeps_raw_record_without_pans(result):
     assert all(PAN not in (r["raw_record"] or "") for r in rows)
     (pan_row,) = [r for r in by_reason["invalid_value:status"] if r["raw_record"].startswith("c-pan-bad;")]
     assert pan_row["raw_record"] == csv_line("c-pan-bad", card="<pan ****1111>", last4="", status="??")
+    masked = {r["raw_record"].split(";")[0]: r["raw_record"] for r in rows}
+    assert masked["c-dashed"] == csv_line("c-dashed", card="<pan ****1111>")
+    assert masked["c-pan-cust"] == csv_line("c-pan-cust", customer="<pan ****1111>")
+    assert masked["c-pan-merch"] == csv_line("c-pan-merch", merchant="LOJA-<pan ****4444>")
+    from fluxo.tokenize import has_pan
+
+    assert not any(has_pan(r["raw_record"]) or has_pan(r["source_file"]) for r in rows)
 
 
 def test_reporting_currency_other_than_brl(spark):

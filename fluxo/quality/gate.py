@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from fluxo.tokenize import mask_pans
+
 RESULT_FORMAT = {"result_format": "SUMMARY"}
 STAGED = "staged_transactions"
 DOCS_SITE = "fluxo"
@@ -94,7 +96,8 @@ def describe_failure(record: dict) -> str:
         outcome = f"observed {record['observed_value']!r}"
     if record.get("unexpected_rows"):
         outcome += ": " + "; ".join(record["unexpected_rows"])
-    return f"{record['severity']} expectation failed: {call} — {outcome} (suite {record['suite']}, rule {record['rule']})"
+    # what the run's log and error say is read by people: no card number in it (fluxo.tokenize)
+    return mask_pans(f"{record['severity']} expectation failed: {call} — {outcome} (suite {record['suite']}, rule {record['rule']})")
 
 
 def _column_name(kwargs: dict, meta: dict) -> str | None:

@@ -54,13 +54,15 @@ from fluxo.contract import (
 )
 from fluxo.reference import fx_rates as packaged_fx_rates
 from fluxo.sources import REGISTRY
-from fluxo.tokenize import PAN_IN_TEXT, PAN_MASK, PAN_PATTERN, TOKEN_PREFIX
+from fluxo.tokenize import PAN_PATTERN, TOKEN_PREFIX, has_pan_sql, mask_pans_sql
 from fluxo.transforms._common import conform, rank_copies
 
 # Columns standardize derives itself; every other contract column comes from the source.
 DERIVED = ("source", "amount_reporting", "batch_id", "ingested_at")
 SOURCE_FIELDS = tuple(c for c in TRANSACTION.names if c not in DERIVED)
 LINE_COLUMNS = ("value", "source_file", "ingested_at")
+# Free-text identifiers that reach curated data: one holding a card number is quarantined (pan_in_field).
+PAN_CHECKED_COLUMNS = ("transaction_id", "customer_id", "merchant_id")
 # The order in which the contract's value rules are checked (first failing wins; docs/source-formats.md).
 VALUE_CHECK_ORDER = ("channel", "status", "currency", "country", "mcc", "transaction_id", "customer_id",
                      "merchant_id", "card_token", "card_last4")
@@ -692,6 +694,8 @@ def standardize(
             "future_event_ts",
         ),
     ]
+    # A card number where an identifier belongs would be stored in clear past raw.
+    checks += [(has_pan_sql(F.col(n)), f"pan_in_field:{n}") for n in PAN_CHECKED_COLUMNS]
     # Then every row rule of the contract (the rules the quality gate's contract suite checks),
     # so no row that would break one reaches the gate.
     rules = TRANSACTION.row_rules()
@@ -727,9 +731,11 @@ def standardize(
     valid = F.col("reason").isNull()
 
     staged = conform(checked.where(valid & ~F.col("_duplicate")), TRANSACTION)
+    # People read quarantine: no card number in it is readable (fluxo.tokenize, masked as <pan ****1111>).
     quarantine = conform(
         checked.where(~valid)
-        .withColumn("raw_record", F.regexp_replace("raw_record", PAN_IN_TEXT, PAN_MASK.format(last4="$1")))
+        .withColumn("raw_record", mask_pans_sql(F.col("raw_record")))
+        .withColumn("source_file", mask_pans_sql(F.col("source_file")))
         .withColumn("quarantined_at", F.current_timestamp()),
         QUARANTINE,
     )
