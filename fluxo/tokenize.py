@@ -138,79 +138,100 @@ def mask_pans_bytes(data: bytes) -> str:
 
 
 # --- the same rule as Spark SQL expressions -------------------------------------------------
+# Spark has no `let`: a value used many times inside a lambda would be computed again each time
+# (the windows once per group: cubic on a long text). `_let` binds it once, as the variable of a
+# one-element transform.
 
 
-def _spark_windows(text):
-    """Spark columns: the digit groups, `joined` flags and the PAN-shaped windows (i, k) of a text column."""
+def _let(value, body):
     from pyspark.sql import functions as F
 
-    groups = F.regexp_extract_all(text, F.lit("([0-9]+)"), F.lit(1))
-    pieces = F.split(text, "[0-9]+", -1)  # n + 1 gaps around the n groups
+    return F.element_at(F.transform(F.array(value), body), 1)
+
+
+def _luhn_sql(digits):
+    from pyspark.sql import functions as F
+
+    length = F.length(digits)
+
+    def weighted(p):
+        d = F.substring(digits, length - p, 1).try_cast("int")
+        return F.when(p % 2 == 1, F.when(d > 4, d * 2 - 9).otherwise(d * 2)).otherwise(d)
+
+    return F.aggregate(F.sequence(F.lit(0), length - 1), F.lit(0), lambda acc, p: acc + weighted(p)) % 10 == 0
+
+
+def _windows_sql(groups, pieces, joined):
+    """The PAN-shaped windows (struct i, k: groups i..i+k-1, 0-based) of bound arrays."""
+    from pyspark.sql import functions as F
+
     n = F.size(groups)
-    def separator(gap):
-        return F.length(gap).between(1, MAX_SEPARATOR) & (F.translate(gap, PAN_SEPARATORS, "") == "")
-
-    joined = F.transform(groups, lambda g, i: (i > 0) & separator(F.element_at(pieces, i + 1)))
-
-    def luhn(digits):
-        length = F.length(digits)
-        return F.aggregate(
-            F.sequence(F.lit(0), length - 1),
-            F.lit(0),
-            lambda acc, p: acc + (
-                lambda d: F.when(p % 2 == 1, F.when(d > 4, d * 2 - 9).otherwise(d * 2)).otherwise(d)
-            )(F.substring(digits, length - p, 1).try_cast("int")),
-        ) % 10 == 0
 
     def window(i, k):
         part = F.slice(groups, i + 1, k)
-        digits = F.array_join(part, "")
-        sized = F.length(digits).between(PAN_MIN_DIGITS, PAN_MAX_DIGITS)
-        chained = (k == 1) | F.forall(F.slice(joined, i + 2, F.greatest(k - 1, F.lit(1))), lambda x: x)
         before = F.substring(F.element_at(pieces, i + 1), -1, 1)  # the character before the first group
         after = F.substring(F.element_at(pieces, i + k + 1), 1, 1)  # and after the last
         apart = ~before.rlike("[A-Za-z0-9_]") & ~after.rlike("[A-Za-z0-9_]")
-        short = (k == 1) | (apart & F.forall(part, lambda g: F.length(g) <= MAX_GROUP))
-        ok = chained & short & sized & F.coalesce(luhn(F.when(sized, digits)), F.lit(False))
-        return F.struct(i.alias("i"), k.alias("k"), ok.alias("ok"))
+        chained = F.forall(F.slice(joined, i + 2, F.greatest(k - 1, F.lit(1))), lambda x: x)
+        grouped = (k == 1) | (chained & apart & F.forall(part, lambda g: F.length(g) <= MAX_GROUP))
+        ok = _let(F.array_join(part, ""), lambda digits: F.length(digits).between(PAN_MIN_DIGITS, PAN_MAX_DIGITS)
+                  & grouped & F.coalesce(_luhn_sql(digits), F.lit(False)))
+        return F.struct(i.alias("i"), k.alias("k"), F.coalesce(ok, F.lit(False)).alias("ok"))
 
     starts = F.sequence(F.lit(0), F.greatest(n - 1, F.lit(0)))
-    candidates = F.flatten(F.transform(
-        starts, lambda i: F.transform(F.sequence(F.lit(1), F.greatest(F.least(F.lit(PAN_MAX_DIGITS), n - i), F.lit(1))),
-                                      lambda k: window(i, k))
-    ))
-    found = F.filter(candidates, lambda w: w["ok"])
-    hint = text.rlike(PAN_HINT)
-    return groups, pieces, n, joined, F.when(hint & (n > 0), found)
+    lengths = lambda i: F.sequence(F.lit(1), F.greatest(F.least(F.lit(PAN_MAX_DIGITS), n - i), F.lit(1)))  # noqa: E731
+    return F.filter(F.flatten(F.transform(starts, lambda i: F.transform(lengths(i), lambda k: window(i, k)))),
+                    lambda w: w["ok"])
+
+
+def _with_pan_windows(text, body):
+    """body(groups, pieces, joined, windows) over the bound digit groups of text, the gaps around
+    them (n + 1) and the windows; null where text cannot hold a PAN (the cheap regexp says so)."""
+    from pyspark.sql import functions as F
+
+    def separator(gap):
+        return F.length(gap).between(1, MAX_SEPARATOR) & (F.translate(gap, PAN_SEPARATORS, "") == "")
+
+    return F.when(text.rlike(PAN_HINT), _let(
+        F.regexp_extract_all(text, F.lit("([0-9]+)"), F.lit(1)), lambda groups: _let(
+            F.split(text, "[0-9]+", -1), lambda pieces: _let(
+                F.transform(groups, lambda g, i: (i > 0) & separator(F.element_at(pieces, i + 1))), lambda joined: _let(
+                    _windows_sql(groups, pieces, joined), lambda windows: body(groups, pieces, joined, windows))))))
 
 
 def has_pan_sql(text):
     """Spark column: whether the text column holds a PAN-shaped sequence (same rule as `has_pan`)."""
     from pyspark.sql import functions as F
 
-    found = _spark_windows(text)[-1]
-    return F.coalesce(F.size(found) > 0, F.lit(False))
+    return F.coalesce(_with_pan_windows(text, lambda groups, pieces, joined, windows: F.size(windows) > 0),
+                      F.lit(False))
 
 
 def mask_pans_sql(text):
     """Spark column: the text column with every PAN-shaped sequence masked (same rule as `mask_pans`)."""
     from pyspark.sql import functions as F
 
-    groups, pieces, n, joined, found = _spark_windows(text)
-    covered = F.transform(groups, lambda g, j: F.exists(found, lambda w: (w["i"] <= j) & (j < w["i"] + w["k"])))
+    before, after = PAN_MASK.split("{last4}")
 
-    def at(array, j):  # 0-based, null outside
-        return F.try_element_at(array, j + 1)
+    def masked(groups, pieces, joined, windows):
+        covered = F.transform(groups, lambda g, j: F.exists(windows, lambda w: (w["i"] <= j) & (j < w["i"] + w["k"])))
 
-    def render(g, j):
-        cov = at(covered, j)
-        inside = cov & (j > 0) & F.coalesce(at(covered, j - 1), F.lit(False)) & at(joined, j)
-        last = cov & ~(F.coalesce(at(covered, j + 1), F.lit(False)) & F.coalesce(at(joined, j + 1), F.lit(False)))
-        last4 = F.substring(F.array_join(F.slice(groups, F.greatest(j - 2, F.lit(1)), F.least(j + 1, F.lit(4))), ""), -4, 4)
-        gap = F.when(inside, F.lit("")).otherwise(at(pieces, j))
-        before, after = PAN_MASK.split("{last4}")
-        shown = F.when(~cov, g).when(last, F.concat(F.lit(before), last4, F.lit(after))).otherwise(F.lit(""))
-        return F.concat(gap, shown)
+        def render(covered):
+            def at(array, j):  # 0-based, null outside
+                return F.try_element_at(array, j + 1)
 
-    masked = F.concat(F.array_join(F.transform(groups, render), ""), F.element_at(pieces, -1))
-    return F.when(F.coalesce(F.size(found) > 0, F.lit(False)), masked).otherwise(text)
+            def one(g, j):
+                cov = at(covered, j)
+                inside = cov & (j > 0) & F.coalesce(at(covered, j - 1), F.lit(False)) & at(joined, j)
+                last = cov & ~(F.coalesce(at(covered, j + 1), F.lit(False)) & F.coalesce(at(joined, j + 1), F.lit(False)))
+                last4 = F.substring(F.array_join(F.slice(groups, F.greatest(j - 2, F.lit(1)), F.least(j + 1, F.lit(4))), ""),
+                                    -4, 4)
+                gap = F.when(inside, F.lit("")).otherwise(at(pieces, j))
+                shown = F.when(~cov, g).when(last, F.concat(F.lit(before), last4, F.lit(after))).otherwise(F.lit(""))
+                return F.concat(gap, shown)
+
+            return F.concat(F.array_join(F.transform(groups, one), ""), F.element_at(pieces, -1))
+
+        return F.when(F.size(windows) > 0, _let(covered, render))
+
+    return F.coalesce(_with_pan_windows(text, masked), text)
