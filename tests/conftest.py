@@ -141,3 +141,18 @@ def api_server(stack_env, warehouse_url):
     proc.terminate()
     proc.wait(timeout=10)
     log.close()
+
+
+def reset_sources(stack_env: dict, warehouse_url: str) -> None:
+    """The services are shared between tests: an empty OLTP table and no extraction state, so a
+    DAG run sees exactly the day the test puts in the sources."""
+    import psycopg
+
+    from fluxo_dev.source_db import ensure_schema
+
+    with psycopg.connect(stack_env["FLUXO_SOURCE_DATABASE_URL"]) as conn:
+        conn.execute("DROP SCHEMA IF EXISTS payments CASCADE")
+    ensure_schema(stack_env["FLUXO_SOURCE_DATABASE_URL"])
+    with psycopg.connect(warehouse_url) as conn:
+        for table in ("extract.watermark", "extract.batch", "extract.s3_object"):
+            conn.execute(f"DELETE FROM {table}")
