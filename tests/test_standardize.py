@@ -499,3 +499,55 @@ def test_api_db_and_kafka_shapes(hostile):
     assert (k["source"], k["customer_id"], k["amount"]) == ("kafka", "C7", Decimal("10.50"))
     cut = [r for r in hostile["rows"] if r["source"] == "api" and r["reason"] == "malformed_record"]
     assert sorted(r["raw_record"][:12] for r in cut) == ['"{\\"transact', '{"data": [{"']
+
+
+def documented_reasons() -> set[str]:
+    """Reason codes of the table in docs/source-formats.md (`<column>` kept as a placeholder)."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "source-formats.md").read_text(encoding="utf-8")
+    table = text[text.index("## Quarantine reasons"):]
+    return set(re.findall(r"^\| `([a-z_]+(?::[a-z_<>]+)?)` \|", table, re.MULTILINE))
+
+
+def test_every_reason_standardize_gives_is_in_the_documented_table(result, hostile):
+    documented = documented_reasons()
+    seen = {r["reason"] for r in result["checked"] + hostile["rows"] if r["reason"]}
+    assert len(seen) > 25
+    for reason in seen:
+        assert reason in documented or reason.split(":")[0] + ":<column>" in documented, reason
+
+
+def test_documented_tie_breaks_are_the_code_s(spark):
+    """Rank two copies that differ from one documented step on (the later steps pulling the other
+    way): the copy the docs say wins is the one the code keeps."""
+    import re
+    from pathlib import Path
+
+    from fluxo.transforms._common import rank_copies
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "pipeline.md").read_text(encoding="utf-8")
+    rule = text[text.index("## Dedupe rule"):text.index("### Where each duplicate is dropped")]
+    columns = ["ingested_at", "source", "batch_id"] + re.findall(r"`([a-z_0-9]+)`", rule.split("4. then")[1].split(". So")[0])
+    assert "`api`, `db`, `kafka`, `s3`" in rule and "the smaller amount wins" in rule
+    assert sorted(columns) == sorted(c for c in TRANSACTION.names if c != "transaction_id")
+    low = {"string": "a", "timestamp": datetime(2026, 1, 1), "decimal(18,2)": Decimal("1.00")}
+    high = {"string": "b", "timestamp": datetime(2026, 1, 2), "decimal(18,2)": Decimal("2.00")}
+    low["source"], high["source"] = "api", "db"  # priority, not alphabetical: api before db before kafka before s3
+    rows = []
+    for step, name in enumerate(columns):
+        def value(column, winner):
+            kind = "source" if column == "source" else TRANSACTION.column(column).type
+            if columns.index(column) < step:
+                return low[kind]
+            if column == name:
+                return (low if winner else high)[kind]
+            return (high if winner else low)[kind]
+        for winner in (True, False):
+            rows.append(tuple(name if c == "transaction_id" else value(c, winner) for c in TRANSACTION.names))
+    ranked = rank_copies(spark.createDataFrame(rows, TRANSACTION.spark_schema()))
+    kept = {r["transaction_id"]: r for r in ranked.where("_copy_rank = 1").collect()}
+    for name in columns:
+        expected = low["source"] if name == "source" else low[TRANSACTION.column(name).type]
+        assert kept[name][name] == expected, name

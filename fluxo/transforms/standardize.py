@@ -14,17 +14,20 @@ Two layers, both pure Spark SQL functions (no Python UDFs):
   - s3 JSON (`*.jsonl[.gz]` one object per line; `*.json[.gz]` a JSON array, one
     object, or JSON lines): `map_s3_jsonl` / `map_s3_json_documents`;
   - api pages (`page-*.json`): `map_api_pages`;
-  - db COPY files (`part-*.csv`): `map_db_csv`;
+  - db COPY files (`part-*.csv`): `map_db_csv`, over records read by Spark's CSV reader
+    (`read_csv_records`: a quoted value may hold line breaks, so never line by line);
   - kafka envelopes (`*.jsonl`): `map_kafka`;
-* `standardize` validates candidates from any mapper against the contract in the
-  order of the reason table in docs/source-formats.md (first failing check wins),
-  normalises closed sets, tokenizes raw PANs, converts amounts to the reporting
-  currency and drops in-batch duplicates (same transaction_id; for Kafka also the
-  same event_id) by the dedupe rule in `fluxo.transforms._common.dedupe_order`.
+* `standardize` validates candidates from any mapper against every row rule of the contract
+  (`TRANSACTION.row_rules()`, the rules the contract expectation suite is generated from) in the
+  order of the reason table in docs/source-formats.md (first failing check wins), normalises
+  closed sets, tokenizes raw PANs, quarantines card numbers in identifiers, converts amounts to
+  the reporting currency and drops in-batch duplicates (same transaction_id; for Kafka also the
+  same event_id) by the dedupe rule in `fluxo.transforms._common.dedupe_order`. Every card
+  number in a quarantined record is masked (`fluxo.tokenize.mask_pans_sql`).
 
 Input text (`read_lines`, `read_documents`): `value`, `source_file`, `ingested_at`
 (the time the file landed in raw). Every record is accounted for:
-read = staged + quarantined + duplicates_dropped (CSV header lines and API page
+read = staged + quarantined + duplicates_in_batch (CSV header lines and API page
 envelopes are not records).
 
 Encoding: a line (or JSON document) that is not valid UTF-8 is decoded as latin-1.
