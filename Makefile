@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench up down status airflow api deploy lock clean
+.PHONY: demo test bench up down status airflow api deploy upgrade-lake lock clean
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	@bash bin/bootstrap "$(PYTHON)" "$(VENV)"
@@ -30,12 +30,21 @@ down: $(STAMP)
 status: $(STAMP)
 	$(PY) -m fluxo_dev.stack status
 
-deploy: $(STAMP)
-	$(PY) -m fluxo_platform.glue_package deploy
+# A lake written before curated became a Delta table: convert it in place (FROM=.fluxo/lake also
+# copies an older local lake into the current one, e.g. the stack's S3 lake).
+upgrade-lake: $(STAMP)
+	@eval "$$($(PY) -m fluxo_dev.stack env)" && $(PY) glue_scripts/upgrade_lake.py --JOB_NAME upgrade_lake \
+	  --lake_root "$${FLUXO_LAKE_ROOT}" $(if $(FROM),--copy_from "$(abspath $(FROM))")
 
+# the Glue jobs (Timeout and retries from the settings), then the MWAA bundle in dist/mwaa
+# (uploaded when FLUXO_MWAA_SOURCE_URI is set); without AWS credentials it says so in one line
+deploy: $(STAMP)
+	@$(PY) -m fluxo_platform.glue_package deploy
+
+# the services, the partner-API simulator and a Kafka producer, then Airflow's components, all on
+# 127.0.0.1 and detached; prints the UI's address and login. `make down` stops everything.
 airflow: $(STAMP)
-	@echo "Airflow UI on http://127.0.0.1:8080 (login: see $${FLUXO_HOME:-.fluxo}/airflow/simple_auth_manager_passwords.json.generated); Ctrl-C stops it"
-	@eval "$$($(PY) -m fluxo_dev.stack env)" && $(PY) -m fluxo_platform.warehouse.migrate && PATH="$(VENV)/bin:$$PATH" airflow db migrate >/dev/null && PATH="$(VENV)/bin:$$PATH" airflow standalone
+	$(PY) -m fluxo_dev.stack airflow
 
 lock:
 	rm -rf /tmp/fluxo-lock && $(PYTHON) -m venv /tmp/fluxo-lock \

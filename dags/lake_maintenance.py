@@ -1,4 +1,4 @@
-"""Weekly lake maintenance: compact the Delta outlier history and vacuum files past the retention."""
+"""Weekly lake maintenance: compact every Delta table of the lake and vacuum files past the retention."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from fluxo_glue import FluxoGlueJobOperator
 )
 def lake_maintenance():
     FluxoGlueJobOperator(
-        task_id="history_maintenance",
-        script="history_maintenance",
+        task_id="lake_maintenance",
+        script="lake_maintenance",
         script_args={"--ingest_date": "{{ ds }}", "--retention_hours": "{{ params.retention_hours }}"},
     )
 

@@ -1,19 +1,24 @@
 """Daily transactions ETL: extract 4 sources -> standardize -> quality gate -> curate -> aggregate + outliers -> warehouse -> audit.
 
-Runs on a daily schedule, or by hand with a `run_date`. Each Glue stage runs locally
-or on AWS Glue depending on FLUXO_GLUE_MODE; this file is the same in both worlds.
-Sources not listed in FLUXO_SOURCES are skipped.
+Runs on a daily schedule, or by hand from the trigger form (run date, sources, full refresh).
+One run processes at a time, whatever its type; each Glue stage runs locally or on AWS Glue
+depending on FLUXO_GLUE_MODE, and this file is the same in both worlds. A failed run and a run
+past its deadline alert through the webhook; docs/runbook.md says what to do.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from airflow.sdk import Param, TaskGroup, chain, dag, get_current_context, task
+from airflow.sdk import PokeReturnValue, TaskGroup, chain, dag, get_current_context, task
+from fluxo_alerts import RunFailureNotifier, WebhookNotifier
+from fluxo_alerts.checks import check_volume
 from fluxo_glue import FluxoGlueJobOperator
-from fluxo_tasks import outliers, pipeline
+from fluxo_tasks import assets, audit, outliers, pipeline, run
 
 from fluxo.sources import REGISTRY
+
+LIMITS = run.limits()
 
 
 @dag(
@@ -22,57 +27,85 @@ from fluxo.sources import REGISTRY
     start_date=datetime(2026, 11, 1),
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": 1, "retry_delay": timedelta(minutes=2)},
-    params={"run_date": Param("", type="string", description="Day to process (YYYY-MM-DD); empty = logical date")},
+    dagrun_timeout=run.run_timeout(),
+    params=run.PARAMS,
+    default_args={"on_failure_callback": run.remember_error},
+    on_failure_callback=RunFailureNotifier(),
+    deadline=run.deadline_alerts(
+        WebhookNotifier, event="deadline_missed", title="transactions_etl is late",
+        text="run {{ dag_run.dag_run_id }} had not finished by its deadline {{ deadline.deadline_time }}",
+    ),
     tags=["fluxo", "transactions"],
     doc_md=__doc__,
 )
 def transactions_etl():
-    @task
-    def resolve_run_date(**context) -> str:
-        return pipeline.resolve_ingest_date(context["params"], context.get("logical_date"), context["dag_run"].run_after)
+    @task(multiple_outputs=True, **LIMITS["plan"])
+    def plan_run(**context) -> dict:
+        return run.plan(context["params"], context["dag_run"])
+
+    @task.sensor(poke_interval=30, timeout=run.run_timeout().total_seconds(), mode="reschedule", retries=0)
+    def wait_for_run_slot(**context) -> PokeReturnValue:
+        holder = run.claim_run_slot(context["dag"].dag_id, context["run_id"])
+        return PokeReturnValue(is_done=holder is None)
 
     # one run of an extractor at a time: each one moves its source's watermark
-    @task(max_active_tis_per_dag=1)
-    def extract_source(source: str, ingest_date: str) -> dict:
-        return pipeline.extract(source, ingest_date)
+    @task(max_active_tis_per_dag=1, **LIMITS["extract"])
+    def extract_source(source: str, plan: dict) -> dict:
+        return pipeline.extract(source, plan)
 
-    @task(retries=0)
+    @task(outlets=assets.OUTLETS["load_warehouse"], **LIMITS["load"])
     def load_warehouse(ingest_date: str, **context) -> dict:
-        return pipeline.load_metrics(ingest_date, context["run_id"])
+        loaded = pipeline.load_metrics(ingest_date, context["run_id"])
+        assets.annotate(context, "load_warehouse", ingest_date, loaded["dates"])
+        return loaded
 
-    @task(retries=0)
+    @task(outlets=assets.OUTLETS["load_outlier_summary"], **LIMITS["load"])
     def load_outlier_summary(ingest_date: str, **context) -> dict:
-        return outliers.load_outlier_summary(ingest_date, context["run_id"], context["ti"].xcom_pull(task_ids="outliers"))
+        loaded = outliers.load_outlier_summary(ingest_date, context["run_id"], context["ti"].xcom_pull(task_ids="outliers"))
+        assets.annotate(context, "load_outlier_summary", ingest_date, loaded["dates"])
+        return loaded
+
+    # an empty day warns and skips the later stages: they would start Spark jobs with nothing to do
+    @task.short_circuit(ignore_downstream_trigger_rules=False, **LIMITS["check"])
+    def check_day_volume(ingest_date: str, **context) -> bool:
+        return check_volume(ingest_date, context["ti"].xcom_pull(task_ids="standardize"), context)["staged"] > 0
+
+    @task(trigger_rule="all_done", **LIMITS["check"])
+    def record_audit() -> dict:
+        return audit.record_run(get_current_context())
 
     @task(trigger_rule="all_done", retries=0)
-    def record_audit(ingest_date: str) -> dict:
-        return pipeline.record_run(get_current_context(), ingest_date)
+    def fail_run_if_a_stage_failed(**context) -> None:
+        """record_audit always runs, so without this leaf a failed stage would end as a successful run."""
+        audit.raise_if_failed(context["ti"].xcom_pull(task_ids="record_audit"))
 
-    @task(trigger_rule="one_failed", retries=0)
-    def fail_run_if_a_stage_failed() -> None:
-        """record_audit always runs and succeeds, so without this leaf a failed stage would end as a successful run."""
-        raise RuntimeError("a stage of transactions_etl failed: see that task's log and audit.pipeline_runs")
-
-    ingest_date = resolve_run_date()
+    plan = plan_run()
+    slot = wait_for_run_slot()
+    day = plan["ingest_date"]
     with TaskGroup("extract") as extract:
-        extracted = [
-            extract_source.override(task_id=source.extract_task)(name, ingest_date) for name, source in REGISTRY.items()
-        ]
-    day = {"--ingest_date": ingest_date}
-    standardize = FluxoGlueJobOperator(
-        task_id="standardize", script="standardize", script_args=day, trigger_rule="none_failed_min_one_success",
-    )
-    quality_gate = FluxoGlueJobOperator(task_id="quality_gate", script="quality_gate", script_args=day, retries=0)
-    curate = FluxoGlueJobOperator(task_id="curate", script="curate", script_args=day, max_active_tis_per_dag=1)
-    aggregate = FluxoGlueJobOperator(task_id="aggregate", script="aggregate", script_args=day)
-    find_outliers = FluxoGlueJobOperator(task_id="outliers", script="outliers", script_args=day)
-    metrics_loaded = load_warehouse(ingest_date)
-    outliers_loaded = load_outlier_summary(ingest_date)
-    audit = record_audit(ingest_date)
+        for name, source in REGISTRY.items():
+            extract_source.override(task_id=source.extract_task)(name, plan)
+    glue = {
+        stage.name: FluxoGlueJobOperator(
+            task_id=stage.name, script=stage.name, script_args={"--ingest_date": day},
+            outlets=assets.OUTLETS.get(stage.name, []), max_active_tis_per_dag=1,
+            # extraction may skip every source (a backfill, a reprocess): the first stage runs on what was landed
+            trigger_rule="all_success" if stage.after else "none_failed",
+            **stage.task_limits(LIMITS["glue"]),
+        )
+        for stage in pipeline.GLUE_STAGES.values()
+    }
+    metrics_loaded, outliers_loaded, volume = load_warehouse(day), load_outlier_summary(day), check_day_volume(day)
+    audited = record_audit()
 
-    chain(extract, standardize, quality_gate, curate, [aggregate, find_outliers], [metrics_loaded, outliers_loaded], audit)
-    [*extracted, standardize, quality_gate, curate, aggregate, find_outliers, metrics_loaded, outliers_loaded] >> fail_run_if_a_stage_failed()
+    chain(plan, slot, extract, glue["standardize"], volume, glue["quality_gate"])
+    for stage in pipeline.GLUE_STAGES.values():
+        for upstream in stage.after:
+            glue[upstream] >> glue[stage.name]
+    glue["aggregate"] >> metrics_loaded
+    glue["outliers"] >> outliers_loaded
+    # (not after the volume check itself: its short circuit would skip the audit too; the stages after it wait for it)
+    [*glue.values(), metrics_loaded, outliers_loaded] >> audited >> fail_run_if_a_stage_failed()
 
 
 transactions_etl()

@@ -12,15 +12,19 @@ plain SparkSession configured from FLUXO_SPARK_* environment variables.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from datetime import date
 import sys
+import tempfile
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any, Callable
 
 from fluxo.lake import Lake
+from fluxo.spark import RUNTIME_CONF, is_s3, local_session
 
 ERROR_PREFIX = "FLUXO_ERROR: "
 
@@ -94,38 +98,24 @@ class StageRuntime:
             self.spark.stop()
 
 
-def _session_confs() -> dict[str, str]:
-    return {
-        "spark.sql.session.timeZone": "UTC",
-        "spark.sql.adaptive.enabled": "true",
-        "spark.sql.adaptive.coalescePartitions.enabled": "true",
-    }
-
-
 def start_stage(required: list[str], optional: dict[str, str | None] | None = None) -> StageRuntime:
-    """Parse the arguments and get a Spark session (GlueContext + Job inside AWS Glue)."""
+    """Parse the arguments and get a Spark session (GlueContext + Job inside AWS Glue).
+
+    Outside Glue the session is `fluxo.spark.local_session`: Delta Lake, and S3A when any
+    argument names an s3:// location.
+    """
     args = resolve_args(["JOB_NAME", *required], optional)
     from pyspark.sql import SparkSession
 
     # Launched by spark-submit or by AWS Glue (which always passes --JOB_RUN_ID): the JVM
     # and its master already exist, so only runtime SQL settings may be applied.
     launched = bool(os.environ.get("PYSPARK_GATEWAY_PORT")) or _given("JOB_RUN_ID", sys.argv)
-    builder = SparkSession.builder.appName(f"fluxo-{args['JOB_NAME']}")
-    if not launched:
-        # Python workers must be this interpreter (the venv with pyarrow), not whatever python3 is on PATH.
-        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-        builder = (
-            builder.master(os.environ.get("FLUXO_SPARK_MASTER", "local[*]"))
-            .config("spark.driver.memory", os.environ.get("FLUXO_SPARK_DRIVER_MEMORY", "4g"))
-            .config("spark.ui.enabled", "false")
-            .config("spark.ui.showConsoleProgress", "false")
-            .config("spark.sql.shuffle.partitions", os.environ.get("FLUXO_SPARK_SHUFFLE_PARTITIONS", "8"))
-        )
-    for key, value in _session_confs().items():
-        builder = builder.config(key, value)
-    spark = builder.getOrCreate()
+    if launched:
+        spark = SparkSession.builder.appName(f"fluxo-{args['JOB_NAME']}").getOrCreate()
+    else:
+        uses_s3 = any(is_s3(value) for value in args.values() if isinstance(value, str))
+        spark = local_session(f"fluxo-{args['JOB_NAME']}", s3=uses_s3)
     sc = spark.sparkContext
-    sc.setLogLevel(os.environ.get("FLUXO_SPARK_LOG_LEVEL", "ERROR"))
 
     glue_context = job = None
     if _glue_jvm_available(sc):
@@ -136,18 +126,34 @@ def start_stage(required: list[str], optional: dict[str, str | None] | None = No
         spark = glue_context.spark_session
         job = Job(glue_context)
         job.init(args["JOB_NAME"], args)
-    for key, value in _session_confs().items():
+    for key, value in RUNTIME_CONF.items():
         spark.conf.set(key, value)
     if launched and os.environ.get("FLUXO_SPARK_SHUFFLE_PARTITIONS"):
         spark.conf.set("spark.sql.shuffle.partitions", os.environ["FLUXO_SPARK_SHUFFLE_PARTITIONS"])
     return StageRuntime(spark=spark, args=args, glue_context=glue_context, job=job)
 
 
+_UNREACHABLE = ("Connection refused", "UnknownHostException", "connect timed out", "Unable to execute HTTP request")
+
+
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or exc.__class__.__name__
+    endpoint = os.environ.get("FLUXO_S3_ENDPOINT", "")
+    if any(marker in text for marker in _UNREACHABLE) and ("s3a://" in text or "s3://" in text or endpoint in text):
+        where = endpoint or "the S3 endpoint"
+        return (f"S3StoreUnreachable: the lake's S3 store {where} did not answer ({_first_cause(text)}); "
+                "check that it runs (`make status`) and retry the stage, which redoes its work from the start")
     if len(text) > 2000:
         text = text[:2000] + "…"
     return f"{exc.__class__.__name__}: {text}"
+
+
+def _first_cause(text: str) -> str:
+    for marker in _UNREACHABLE:
+        at = text.find(marker)
+        if at >= 0:
+            return text[at: at + 160]
+    return text[:160]
 
 
 def run_stage(main: Callable[[], Any]) -> None:
@@ -227,17 +233,23 @@ def read_stats(spark, lake_root: str, ingest_date: str, stage: str) -> dict[str,
     return json.loads(text) if text else None
 
 
-def curated_days(rt: StageRuntime) -> list[str]:
-    """The event dates a stage after curate works on: `--event_dates` (comma-separated) when given,
-    else the days curate replaced for this ingest date (its stats document)."""
+def curated_input(rt: StageRuntime) -> tuple[list[str], int | None]:
+    """What a stage after curate reads: (event dates, curated table version).
+
+    `--event_dates D1,D2` and `--curated_version N` when given; else the days curate
+    merged for this ingest date and the version its commit made (its results document),
+    so every later stage reads one snapshot even while other days are being curated.
+    """
     given = rt.args.get("event_dates")
+    version = rt.args.get("curated_version")
     if given is not None:
-        return sorted({date.fromisoformat(d.strip()).isoformat() for d in given.split(",") if d.strip()})
+        dates = sorted({date.fromisoformat(d.strip()).isoformat() for d in given.split(",") if d.strip()})
+        return dates, (int(version) if version not in (None, "") else None)
     ingest_date = rt.args["ingest_date"]
     curate = read_stats(rt.spark, rt.lake.root, ingest_date, "curate")
     if curate is None:
         raise FileNotFoundError(f"no curate results for ingest date {ingest_date}: run curate first (or pass --event_dates)")
-    return list(curate["dates"])
+    return list(curate["dates"]), curate.get("version")
 
 
 # --- file system helpers -----------------------------------------------------------
@@ -246,6 +258,35 @@ def curated_days(rt: StageRuntime) -> list[str]:
 def path_exists(spark, path: str) -> bool:
     hpath, fs = _hadoop_path(spark, path)
     return bool(fs.exists(hpath))
+
+
+def copy_tree(spark, source: str, target: str) -> int:
+    """Copy every file under `source` to the same relative path under `target` (any two Hadoop
+    file systems: a local folder to S3, say); files already at the target are kept. Returns the
+    number of files copied."""
+    jvm = spark.sparkContext._jvm
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    src_root, src_fs = _hadoop_path(spark, source)
+    _, dst_fs = _hadoop_path(spark, target)
+    if not src_fs.exists(src_root):
+        raise FileNotFoundError(f"nothing to copy: {source} does not exist")
+    base = src_fs.makeQualified(src_root).toString().rstrip("/")
+    copied = 0
+    files = src_fs.listFiles(src_root, True)
+    while files.hasNext():
+        path = files.next().getPath()
+        relative = path.toString()[len(base):].lstrip("/")
+        destination = jvm.org.apache.hadoop.fs.Path(f"{target.rstrip('/')}/{relative}")
+        if not dst_fs.exists(destination):
+            jvm.org.apache.hadoop.fs.FileUtil.copy(src_fs, path, dst_fs, destination, False, conf)
+            copied += 1
+    return copied
+
+
+def delete_path(spark, path: str) -> bool:
+    """Delete a file or folder (recursively); False when there was nothing."""
+    hpath, fs = _hadoop_path(spark, path)
+    return bool(fs.delete(hpath, True))
 
 
 def list_files(spark, root: str, suffixes: tuple[str, ...]) -> list[str]:
@@ -264,3 +305,31 @@ def list_files(spark, root: str, suffixes: tuple[str, ...]) -> list[str]:
         if relative[-1].lower().endswith(suffixes):
             found.append(path)
     return sorted(found)
+
+
+def is_local(uri: str) -> bool:
+    return "://" not in uri or uri.startswith("file://")
+
+
+@contextlib.contextmanager
+def local_copy(spark, uri: str, children: tuple[str, ...]) -> Iterator[str]:
+    """A local folder standing for the lake folder `uri` (its `children` folders), for tools that
+    only write local files (GX Data Docs): the folder itself when the lake is local; else a
+    temporary copy, whose children are uploaded back when the block ends without error."""
+    if is_local(uri):
+        path = uri.removeprefix("file://")
+        os.makedirs(path, exist_ok=True)
+        yield path
+        return
+    jvm = spark.sparkContext._jvm
+    with tempfile.TemporaryDirectory(prefix="fluxo-local-copy-") as local:
+        for child in children:
+            remote, fs = _hadoop_path(spark, f"{uri.rstrip('/')}/{child}")
+            if fs.exists(remote):
+                fs.copyToLocalFile(False, remote, jvm.org.apache.hadoop.fs.Path(f"file://{local}/{child}"), True)
+        yield local
+        for child in children:
+            remote, fs = _hadoop_path(spark, f"{uri.rstrip('/')}/{child}")
+            if os.path.isdir(os.path.join(local, child)):
+                fs.delete(remote, True)
+                fs.copyFromLocalFile(False, True, jvm.org.apache.hadoop.fs.Path(f"file://{local}/{child}"), remote)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+DATA_DOCS = "data_docs"
+
 
 @dataclass(frozen=True)
 class Lake:
@@ -49,9 +51,18 @@ class Lake:
     def outlier_history(self) -> str:
         return self._join("history", "outliers")
 
+    @property
+    def delta_tables(self) -> dict[str, str]:
+        """Every Delta table of the lake, by name (what lake maintenance compacts and vacuums)."""
+        return {"curated_transactions": self.curated_transactions, "outlier_history": self.outlier_history}
+
     def quality(self, ingest_date: str) -> str:
         return self._join("quality", f"ingest_date={ingest_date}")
 
     @property
+    def quality_root(self) -> str:
+        return self._join("quality")
+
+    @property
     def data_docs(self) -> str:
-        return self._join("quality", "data_docs")
+        return self._join("quality", DATA_DOCS)

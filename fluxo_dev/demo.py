@@ -113,12 +113,14 @@ def print_run_summary(database_url: str, days: list[date]) -> None:
             """,
             (days,),
         ).fetchall()
-    print(f"    {'day':<12}{'state':<9}{'landed':>8}{'read':>9}{'quarant.':>10}{'dupes':>8}{'curated':>9}{'metrics':>8}")
+    print(f"    {'day':<12}{'state':<9}{'landed':>8}{'read':>9}{'quarant.':>10}{'dupes':>8}{'known':>8}{'curated':>9}"
+          f"{'metrics':>8}")
     for ingest_date, state, c in rows:
         s = c.get("stage_stats", {}).get("standardize", {})
         print(
             f"    {ingest_date!s:<12}{state:<9}{c.get('landed_records', 0):>8}{s.get('read', 0):>9}"
-            f"{s.get('quarantined', 0):>10}{c.get('duplicates_dropped', 0):>8}{c.get('curated_new', 0):>9}"
+            f"{s.get('quarantined', 0):>10}{c.get('duplicates_in_batch', 0):>8}{c.get('already_curated', 0):>8}"
+            f"{c.get('curated_new', 0):>9}"
             f"{c.get('metric_rows_loaded', 0):>8}"
         )
         for source, got in sorted((c.get("extracted") or {}).items()):
@@ -228,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         print_run_summary(settings.database_url, days)
 
         print(f"\n    lake:          {settings.lake_root}")
-        print(f"    curated:       {settings.lake_root}/curated/transactions/  (Parquet, partitioned by event_date)")
+        print(f"    curated:       {settings.lake_root}/curated/transactions/  (Delta table, partitioned by event_date)")
         print(f"    quarantine:    {settings.lake_root}/quarantine/")
         print(f"    GX Data Docs:  {settings.lake_root}/quality/data_docs/index.html")
 

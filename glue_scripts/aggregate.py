@@ -1,9 +1,10 @@
 """Aggregate stage: metrics at every grain of the event dates a run touched.
 
     aggregate.py --JOB_NAME aggregate --lake_root ROOT --ingest_date YYYY-MM-DD [--reporting_currency BRL]
-                 [--event_dates D1,D2]
+                 [--event_dates D1,D2 --curated_version N]
 
-The event dates are the days curate replaced for the ingest date (or --event_dates); their curated partitions are
+The event dates are the days curate merged for the ingest date (or --event_dates), read as of
+the table version its commit made; their curated rows are
 read once and in full (the metrics cover every transaction of those days, not only this
 run's). Each grain of fluxo.contract.METRIC_GRAINS overwrites
 work/metrics/<grain>/ingest_date=D/: `daily` from one aggregation, the finer grains
@@ -15,9 +16,9 @@ from __future__ import annotations
 
 from pyspark import StorageLevel
 
-from fluxo.glue_runtime import curated_days, run_stage, start_stage, write_stats
+from fluxo.glue_runtime import curated_input, run_stage, start_stage, write_stats
 from fluxo.transforms.aggregate import GROUPED_GRAINS, daily_metrics, grain_metrics, grain_rows
-from fluxo.transforms.curate import read_partitions
+from fluxo.transforms.curate import read_days
 
 STAGE = "aggregate"
 # Output rows per file: metric grains are small (the merchant grain is the largest).
@@ -25,14 +26,16 @@ ROWS_PER_FILE = 500_000
 
 
 def main() -> None:
-    rt = start_stage(["lake_root", "ingest_date"], {"reporting_currency": "BRL", "event_dates": None})
+    rt = start_stage(
+        ["lake_root", "ingest_date"], {"reporting_currency": "BRL", "event_dates": None, "curated_version": None}
+    )
     spark, lake = rt.spark, rt.lake
     ingest_date = rt.args["ingest_date"]
     currency = rt.args["reporting_currency"].upper()
-    dates = curated_days(rt)
+    dates, version = curated_input(rt)
 
     # Two aggregations read the same partitions: read the Parquet once.
-    curated = read_partitions(spark, lake.curated_transactions, dates).persist(StorageLevel.MEMORY_AND_DISK)
+    curated = read_days(spark, lake.curated_transactions, dates, version).persist(StorageLevel.MEMORY_AND_DISK)
     rows: dict[str, int] = {}
     daily = daily_metrics(curated, currency)
     daily.coalesce(1).write.mode("overwrite").parquet(lake.metrics("daily", ingest_date))
@@ -49,7 +52,8 @@ def main() -> None:
     curated.unpersist()
     log_rows = ", ".join(f"{name}={n}" for name, n in rows.items())
     print(f"aggregate {ingest_date}: metric rows {log_rows}", flush=True)
-    write_stats(spark, lake.root, ingest_date, STAGE, {"stage": STAGE, "metric_rows": rows["daily"], "dates": dates})
+    write_stats(spark, lake.root, ingest_date, STAGE,
+                {"stage": STAGE, "metric_rows": rows["daily"], "grain_rows": rows, "dates": dates, "curated_version": version})
     rt.finish()
 
 

@@ -1,18 +1,18 @@
 """Outliers stage: robust-statistics outliers of the event dates a run touched, into the Delta history.
 
     outliers.py --JOB_NAME outliers --lake_root ROOT --ingest_date YYYY-MM-DD
-                [--history_days 30] [--run_id ID]
+                [--history_days 30] [--run_id ID] [--event_dates D1,D2 --curated_version N]
 
-The event dates are the days curate replaced for the ingest date, or --event_dates (like aggregate). Baselines are
-computed over the curated partitions from (earliest touched date − history_days) to the
+The event dates are the days curate merged for the ingest date, or --event_dates (like
+aggregate). Baselines are computed over the curated days from (earliest touched date − history_days) to the
 latest touched date; the touched dates are scored (methods in fluxo.transforms.outliers).
-The flagged rows are MERGEd into the Delta table Lake.outlier_history with delta-rs on
+The flagged rows are MERGEd by Spark into the Delta table Lake.outlier_history on
 (transaction_id, method) — rule in fluxo.history — so a rerun adds nothing. The day's
 summary (per event_date × method × mcc) overwrites work/metrics/outlier_summary/ingest_date=D/.
 Stats: work/stats/ingest_date=D/outliers.json.
 
-The flagged rows are brought to the driver as Arrow for delta-rs: they are a tiny fraction
-of the input (about 0.1% on the generator's data), not the curated rows themselves.
+The curated rows are read as of the table version curate committed (its results document,
+or --curated_version), so the stage sees one snapshot.
 """
 
 from __future__ import annotations
@@ -21,12 +21,13 @@ import time
 from datetime import date, datetime, timedelta, timezone
 
 from pyspark import StorageLevel
+from pyspark.sql import functions as F
 
-from fluxo import history
+from fluxo import delta_tables, history
 from fluxo.contract import OUTLIER_METHODS
-from fluxo.glue_runtime import curated_days, run_stage, start_stage, write_stats
+from fluxo.glue_runtime import curated_input, run_stage, start_stage, write_stats
 from fluxo.transforms._common import event_date
-from fluxo.transforms.curate import read_partitions
+from fluxo.transforms.curate import read_days
 from fluxo.transforms.outliers import detect, outlier_summary
 
 STAGE = "outliers"
@@ -42,7 +43,10 @@ def history_window(dates: list[str], history_days: int) -> list[str]:
 
 
 def main() -> None:
-    rt = start_stage(["lake_root", "ingest_date"], {"history_days": "30", "run_id": None, "JOB_RUN_ID": None, "event_dates": None})
+    rt = start_stage(
+        ["lake_root", "ingest_date"],
+        {"history_days": "30", "run_id": None, "JOB_RUN_ID": None, "event_dates": None, "curated_version": None},
+    )
     spark, lake = rt.spark, rt.lake
     ingest_date = rt.args["ingest_date"]
     history_days = int(rt.args["history_days"])
@@ -51,42 +55,45 @@ def main() -> None:
     run_id = rt.args["run_id"] or rt.args["JOB_RUN_ID"] or f"{STAGE}-{ingest_date}"
     detected_at = datetime.now(timezone.utc).replace(microsecond=0)
 
-    dates = curated_days(rt)
+    dates, version = curated_input(rt)
     window = history_window(dates, history_days)
-    baseline_rows = read_partitions(spark, lake.curated_transactions, window)
+    baseline_rows = read_days(spark, lake.curated_transactions, window, version)
     candidates = baseline_rows.where(event_date().isin([date.fromisoformat(d) for d in dates]))
     outliers = detect(candidates, baseline_rows, run_id, detected_at).persist(StorageLevel.MEMORY_AND_DISK)
 
     clock = time.perf_counter()
-    flagged = outliers.toArrow()
+    by_method = dict.fromkeys(OUTLIER_METHODS, 0)
+    for row in outliers.groupBy("method").agg(F.count("*").alias("n")).collect():  # one row per method
+        by_method[row["method"]] = row["n"]
+    flagged_transactions = outliers.select("transaction_id").distinct().count()
     seconds = {"detect": time.perf_counter() - clock}
     clock = time.perf_counter()
-    merged = history.merge_outliers(lake.outlier_history, flagged, dates)
+    commit_info = {"stage": STAGE, "ingest_date": ingest_date, "run_id": run_id}
+    merged = delta_tables.with_retry(
+        lambda: history.merge_flagged(spark, lake.outlier_history, outliers, dates, commit_info)
+    )
     seconds["delta_merge"] = time.perf_counter() - clock
     clock = time.perf_counter()
     outlier_summary(outliers).coalesce(1).write.mode("overwrite").parquet(lake.metrics("outlier_summary", ingest_date))
     seconds["summary"] = time.perf_counter() - clock
-    by_method = dict.fromkeys(OUTLIER_METHODS, 0)
-    for row in outliers.groupBy("method").count().collect():  # one row per method
-        by_method[row["method"]] = row["count"]
     outliers.unpersist()
 
     stats = {
         "stage": STAGE,
         "dates": dates,
+        "curated_version": version,
         "history_days": history_days,
         "run_id": run_id,
-        "flagged_rows": flagged.num_rows,
-        "flagged_transactions": len(set(flagged.column("transaction_id").to_pylist())),
+        "flagged_rows": sum(by_method.values()),
+        "flagged_transactions": flagged_transactions,
         "by_method": by_method,
         "delta_version": merged["version"],
-        "inserted": merged.get("num_target_rows_inserted", 0),
-        "updated": merged.get("num_target_rows_updated", 0),
-        "deleted": merged.get("num_target_rows_deleted", 0),
-        "merge_ms": merged.get("execution_time_ms", 0),
+        "inserted": merged["inserted"],
+        "updated": merged["updated"],
+        "deleted": merged["deleted"],
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
     }
-    print(f"{STAGE} {ingest_date}: {flagged.num_rows} outlier rows for {dates or 'no dates'}; "
+    print(f"{STAGE} {ingest_date}: {stats['flagged_rows']} outlier rows for {dates or 'no dates'}; "
           f"delta version {merged['version']} (+{stats['inserted']} ~{stats['updated']} -{stats['deleted']})")
     write_stats(spark, lake.root, ingest_date, STAGE, stats)
     rt.finish()

@@ -8,19 +8,21 @@ The contract and business suites validate the staged transactions; the day suite
 the day profile (fluxo.quality.day: one row per source from standardize's stats documents of
 this day and the previous days of the suite's window). Writes `quality/ingest_date=D/validation.json`
 (run totals + `results`, one record per expectation) and the stage stats, builds GX Data Docs
-into `quality/data_docs` when the lake is a local path, and fails the run (FLUXO_ERROR naming
-every failed critical expectation, and for the day rules the offending sources) when any
-critical rule fails. Warnings are recorded and never fail the run.
+into `quality/data_docs` (on an S3 lake: built locally, then uploaded), and fails the run
+(FLUXO_ERROR naming every failed critical expectation, and for the day rules the offending
+sources) when any critical rule fails. Warnings are recorded and never fail the run.
 """
 
 from __future__ import annotations
 
 import json
+import os
 
-from fluxo.glue_runtime import list_files, read_stats, read_text, run_stage, start_stage, write_stats, write_text
+from fluxo.glue_runtime import list_files, local_copy, read_stats, read_text, run_stage, start_stage, write_stats, write_text
+from fluxo.lake import DATA_DOCS
 from fluxo.quality import DEFAULT_SUITES, describe_failure, load_suites, validate
 from fluxo.quality.day import PROFILE, PROFILE_SCHEMA, history_window, profile_rows, recent_stats_paths
-from fluxo.quality.gate import STAGED
+from fluxo.quality.gate import RESULTS_STORE, STAGED
 from fluxo.quality.suites import EXPECTATIONS_DIR
 
 STAGE = "quality_gate"
@@ -35,19 +37,19 @@ def main() -> None:
     names = [name.strip() for name in rt.args["suites"].split(",") if name.strip()]
     suites = load_suites(names, rt.args["expectations_root"], lambda path: read_text(spark, path))
 
-    data_docs_dir = None
-    if rt.args["data_docs"].lower() == "true":
-        if "://" in lake.root and not lake.root.startswith("file://"):
-            print(f"Data Docs skipped: the lake {lake.root} is not a local path")
-        else:
-            data_docs_dir = lake.data_docs.removeprefix("file://")
-
     window_days, min_days = history_window(suites)
     history_paths = recent_stats_paths(list_files(spark, lake.work("stats"), ("standardize.json",)), ingest_date, window_days)
     history = [json.loads(read_text(spark, path) or "{}") for path in history_paths]
     profile = profile_rows(read_stats(spark, lake.root, ingest_date, "standardize"), history, min_days)
     frames = {STAGED: spark.read.parquet(lake.staged(ingest_date)), PROFILE: spark.createDataFrame(profile, PROFILE_SCHEMA)}
-    report = validate(frames, suites, data_docs_dir, run_name=f"ingest_date={ingest_date}")
+
+    if rt.args["data_docs"].lower() == "true":
+        # GX writes Data Docs to local files: on an S3 lake they are built in a copy and uploaded
+        with local_copy(spark, lake.quality_root, (DATA_DOCS, RESULTS_STORE)) as quality_dir:
+            report = validate(frames, suites, os.path.join(quality_dir, DATA_DOCS), run_name=f"ingest_date={ingest_date}")
+        report.data_docs_index = f"{lake.data_docs}/index.html"
+    else:
+        report = validate(frames, suites, None, run_name=f"ingest_date={ingest_date}")
 
     # Recorded before judging, so a stopped run still leaves its results for the audit.
     write_text(spark, f"{lake.quality(ingest_date)}/validation.json",

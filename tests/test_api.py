@@ -1,4 +1,8 @@
-"""The query API over real HTTP (uvicorn subprocess) against the real, migrated warehouse of the local stack."""
+"""The query API over real HTTP (uvicorn subprocess) against the real, migrated warehouse of the local stack:
+tokens and the JWT attack set, the metric grains, paging, errors, audit, health and packaging.
+
+Every test shares conftest's `api_service` (one server); the clients they use are made with the CLI.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,9 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import uuid
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -23,93 +24,30 @@ import jwt
 import psycopg
 import pyarrow as pa
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 import fluxo
 from fluxo.contract import DAILY_METRICS, METRIC_GRAINS, OUTLIER_SUMMARY
 from fluxo_platform.warehouse import replace_days
+from tests.conftest import TEST_HOME, ApiService, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 API_DIR = REPO_ROOT / "api"
 
 CLIENT_ID = f"bi-dashboards-{uuid.uuid4().hex[:8]}"
-CLIENT_SECRET = secrets.token_urlsafe(32)
-JWT_SECRET = secrets.token_urlsafe(48)
-ISSUER, AUDIENCE = "fluxo", "fluxo-api"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class ApiServer:
-    base_url: str
-    process: subprocess.Popen
-    log_path: Path
-
-    def log_lines(self) -> list[str]:
-        return self.log_path.read_text(errors="replace").splitlines()
-
-
-def _start_api(database_url: str, log_path: Path) -> ApiServer:
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLUXO_")}
-    env.update(
-        FLUXO_API_JWT_SECRET=JWT_SECRET,
-        FLUXO_API_CLIENT_ID=CLIENT_ID,
-        FLUXO_API_CLIENT_SECRET=CLIENT_SECRET,
-        FLUXO_DATABASE_URL=database_url,
-    )
-    command = [
-        sys.executable, "-m", "uvicorn", "app.main:app", "--app-dir", str(API_DIR),
-        "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
-    ]
-    log = log_path.open("w")
-    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    server = ApiServer(f"http://127.0.0.1:{port}", process, log_path)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError("API server exited:\n" + "\n".join(server.log_lines()))
-        try:
-            httpx.get(f"{server.base_url}/health", timeout=5)
-            return server
-        except httpx.TransportError:
-            time.sleep(0.2)
-    process.terminate()
-    raise RuntimeError("API server did not answer /health in 60 s:\n" + "\n".join(server.log_lines()))
-
-
-def _stop(server: ApiServer) -> None:
-    server.process.terminate()
-    try:
-        server.process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
+CREDENTIALS: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
-def audited_api(warehouse_url, tmp_path_factory):
-    """An instance of our own (not conftest's shared `api_server`): own client, own log to inspect."""
-    server = _start_api(warehouse_url, tmp_path_factory.mktemp("api") / "api.log")
-    yield server
-    _stop(server)
+def api(api_service) -> ApiService:
+    CREDENTIALS[CLIENT_ID] = api_service.create_client(CLIENT_ID, "metrics:read")
+    return api_service
 
 
 @pytest.fixture(scope="module")
-def api_without_warehouse(tmp_path_factory):
-    # Nothing listens on this port: the warehouse is down for this instance.
-    server = _start_api(f"postgresql://fluxo:unused@127.0.0.1:{_free_port()}/warehouse",
-                        tmp_path_factory.mktemp("api-down") / "api.log")
-    yield server
-    _stop(server)
-
-
-@pytest.fixture(scope="module")
-def client(audited_api):
-    with httpx.Client(base_url=audited_api.base_url, timeout=30) as http:
+def client(api):
+    with httpx.Client(base_url=api.base_url, timeout=30) as http:
         yield http
 
 
@@ -118,7 +56,7 @@ def _request_id() -> str:
 
 
 def _token(client: httpx.Client, **form: str) -> httpx.Response:
-    body = {"grant_type": "client_credentials", "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, **form}
+    body = {"grant_type": "client_credentials", "client_id": CLIENT_ID, "client_secret": CREDENTIALS[CLIENT_ID], **form}
     return client.post("/auth/token", data=body, headers={"X-Request-ID": _request_id()})
 
 
@@ -129,69 +67,50 @@ def access_token(client) -> str:
     return response.json()["access_token"]
 
 
-def _claims(**overrides) -> dict:
-    now = datetime.now(timezone.utc)
-    claims = {"sub": CLIENT_ID, "scope": "metrics:read", "iat": now, "exp": now + timedelta(minutes=5),
-              "iss": ISSUER, "aud": AUDIENCE, "jti": uuid.uuid4().hex}
-    claims.update(overrides)
-    return {k: v for k, v in claims.items() if v is not None}
-
-
 def _b64(data: dict) -> str:
     return base64.urlsafe_b64encode(json.dumps(data, default=str).encode()).rstrip(b"=").decode()
 
 
-def _audit_row(warehouse_url: str, request_id: str, timeout: float = 10.0) -> dict:
-    """The audit row of one request; written just after the response is sent, so poll briefly."""
-    deadline = time.monotonic() + timeout
-    with psycopg.connect(warehouse_url, autocommit=True) as conn:
-        while True:
-            row = conn.execute(
-                "SELECT principal, method, path, query, status_code, client_ip, duration_ms, detail"
-                " FROM audit.api_access WHERE detail::jsonb ->> 'request_id' = %s",
-                (request_id,),
-            ).fetchone()
-            if row or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
-    assert row is not None, f"no audit row for request {request_id}"
-    keys = ("principal", "method", "path", "query", "status_code", "client_ip", "duration_ms", "detail")
-    return dict(zip(keys, row))
+def _public_pem(api: ApiService) -> bytes:
+    key, _ = api.signing_key()
+    return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 # --- tokens -----------------------------------------------------------------
 
 
-def test_token_is_issued_for_the_configured_client(client):
+def test_token_is_issued_for_a_client_made_with_the_cli(api, client):
     response = _token(client)
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["token_type"] == "bearer" and body["expires_in"] == 900 and body["scope"] == "metrics:read"
     assert response.headers["cache-control"] == "no-store"
-    claims = jwt.decode(body["access_token"], JWT_SECRET, algorithms=["HS256"], audience=AUDIENCE, issuer=ISSUER)
+    header = jwt.get_unverified_header(body["access_token"])
+    assert header["alg"] == "RS256" and header["kid"] == api.signing_key()[1]
+    jwks = client.get("/.well-known/jwks.json").json()
+    public = jwt.PyJWK({k: v for k, v in jwks["keys"][-1].items()}).key
+    claims = jwt.decode(body["access_token"], public, algorithms=["RS256"], audience=api.AUDIENCE, issuer=api.ISSUER)
     assert claims["sub"] == CLIENT_ID and claims["scope"] == "metrics:read"
     assert claims["exp"] - claims["iat"] == 900 and claims["jti"]
-    assert jwt.get_unverified_header(body["access_token"])["alg"] == "HS256"
 
 
 def test_token_accepts_http_basic_client_authentication(client):
-    basic = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
+    basic = base64.b64encode(f"{CLIENT_ID}:{CREDENTIALS[CLIENT_ID]}".encode()).decode()
     response = client.post("/auth/token", data={"grant_type": "client_credentials", "scope": "metrics:read"},
                            headers={"Authorization": f"Basic {basic}"})
     assert response.status_code == 200, response.text
     assert response.json()["scope"] == "metrics:read"
 
 
-@pytest.mark.parametrize(
-    ("client_id", "client_secret"),
-    [(CLIENT_ID, "not-the-secret"), ("someone-else", CLIENT_SECRET), (CLIENT_ID, "")],
-    ids=["wrong-secret", "unknown-client", "empty-secret"],
-)
-def test_token_is_refused_for_a_wrong_client(client, client_id, client_secret):
-    response = _token(client, client_id=client_id, client_secret=client_secret)
-    assert response.status_code == 401
-    assert response.json()["error"] == "invalid_client"
-    assert "access_token" not in response.json()
+def test_token_is_refused_for_a_wrong_client(api, client):
+    victim = f"victim-{uuid.uuid4().hex[:6]}"
+    secret = api.create_client(victim, "metrics:read")
+    for client_id, client_secret in [(victim, "not-the-secret"), ("someone-else", secret), (victim, "")]:
+        response = client.post("/auth/token", data={"grant_type": "client_credentials", "client_id": client_id,
+                                                    "client_secret": client_secret})
+        assert response.status_code == 401, (client_id, response.text)
+        body = response.json()
+        assert body["error"] == "invalid_client" and body["status"] == 401 and "access_token" not in body
 
 
 def test_token_refuses_other_grants_and_unknown_scopes(client):
@@ -252,37 +171,86 @@ def test_daily_metrics_equal_the_rows_in_the_warehouse(client, access_token, met
     assert list(body[0]) == DAILY_METRICS.names
 
 
+def test_daily_metrics_as_csv(client, access_token, metric_rows):
+    bearer = {"Authorization": f"Bearer {access_token}"}
+    response = client.get("/metrics/daily", params={"from": "1999-01-01", "to": "1999-01-09", "format": "csv"},
+                          headers=bearer)
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
+    lines = response.text.splitlines()
+    assert lines[0].split(",") == DAILY_METRICS.names
+    assert [line.split(",")[:3] for line in lines[1:]] == [
+        [r["event_date"].isoformat(), str(r["transaction_count"]), f"{r['amount_total']:.2f}"] for r in metric_rows]
+    by_accept = client.get("/metrics/daily", params={"from": "1999-01-01", "to": "1999-01-09"},
+                           headers={**bearer, "Accept": "text/csv"})
+    assert by_accept.text == response.text
+
+
 def test_daily_metrics_of_an_empty_window_is_an_empty_list(client, access_token, metric_rows):
     response = client.get("/metrics/daily", params={"from": "1998-01-01", "to": "1998-01-31"},
                           headers={"Authorization": f"Bearer {access_token}"})
     assert response.status_code == 200 and response.json() == []
 
 
+def _other_rsa_token(api: ApiService) -> str:
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return jwt.encode(api.claims(), other, algorithm="RS256", headers={"kid": api.signing_key()[1]})
+
+
+def _hs_with_public_key(api: ApiService) -> str:
+    """RS/HS confusion: HS256 keyed with the server's public key (PyJWT refuses to make one, so by hand)."""
+    import hashlib
+    import hmac
+
+    head = _b64({"alg": "HS256", "typ": "JWT", "kid": api.signing_key()[1]})
+    body = _b64({k: int(v.timestamp()) if isinstance(v, datetime) else v for k, v in api.claims().items()})
+    signature = hmac.new(_public_pem(api), f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
+
+
+NOW = datetime.now(timezone.utc)
 BAD_TOKENS = {
-    "expired": lambda: jwt.encode(_claims(iat=datetime.now(timezone.utc) - timedelta(hours=1),
-                                          exp=datetime.now(timezone.utc) - timedelta(minutes=1)), JWT_SECRET),
-    "wrong-signature": lambda: jwt.encode(_claims(), secrets.token_urlsafe(48)),
-    "alg-none": lambda: f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(_claims())}.",
-    "alg-hs512": lambda: jwt.encode(_claims(), JWT_SECRET, algorithm="HS512"),
-    "wrong-audience": lambda: jwt.encode(_claims(aud="someone-else"), JWT_SECRET),
-    "wrong-issuer": lambda: jwt.encode(_claims(iss="evil"), JWT_SECRET),
-    "issued-in-the-future": lambda: jwt.encode(_claims(iat=datetime.now(timezone.utc) + timedelta(hours=1)),
-                                               JWT_SECRET),
-    "no-expiry": lambda: jwt.encode(_claims(exp=None), JWT_SECRET),
-    "garbage": lambda: "not.a.token",
+    "expired": lambda api: api.sign(iat=datetime.now(timezone.utc) - timedelta(hours=1),
+                                     exp=datetime.now(timezone.utc) - timedelta(minutes=1)),
+    "wrong-signature": _other_rsa_token,
+    "alg-none": lambda api: f"{_b64({'alg': 'none', 'typ': 'JWT', 'kid': api.signing_key()[1]})}.{_b64(api.claims())}.",
+    "hs256-with-the-public-key": _hs_with_public_key,
+    "alg-hs512": lambda api: jwt.encode(api.claims(), secrets.token_urlsafe(48), algorithm="HS512",
+                                        headers={"kid": api.signing_key()[1]}),
+    "wrong-audience": lambda api: api.sign(aud="someone-else"),
+    "wrong-issuer": lambda api: api.sign(iss="evil"),
+    "issued-in-the-future": lambda api: api.sign(iat=datetime.now(timezone.utc) + timedelta(hours=1)),
+    "no-expiry": lambda api: api.sign(exp=None),
+    "unknown-kid": lambda api: jwt.encode(api.claims(), api.signing_key()[0], algorithm="RS256",
+                                          headers={"kid": "no-such-key"}),
+    "no-kid": lambda api: jwt.encode(api.claims(), api.signing_key()[0], algorithm="RS256"),
+    "kid-path-injection": lambda api: jwt.encode(api.claims(), api.signing_key()[0], algorithm="RS256",
+                                                 headers={"kid": "../../../etc/passwd"}),
+    "expiry-in-the-year-10^22": lambda api: api.sign(exp=10**22 * 365 * 86400),
+    "lifetime-over-the-cap": lambda api: api.sign(exp=datetime.now(timezone.utc) + timedelta(days=30)),
+    "subject-of-1000-characters": lambda api: api.sign(sub="x" * 1000),
+    "scope-of-a-wrong-type": lambda api: api.sign(scope=["metrics:read"]),
+    "garbage": lambda api: "not.a.token",
 }
 
 
 @pytest.mark.parametrize("kind", sorted(BAD_TOKENS))
-def test_bad_tokens_are_refused_with_401(client, warehouse_url, kind):
+def test_bad_tokens_are_refused_with_401(api, client, kind):
     request_id = _request_id()
     response = client.get("/metrics/daily", params={"from": "1999-01-01", "to": "1999-01-03"},
-                          headers={"Authorization": f"Bearer {BAD_TOKENS[kind]()}", "X-Request-ID": request_id})
+                          headers={"Authorization": f"Bearer {BAD_TOKENS[kind](api)}", "X-Request-ID": request_id})
     assert response.status_code == 401, response.text
     assert response.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
-    audit = _audit_row(warehouse_url, request_id)
+    body = response.json()
+    assert body["error"] == "invalid_token" and body["request_id"] == request_id
+    audit = api.audit_row(request_id)
     assert audit["status_code"] == 401 and audit["principal"] is None
-    assert json.loads(audit["detail"])["reason"] == response.json()["detail"]
+    assert json.loads(audit["detail"])["reason"] == body["error_description"]
+
+
+def test_a_validly_signed_token_of_the_server_is_accepted(api, client, metric_rows):
+    response = client.get("/metrics/daily", params={"from": "1999-01-01", "to": "1999-01-03"},
+                          headers={"Authorization": f"Bearer {api.sign(sub=CLIENT_ID)}"})
+    assert response.status_code == 200, response.text
 
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Basic Zm9vOmJhcg=="}, {"Authorization": "Bearer"}],
@@ -293,31 +261,34 @@ def test_requests_without_a_bearer_token_are_refused_with_401(client, headers):
     assert response.headers["www-authenticate"] == "Bearer"
 
 
-def test_a_token_without_the_metrics_scope_is_forbidden(client, warehouse_url):
+def test_a_token_without_the_metrics_scope_is_forbidden(api, client):
     request_id = _request_id()
-    token = jwt.encode(_claims(scope="reports:read"), JWT_SECRET)
+    token = api.sign(sub=CLIENT_ID, scope="reports:read")
     response = client.get("/metrics/daily", params={"from": "1999-01-01", "to": "1999-01-03"},
                           headers={"Authorization": f"Bearer {token}", "X-Request-ID": request_id})
-    assert response.status_code == 403
+    assert response.status_code == 403 and response.json()["error"] == "insufficient_scope"
     assert 'error="insufficient_scope"' in response.headers["www-authenticate"]
-    audit = _audit_row(warehouse_url, request_id)
+    audit = api.audit_row(request_id)
     assert audit["status_code"] == 403 and audit["principal"] == CLIENT_ID
 
 
 @pytest.mark.parametrize(
-    ("params", "message"),
+    ("params", "field", "message"),
     [
-        ({"from": "1999-01-05", "to": "1999-01-01"}, "must not be before"),
-        ({"from": "1999-01-01", "to": "2000-01-02"}, "at most 366 days"),
-        ({"from": "1999-13-01", "to": "1999-12-31"}, "valid date"),
-        ({"from": "1999-01-01"}, "Field required"),
+        ({"from": "1999-01-05", "to": "1999-01-01"}, "to", "must not be before"),
+        ({"from": "1999-01-01", "to": "2000-01-02"}, "to", "at most 366 days"),
+        ({"from": "1999-13-01", "to": "1999-12-31"}, "from", "valid date"),
+        ({"from": "1999-01-01"}, "to", "Field required"),
     ],
     ids=["reversed", "too-long", "not-a-date", "missing-to"],
 )
-def test_bad_query_parameters_are_422(client, access_token, params, message):
+def test_bad_query_parameters_are_422_naming_the_field(client, access_token, params, field, message):
     response = client.get("/metrics/daily", params=params, headers={"Authorization": f"Bearer {access_token}"})
     assert response.status_code == 422
-    assert message in " ".join(error["msg"] for error in response.json()["detail"])
+    body = response.json()
+    assert body["error"] == "invalid_request" and body["status"] == 422
+    assert [e["field"] for e in body["errors"]] == [field]
+    assert message in body["errors"][0]["message"]
 
 
 def test_the_longest_allowed_window_is_accepted(client, access_token, metric_rows):
@@ -404,17 +375,36 @@ def test_every_grain_serves_its_warehouse_rows_in_key_order(client, access_token
     assert "link" not in response.headers  # everything fit in one page
 
 
-def test_pages_follow_the_link_header_to_the_last_row(client, access_token, grain_rows):
+def _next(response: httpx.Response) -> str | None:
+    link = response.headers.get("link")
+    if link is None:
+        return None
+    assert link.endswith('>; rel="next"')
+    return link[1:-len('>; rel="next"')]
+
+
+def test_pages_follow_the_link_header_to_the_last_row(api, client, access_token, grain_rows):
     contract, expected = grain_rows["merchant_daily"]
     bearer = {"Authorization": f"Bearer {access_token}"}
     response = client.get("/metrics/merchants", params={**WINDOW, "limit": 4}, headers=bearer)
     pages = [response]
-    while "link" in response.headers:
-        assert response.headers["link"].endswith('>; rel="next"')
-        response = client.get(response.headers["link"][1:-len('>; rel="next"')], headers=bearer)
+    while (following := _next(response)) is not None:
+        assert following.startswith(api.base_url + "/metrics/merchants?") and "cursor=" in following
+        response = client.get(following, headers=bearer)
         pages.append(response)
     assert [len(p.json()) for p in pages] == [4, 4, 4, 2]
     assert [_from_json(contract, item) for p in pages for item in p.json()] == expected
+    # offset paging still works (bounded), and agrees with the cursor pages
+    by_offset = client.get("/metrics/merchants", params={**WINDOW, "limit": 4, "offset": 4}, headers=bearer).json()
+    assert by_offset == pages[1].json()
+
+
+def test_the_link_header_ignores_the_host_header(api, client, access_token, grain_rows):
+    response = client.get("/metrics/merchants", params={**WINDOW, "limit": 2},
+                          headers={"Authorization": f"Bearer {access_token}", "Host": "evil.example",
+                                   "X-Forwarded-Host": "evil.example"})
+    assert response.status_code == 200
+    assert _next(response).startswith(api.base_url + "/") and "evil" not in response.headers["link"]
 
 
 def test_filters_narrow_the_rows(client, access_token, grain_rows):
@@ -429,46 +419,60 @@ def test_filters_narrow_the_rows(client, access_token, grain_rows):
     assert pos and {(r["country"], r["channel"]) for r in pos} == {("BR", "pos")}
 
 
-@pytest.mark.parametrize(("params", "message"), [
-    ({"limit": 0}, "greater than or equal to 1"),
-    ({"limit": 10_001}, "less than or equal to 10000"),
-    ({"offset": -1}, "greater than or equal to 0"),
-    ({"method": "gut_feeling"}, "Input should be"),
-    ({"mcc": "54x1"}, "should match pattern"),
-], ids=["limit-0", "limit-too-big", "negative-offset", "unknown-method", "bad-mcc"])
-def test_bad_paging_and_filters_are_422(client, access_token, params, message):
-    response = client.get("/metrics/outliers", params={**WINDOW, **params},
-                          headers={"Authorization": f"Bearer {access_token}"})
-    assert response.status_code == 422
-    assert message in " ".join(error["msg"] for error in response.json()["detail"])
+@pytest.mark.parametrize(("path", "params", "field", "message"), [
+    ("/metrics/outliers", {"limit": 0}, "limit", "greater than or equal to 1"),
+    ("/metrics/outliers", {"limit": 10_001}, "limit", "less than or equal to 10000"),
+    ("/metrics/outliers", {"offset": -1}, "offset", "greater than or equal to 0"),
+    ("/metrics/outliers", {"offset": 2**63}, "offset", "less than or equal to 1000000"),
+    ("/metrics/outliers", {"offset": 10**40}, "offset", "less than or equal to 1000000"),
+    ("/metrics/outliers", {"method": "gut_feeling"}, "method", "Input should be"),
+    ("/metrics/outliers", {"mcc": "54x1"}, "mcc", "should match pattern"),
+    ("/metrics/outliers", {"cursor": "bm90LWEtY3Vyc29y"}, "cursor", "not a cursor"),
+    ("/metrics/merchants", {"merchant_id": "\x00"}, "merchant_id", "NUL"),
+    ("/metrics/merchants", {"merchant_id": "m" * 65}, "merchant_id", "at most 64 characters"),
+    ("/metrics/merchants", {"from\x00": "x"}, "from\\x00", "NUL"),
+], ids=["limit-0", "limit-too-big", "negative-offset", "offset-2^63", "offset-10^40", "unknown-method", "bad-mcc",
+        "forged-cursor", "nul-filter", "oversized-filter", "nul-name"])
+def test_bad_paging_and_filters_are_422_naming_the_field(client, access_token, path, params, field, message):
+    response = client.get(path, params={**WINDOW, **params}, headers={"Authorization": f"Bearer {access_token}"})
+    assert response.status_code == 422, response.text
+    errors = response.json()["errors"]
+    assert errors[0]["field"] == field and message in errors[0]["message"], errors
 
 
 @pytest.mark.parametrize("path", [*GRAIN_PATHS.values(), "/metrics/outliers"])
-def test_every_grain_refuses_missing_and_bad_tokens(client, path):
+def test_every_grain_refuses_missing_and_bad_tokens(api, client, path):
     assert client.get(path, params=WINDOW).status_code == 401
-    forged = jwt.encode(_claims(), secrets.token_urlsafe(48))
-    assert client.get(path, params=WINDOW, headers={"Authorization": f"Bearer {forged}"}).status_code == 401
-    no_scope = jwt.encode(_claims(scope="reports:read"), JWT_SECRET)
+    assert client.get(path, params=WINDOW, headers={"Authorization": f"Bearer {_other_rsa_token(api)}"}).status_code == 401
+    no_scope = api.sign(sub=CLIENT_ID, scope="reports:read")
     assert client.get(path, params=WINDOW, headers={"Authorization": f"Bearer {no_scope}"}).status_code == 403
+
+
+def test_oversized_headers_are_refused_before_anything_else(api, client):
+    response = client.get("/metrics/daily", params=WINDOW,
+                          headers={"Authorization": f"Bearer {api.sign(sub='x' * 100_000)}"})
+    assert response.status_code == 431
+    assert response.json()["error"] == "request_header_fields_too_large"
 
 
 # --- audit ------------------------------------------------------------------
 
 
-def test_every_request_is_audited_with_status_and_principal(client, audited_api, warehouse_url, access_token,
-                                                           metric_rows):
+def test_every_request_is_audited_with_status_and_principal(api, client, access_token, metric_rows):
     bearer = {"Authorization": f"Bearer {access_token}"}
     form = {"grant_type": "client_credentials", "client_id": CLIENT_ID}
+    secret = CREDENTIALS[CLIENT_ID]
     cases = [
-        ("POST", "/auth/token", {"data": {**form, "client_secret": CLIENT_SECRET}}, 200, CLIENT_ID),
-        ("POST", "/auth/token", {"data": {**form, "client_secret": "wrong"}}, 401, None),
+        ("POST", "/auth/token", {"data": {**form, "client_secret": secret}}, 200, CLIENT_ID),
+        ("POST", "/auth/token", {"data": {**form, "client_id": "nobody-at-all", "client_secret": "wrong"}}, 401, None),
         ("GET", "/metrics/daily", {"params": {"from": "1999-01-01", "to": "1999-01-02"}, "headers": bearer},
          200, CLIENT_ID),
         ("GET", "/metrics/daily", {"params": {"from": "1999-01-02", "to": "1999-01-01"}, "headers": bearer},
          422, CLIENT_ID),
         ("GET", "/metrics/daily", {"params": {"from": "1999-01-01", "to": "1999-01-02"}}, 401, None),
-        ("GET", "/health", {}, 200, None),
-        ("GET", "/no-such-route", {"params": {"client_secret": CLIENT_SECRET}}, 404, None),
+        ("GET", "/no-such-route", {"params": {"client_secret": secret}}, 404, None),
+        ("GET", "/health%00", {}, 404, None),
+        ("GET", "/metrics/merchants", {"params": {**WINDOW, "merchant_id": "a\x00b"}, "headers": bearer}, 422, None),
     ]
     seen = []
     for method, path, kwargs, expected_status, expected_principal in cases:
@@ -477,70 +481,90 @@ def test_every_request_is_audited_with_status_and_principal(client, audited_api,
         response = client.request(method, path, headers=headers, **kwargs)
         assert response.status_code == expected_status, (path, response.text)
         assert response.headers["x-request-id"] == request_id
-        seen.append((request_id, method, path, expected_status, expected_principal, response))
+        seen.append((request_id, method, path.replace("%00", "\\x00"), expected_status, expected_principal, response))
 
+    rows = api.audit_rows([s[0] for s in seen])
     for request_id, method, path, expected_status, expected_principal, response in seen:
-        audit = _audit_row(warehouse_url, request_id)
+        audit = rows[request_id]
         assert (audit["method"], audit["path"], audit["status_code"], audit["principal"]) == (
             method, path, expected_status, expected_principal)
         assert audit["client_ip"] == "127.0.0.1" and audit["duration_ms"] >= 0
-    granted_metrics = _audit_row(warehouse_url, seen[2][0])
+    granted_metrics = rows[seen[2][0]]
     assert granted_metrics["query"] == "from=1999-01-01&to=1999-01-02"
     assert json.loads(granted_metrics["detail"])["rows"] == 2
-    assert json.loads(_audit_row(warehouse_url, seen[1][0])["detail"])["client_id"] == CLIENT_ID
-    assert "REDACTED" in _audit_row(warehouse_url, seen[-1][0])["query"]
+    assert json.loads(rows[seen[1][0]]["detail"])["client_id"] == "nobody-at-all"
+    assert "REDACTED" in rows[seen[5][0]]["query"]
+    assert "%00" in rows[seen[7][0]]["query"]
 
     issued_token = seen[0][5].json()["access_token"]
-    with psycopg.connect(warehouse_url) as conn:
+    with psycopg.connect(api.env["FLUXO_DATABASE_URL"]) as conn:
         leaked = conn.execute(
             "SELECT count(*) FROM audit.api_access WHERE concat_ws(' ', principal, query, detail) LIKE ANY (%s)",
-            ([f"%{CLIENT_SECRET}%", f"%{issued_token}%", f"%{access_token}%"],),
+            ([f"%{secret}%", f"%{issued_token}%", f"%{access_token}%"],),
         ).fetchone()[0]
     assert leaked == 0
 
-    # One JSON log line per request, without secrets.
-    lines = audited_api.log_lines()
+    # One JSON log line per request, with its request id, without secrets.
+    lines = api.log_lines()
     access_lines = [json.loads(line) for line in lines if line.startswith("{") and '"api access"' in line]
-    logged_ids = {entry["detail"]["request_id"] for entry in access_lines}
+    logged_ids = {entry["request_id"] for entry in access_lines}
     assert {request_id for request_id, *_ in seen} <= logged_ids
     text = "\n".join(lines)
-    assert CLIENT_SECRET not in text and issued_token not in text and access_token not in text
+    assert secret not in text and issued_token not in text and access_token not in text
 
 
 # --- health -----------------------------------------------------------------
 
 
-def test_health_reports_the_warehouse_and_version(client):
-    response = client.get("/health")
+def test_health_probes_answer_and_are_not_audited(api, client):
+    request_id = _request_id()
+    assert client.get("/healthz").json() == {"status": "ok", "version": fluxo.__version__}
+    response = client.get("/readyz", headers={"X-Request-ID": request_id})
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "version": fluxo.__version__, "database": "ok"}
+    assert client.get("/health").json() == response.json()
+    assert api.audit_rows([request_id], timeout=1.0) == {}
 
 
-def test_without_the_warehouse_health_is_503_and_tokens_still_answer(api_without_warehouse):
-    with httpx.Client(base_url=api_without_warehouse.base_url, timeout=30) as down:
-        health = down.get("/health")
-        assert health.status_code == 503
-        assert health.json() == {"status": "unavailable", "version": fluxo.__version__, "database": "unreachable"}
+def test_prometheus_metrics_count_requests_and_show_the_pool_and_audit_queue(client, access_token, metric_rows):
+    client.get("/metrics/daily", params={"from": "1999-01-01", "to": "1999-01-02"},
+               headers={"Authorization": f"Bearer {access_token}"})
+    text = client.get("/ops/metrics").text
+    assert re.search(r'fluxo_api_requests_total\{method="GET",route="/metrics/daily",status="200"\} [1-9]', text)
+    assert "fluxo_api_request_duration_seconds_bucket" in text
+    for gauge in ("fluxo_api_pool_connections", "fluxo_api_pool_max_connections", "fluxo_api_audit_queue_depth"):
+        assert re.search(rf"^{gauge} \d", text, re.M), gauge
 
-        # The audit insert fails, the answer does not.
+
+@pytest.fixture(scope="module")
+def api_without_warehouse(stack_env):
+    # Nothing listens on this port: the warehouse is down for this instance.
+    env = {**stack_env, "FLUXO_DATABASE_URL": f"postgresql://fluxo:unused@127.0.0.1:{free_port()}/warehouse"}
+    home = TEST_HOME / f"api-down-{uuid.uuid4().hex[:6]}"
+    service = ApiService(env, home, FLUXO_API_AUDIT_SPILL_DIR=str(home / "spill"),
+                         FLUXO_API_POOL_TIMEOUT_SECONDS="1").start(ready_path="/healthz")
+    yield service
+    service.stop()
+
+
+def test_without_the_warehouse_answers_are_503_and_audit_rows_are_kept(api_without_warehouse):
+    service = api_without_warehouse
+    with httpx.Client(base_url=service.base_url, timeout=30) as down:
+        assert down.get("/healthz").status_code == 200
+        ready = down.get("/readyz")
+        assert ready.status_code == 503 and ready.headers["retry-after"]
+        assert ready.json() == {"status": "unavailable", "version": fluxo.__version__, "database": "unreachable"}
         request_id = _request_id()
         token = down.post("/auth/token", headers={"X-Request-ID": request_id}, data={
-            "grant_type": "client_credentials", "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET})
-        assert token.status_code == 200
-        metrics = down.get("/metrics/daily", params={"from": "1999-01-01", "to": "1999-01-02"},
-                           headers={"Authorization": f"Bearer {token.json()['access_token']}"})
-        assert metrics.status_code == 503 and metrics.json() == {"detail": "warehouse unavailable"}
-
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        failures = [json.loads(line) for line in api_without_warehouse.log_lines()
-                    if line.startswith("{") and "audit insert failed" in line]
-        if any(entry.get("request_id") == request_id for entry in failures):
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail("no 'audit insert failed' error logged for the token request")
-    assert all(entry["level"] == "ERROR" for entry in failures)
+            "grant_type": "client_credentials", "client_id": service.client_id, "client_secret": service.client_secret})
+        assert token.status_code == 503 and token.json()["error"] == "temporarily_unavailable"
+        assert token.headers["retry-after"]
+    service.stop()  # flush on shutdown: the rows the warehouse would not take are spilled, not lost
+    spilled = [json.loads(line) for path in (service.home / "spill").glob("*.jsonl")
+               for line in path.read_text().splitlines()]
+    assert request_id in {row["request_id"] for row in spilled}
+    failures = [json.loads(line) for line in service.log_lines() if line.startswith("{") and "audit insert failed" in line]
+    assert failures and all(entry["level"] == "ERROR" for entry in failures)
 
 
 # --- packaging --------------------------------------------------------------
@@ -559,7 +583,8 @@ def _pins(path: Path) -> dict[str, str]:
 def test_api_requirements_are_exact_pins_of_the_platform_constraints():
     api_pins = _pins(API_DIR / "requirements.txt")
     locked = _pins(REPO_ROOT / "constraints.txt")
-    assert {"fastapi", "uvicorn", "pyjwt", "pydantic-settings", "psycopg", "python-multipart"} <= set(api_pins)
+    assert {"fastapi", "uvicorn", "uvloop", "httptools", "pyjwt", "cryptography", "pydantic-settings", "psycopg",
+            "psycopg-pool", "argon2-cffi", "prometheus-client", "python-multipart"} <= set(api_pins)
     assert {name: locked.get(name) for name in api_pins} == api_pins
 
 
@@ -580,9 +605,10 @@ def test_the_image_layout_from_the_dockerfile_is_enough_to_import_the_app(tmp_pa
                 destination = target / origin.name if into_directory else target
                 destination.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy(origin, destination)
-    assert {"__init__.py", "contract.py", "sources.py"} <= {p.name for p in (tmp_path / "fluxo").iterdir()}
+    assert {"__init__.py", "contract.py", "history.py", "lake.py"} <= {p.name for p in (tmp_path / "fluxo").iterdir()}
+    assert (tmp_path / "app" / "static" / "vendor" / "uplot" / "uPlot.iife.min.js").is_file()
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLUXO_")}
-    env.update(FLUXO_API_JWT_SECRET=JWT_SECRET, FLUXO_API_CLIENT_ID="c", FLUXO_API_CLIENT_SECRET="s",
+    env.update(FLUXO_API_SIGNING_KEYS_DIR=str(tmp_path / "keys"), FLUXO_API_CLIENT_ID="c", FLUXO_API_CLIENT_SECRET="s",
                FLUXO_DATABASE_URL="postgresql://u:p@127.0.0.1:1/db", PYTHONDONTWRITEBYTECODE="1")
     probe = "import app.main, fluxo; print(fluxo.__file__); print(len(app.main.app.routes))"
     result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True)

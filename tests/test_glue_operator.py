@@ -307,12 +307,20 @@ def test_aws_mode_creates_job_uploads_artifacts_and_awaits_run(aws, scripts_dir,
     assert defaults["--extra-py-files"] == "s3://fluxo-glue-test/libs/fluxo-0.1.0.zip"
     assert defaults["--additional-python-modules"] == "great_expectations==1.24.1"
     assert defaults["--datalake-formats"] == "delta"
+    assert defaults["--conf"] == (
+        "spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension"
+        " --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog"
+        " --conf spark.delta.logStore.s3.impl=io.fluxo.delta.S3ConditionalPutLogStore"
+        " --conf spark.delta.logStore.s3a.impl=io.fluxo.delta.S3ConditionalPutLogStore"
+    )
+    assert defaults["--extra-jars"] == "s3://fluxo-glue-test/jars/fluxo-delta-logstore.jar"
     assert defaults["--enable-metrics"] == "true"
     assert defaults["--enable-continuous-cloudwatch-log"] == "true"
     assert defaults["--job-language"] == "python"
 
     keys = _s3_keys(aws["s3"])
-    assert {"scripts/standardize.py", "libs/fluxo-0.1.0.zip", "expectations/transactions_contract.json"} <= keys
+    assert {"scripts/standardize.py", "libs/fluxo-0.1.0.zip", "jars/fluxo-delta-logstore.jar",
+            "expectations/transactions_contract.json"} <= keys
     uploaded = aws["s3"].get_object(Bucket="fluxo-glue-test", Key="scripts/standardize.py")["Body"].read()
     assert uploaded.decode() == ECHO_SCRIPT
 

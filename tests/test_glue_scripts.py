@@ -12,12 +12,15 @@ from datetime import date, datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 
-from fluxo.contract import DAILY_METRICS, QUARANTINE, TRANSACTION
+from fluxo.contract import DAILY_METRICS, METRIC_GRAINS, QUARANTINE, TRANSACTION
 from fluxo.glue_runtime import ERROR_PREFIX, read_stats, resolve_args, write_stats
 from fluxo.lake import Lake
+from fluxo_platform.lakefs import open_delta, read_delta
+from tests.stage_runs import stage_environment
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "glue_scripts"
@@ -65,16 +68,7 @@ def land(lake_root: Path, ingest_date: str, batch: str, name: str, text: str, la
 
 
 def environment() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
-        "FLUXO_SPARK_MASTER": "local[2]",
-        "FLUXO_SPARK_SHUFFLE_PARTITIONS": "2",
-        "FLUXO_SPARK_DRIVER_MEMORY": "1g",
-        "FLUXO_TOKEN_SALT": "glue-scripts-test",
-    })
-    env.pop("PYSPARK_GATEWAY_PORT", None)
-    return env
+    return stage_environment(FLUXO_TOKEN_SALT="glue-scripts-test")
 
 
 def stage_argv(stage: str, lake_root: Path, ingest_date: str) -> list[str]:
@@ -124,15 +118,22 @@ def table(path: str, partitioned: bool = False):
     return dataset.to_table().to_pandas()
 
 
+def curated(lake: Lake, version: int | None = None):
+    return read_delta(lake.curated_transactions, TRANSACTION.arrow_schema(), version).to_pandas()
+
+
 def curated_snapshot(lake: Lake) -> list[tuple]:
-    df = table(lake.curated_transactions, partitioned=True)
+    df = curated(lake)
     return sorted(tuple(str(v) for v in row) for row in df[TRANSACTION.names].itertuples(index=False))
 
 
-def partition_mtimes(lake: Lake) -> dict[str, float]:
-    """Latest write time of each curated partition's files."""
-    root = Path(lake.curated_transactions)
-    return {p.name: max(f.stat().st_mtime for f in p.glob("*.parquet")) for p in root.glob("event_date=*")}
+def files_by_day(lake: Lake, version: int) -> dict[str, set[str]]:
+    """The data files of each curated day at a table version."""
+    actions = pa.table(open_delta(lake.curated_transactions, version).get_add_actions(flatten=True)).to_pylist()
+    days: dict[str, set[str]] = {}
+    for action in actions:
+        days.setdefault(str(action["partition.event_date"]), set()).add(action["path"])
+    return days
 
 
 @pytest.fixture(scope="module")
@@ -155,19 +156,13 @@ def runs(tmp_path_factory):
         "first_curated": curated_snapshot(lake),
         "first_metrics": table(lake.metrics("daily", DAY1)),
     }
-    # rerun day 1; day 2 (a redelivery of a curated transaction) whose curate first dies after
-    # writing its staging output, then retried; then a day without files
-    failing = [stage_argv("standardize", root, DAY2),
-               {"argv": stage_argv("curate", root, DAY2), "env": {"FLUXO_FAULT_CURATE": "before_commit"}}]
+    # rerun day 1; day 2 (a redelivery of a curated transaction); then a day without files
     rest = run_in_one_process(
-        [stage_argv(s, root, DAY1) for s in ("standardize", "curate", "aggregate")] + failing
-        + [stage_argv(s, root, d) for d in (DAY2, EMPTY_DAY) for s in ("standardize", "curate", "aggregate")],
+        [stage_argv(s, root, d) for d in (DAY1, DAY2, EMPTY_DAY) for s in ("standardize", "curate", "aggregate")],
         root,
     )
     assert rest.returncode == 0, rest.stderr[-3000:]
-    errors = [line for line in rest.stderr.splitlines() if line.startswith(ERROR_PREFIX)]
-    assert len(errors) == 1 and "CurateFault" in errors[0], errors
-    assert "discarded staging" in rest.stdout
+    assert not [line for line in rest.stderr.splitlines() if line.startswith(ERROR_PREFIX)]
     result["rerun_stats"] = {s: stats(root, DAY1, s) for s in first}
     return result
 
@@ -195,16 +190,20 @@ def test_first_run_outputs_and_stats(runs):
     assert st["curate"] == {
         "stage": "curate",
         "staged": 4,
-        "curated_rows_in_touched_partitions": 0,
-        "new_rows": 4,
-        "duplicates_dropped": 0,
+        "already_curated": 0,
+        "replaced": 0,
+        "curated_new": 4,
         "dates": [DAY1, DAY2],  # s2 at 22:30 São Paulo is 01:30 UTC the next day
+        "version": 1,  # the table's creation, then this MERGE
     }
-    curated = table(lake.curated_transactions, partitioned=True)
-    g1 = curated[curated["transaction_id"] == "g1"].iloc[0]
+    rows = curated(lake)
+    g1 = rows[rows["transaction_id"] == "g1"].iloc[0]
     assert (g1["amount"], g1["batch_id"]) == (Decimal("51.00"), "b1")  # same landing time: smaller batch wins
 
-    assert st["aggregate"] == {"stage": "aggregate", "metric_rows": 2, "dates": [DAY1, DAY2]}
+    aggregate = dict(st["aggregate"])
+    grain_rows = aggregate.pop("grain_rows")
+    assert aggregate == {"stage": "aggregate", "metric_rows": 2, "dates": [DAY1, DAY2], "curated_version": 1}
+    assert grain_rows == {grain: len(table(lake.metrics(grain, DAY1))) for grain in METRIC_GRAINS}
     metrics = runs["first_metrics"].set_index("event_date")
     assert list(runs["first_metrics"].columns) == DAILY_METRICS.names
     day = metrics.loc[date(2026, 11, 26)]
@@ -217,28 +216,25 @@ def test_first_run_outputs_and_stats(runs):
 def test_rerun_of_a_day_is_idempotent(runs):
     assert runs["rerun_stats"]["standardize"] == runs["first_stats"]["standardize"]
     curate = runs["rerun_stats"]["curate"]
-    assert (curate["new_rows"], curate["duplicates_dropped"], curate["curated_rows_in_touched_partitions"]) == (0, 4, 4)
+    assert (curate["curated_new"], curate["already_curated"], curate["replaced"]) == (0, 4, 0)
+    assert curate["version"] == runs["first_stats"]["curate"]["version"] + 1
 
 
 def test_next_day_dedupes_against_curated_and_replaces_only_touched_partitions(runs):
     root, lake = runs["root"], runs["lake"]
-    assert stats(root, DAY2, "curate") == {
-        "stage": "curate",
-        "staged": 2,
-        "curated_rows_in_touched_partitions": 3,
-        "new_rows": 1,
-        "duplicates_dropped": 1,
-        "dates": [DAY1],
+    day2 = stats(root, DAY2, "curate")
+    assert day2 == {
+        "stage": "curate", "staged": 2, "already_curated": 1, "replaced": 0, "curated_new": 1,
+        "dates": [DAY1], "version": day2["version"],
     }
     after = curated_snapshot(lake)
     ids = [row[0] for row in after]
     assert sorted(ids) == sorted({*ids}) == ["g1", "g2", "n1", "s1", "s2"]
     s1 = [row for row in after if row[0] == "s1"][0]
     assert s1 == [row for row in runs["first_curated"] if row[0] == "s1"][0]  # the earlier copy stays
-    # day 2 started after the day-1 rerun; only the partition it touches was rewritten since
-    day2_started = (root / "work" / "stats" / f"ingest_date={DAY2}" / "standardize.json").stat().st_mtime
-    written = partition_mtimes(lake)
-    assert written["event_date=2026-11-27"] < day2_started < written["event_date=2026-11-26"]
+    # the day-2 commit rewrote files of the day it touches only
+    before, now = files_by_day(lake, day2["version"] - 1), files_by_day(lake, day2["version"])
+    assert now[DAY2] == before[DAY2] and now[DAY1] != before[DAY1]
     metrics = table(lake.metrics("daily", DAY2))
     assert metrics["transaction_count"].tolist() == [4]
 
@@ -250,7 +246,8 @@ def test_day_without_files_writes_empty_outputs(runs):
         "quarantine_by_reason": {}, "duplicates_in_batch": 0, "duplicates_dropped": 0, "by_source": {},
     }
     assert stats(root, EMPTY_DAY, "curate")["dates"] == []
-    assert stats(root, EMPTY_DAY, "aggregate") == {"stage": "aggregate", "metric_rows": 0, "dates": []}
+    empty = stats(root, EMPTY_DAY, "aggregate")
+    assert (empty["metric_rows"], empty["dates"], set(empty["grain_rows"].values())) == (0, [], {0})
     assert list(table(lake.staged(EMPTY_DAY)).columns) == TRANSACTION.names
     assert list(table(lake.metrics("daily", EMPTY_DAY)).columns) == DAILY_METRICS.names
 
@@ -278,3 +275,27 @@ def test_stats_round_trip_as_one_file(spark, tmp_path):
     assert sorted(p.name for p in Path(path).parent.iterdir()) == ["unit.json"]
     assert read_stats(spark, str(tmp_path), DAY1, "unit") == {"stage": "unit", "read": 3}
     assert read_stats(spark, str(tmp_path), DAY1, "missing") is None
+
+
+def test_reporting_currency_setting_reaches_the_stage(tmp_path, monkeypatch):
+    """FLUXO_REPORTING_CURRENCY=USD, through the operator's stage arguments, converts the day to USD."""
+    sys.path.insert(0, str(REPO / "plugins"))
+    from fluxo_glue import FluxoGlueJobOperator
+    from fluxo_platform.settings import get_settings
+
+    land(tmp_path, DAY1, "b1", "acquirer.csv", DAY1_CSV, datetime(2026, 11, 27, 3, 0, tzinfo=timezone.utc))
+    for key, value in {**environment(), "FLUXO_GLUE_MODE": "local", "FLUXO_REPORTING_CURRENCY": "usd",
+                       "FLUXO_LAKE_ROOT": str(tmp_path)}.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    try:
+        operator = FluxoGlueJobOperator(task_id="standardize", script="standardize", script_args={"--ingest_date": DAY1})
+        result = operator.execute({"run_id": "manual__test"})
+    finally:
+        get_settings.cache_clear()
+    assert result["stats"]["staged"] == 3  # the stage's results came back through the XCom
+    staged = table(Lake(str(tmp_path)).staged(DAY1)).set_index("transaction_id")
+    # 1 USD = 5.35 BRL in the development rates: BRL amounts divided, USD amounts kept
+    assert staged.loc["s1", "amount_reporting"] == Decimal("230.76")  # 1234.56 BRL
+    assert staged.loc["s2", "amount_reporting"] == Decimal("10.00")  # 10.00 USD
+    assert staged.loc["g1", "amount_reporting"] == Decimal("9.53")  # 51.00 BRL

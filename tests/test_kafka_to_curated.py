@@ -9,9 +9,10 @@ import uuid
 from datetime import date, timedelta
 
 import duckdb
-import pyarrow.dataset as pads
 import pytest
 
+from fluxo.lake import Lake
+from fluxo_platform.lakefs import open_delta
 from fluxo_platform.settings import REPO_ROOT
 
 INGEST_DATE = "2026-03-15"
@@ -59,9 +60,8 @@ def test_killed_consumer_rerun_leaves_no_duplicate_and_no_loss(stack_env, wareho
             " WHERE source = 'kafka' AND expected = 'valid'"
         ).fetchall()
     }
-    curated = pads.dataset(
-        f"{stack_env['FLUXO_LAKE_ROOT']}/curated/transactions", format="parquet", partitioning="hive"
-    ).to_table(columns=["transaction_id", "source", "event_date"]).to_pylist()
+    table = open_delta(Lake(stack_env["FLUXO_LAKE_ROOT"]).curated_transactions)
+    curated = table.to_pyarrow_table(columns=["transaction_id", "source", "event_date"]).to_pylist()
     our_days = {str(EVENT_DAY - timedelta(days=1)), str(EVENT_DAY)}  # the generator plants late events a day back
     ours = [r["transaction_id"] for r in curated
             if r["transaction_id"] in expected or (r["source"] == "kafka" and str(r["event_date"]) in our_days)]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
 import subprocess
 import sys
@@ -19,11 +18,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from fluxo import history
+from fluxo import delta_tables, history
 from fluxo.contract import OUTLIER, OUTLIER_SUMMARY, TRANSACTION
-from fluxo.glue_runtime import ERROR_PREFIX
 from fluxo.lake import Lake
 from fluxo.transforms.outliers import OutlierParams, detect, outlier_summary
+from fluxo_platform.lakefs import delta_history, open_delta, read_outliers
+from tests.stage_runs import run_stages
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "glue_scripts"
@@ -155,12 +155,13 @@ def test_recall_and_false_positives_on_generator_data(spark, tmp_path):
 DAY1, DAY2 = "2026-11-26", "2026-11-27"
 
 
-def write_day(root: Path, rows: list[dict], day: str) -> None:
-    """A curated partition of the day."""
-    table = pa.Table.from_pylist(rows, schema=TRANSACTION.arrow_schema())
-    part = root / "curated" / "transactions" / f"event_date={day}"
-    part.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, part / "part-0.parquet")
+def write_day(spark, root: Path, rows: list[dict], day: str) -> None:
+    """The day's rows in the curated Delta table (as curate would leave them)."""
+    from fluxo.transforms.curate import merge_staged
+
+    staged = spark.createDataFrame(pa.Table.from_pylist(rows, schema=TRANSACTION.arrow_schema()).to_pandas(),
+                                   TRANSACTION.spark_schema())
+    merge_staged(spark, Lake(str(root)).curated_transactions, staged, [day], {"stage": "test", "ingest_date": day})
 
 
 def day_rows(day: date, prefix: str) -> list[dict]:
@@ -170,23 +171,8 @@ def day_rows(day: date, prefix: str) -> list[dict]:
                    tx(f"{prefix}-small", 0.40, customer="C2", day=day, minute=62)]
 
 
-def environment() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
-        "FLUXO_SPARK_MASTER": "local[2]", "FLUXO_SPARK_SHUFFLE_PARTITIONS": "2", "FLUXO_SPARK_DRIVER_MEMORY": "1g",
-    })
-    env.pop("PYSPARK_GATEWAY_PORT", None)
-    return env
-
-
 def run_scripts(root: Path, *argvs: list[str]) -> subprocess.CompletedProcess:
-    """The scripts as __main__ one after another in one Python process (one JVM start)."""
-    driver = "import json, runpy, sys\nfor argv in json.loads(sys.argv[1]):\n    sys.argv = argv\n    runpy.run_path(argv[0], run_name='__main__')\n"
-    proc = subprocess.run([sys.executable, "-c", driver, json.dumps(argvs)], cwd=root, env=environment(),
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0 and ERROR_PREFIX not in proc.stderr, proc.stderr[-3000:]
-    return proc
+    return run_stages(*argvs, cwd=root)
 
 
 def outliers_argv(root: Path, day: str, run_id: str) -> list[str]:
@@ -195,7 +181,7 @@ def outliers_argv(root: Path, day: str, run_id: str) -> list[str]:
 
 
 def snapshot(uri: str, **when) -> list[tuple]:
-    return sorted(tuple(str(v) for v in row.values()) for row in history.read_outliers(uri, **when).to_pylist())
+    return sorted(tuple(str(v) for v in row.values()) for row in read_outliers(uri, **when).to_pylist())
 
 
 def stats_of(root: Path, day: str, stage: str) -> dict:
@@ -203,17 +189,17 @@ def stats_of(root: Path, day: str, stage: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(spark, tmp_path_factory):
     root = tmp_path_factory.mktemp("outlier-lake")
     uri = Lake(str(root)).outlier_history
-    write_day(root, day_rows(date(2026, 11, 26), "a"), DAY1)
+    write_day(spark, root, day_rows(date(2026, 11, 26), "a"), DAY1)
     run_scripts(root, outliers_argv(root, DAY1, "run-1"))
-    first = {"rows": snapshot(uri), "history": history.table_history(uri), "stats": stats_of(root, DAY1, "outliers")}
+    first = {"rows": snapshot(uri), "history": delta_history(uri), "stats": stats_of(root, DAY1, "outliers")}
     run_scripts(root, outliers_argv(root, DAY1, "run-2"), outliers_argv(root, DAY1, "run-3"))
-    rerun = {"rows": snapshot(uri), "history": history.table_history(uri), "stats": stats_of(root, DAY1, "outliers")}
+    rerun = {"rows": snapshot(uri), "history": delta_history(uri), "stats": stats_of(root, DAY1, "outliers")}
     time.sleep(1.1)  # commit timestamps have millisecond resolution; keep the two runs apart
-    write_day(root, day_rows(date(2026, 11, 27), "b"), DAY2)
-    maintenance = [str(SCRIPTS / "history_maintenance.py"), "--JOB_NAME", "history_maintenance",
+    write_day(spark, root, day_rows(date(2026, 11, 27), "b"), DAY2)
+    maintenance = [str(SCRIPTS / "lake_maintenance.py"), "--JOB_NAME", "lake_maintenance",
                    "--lake_root", str(root), "--dry_run", "true", "--ingest_date", DAY2]
     run_scripts(root, outliers_argv(root, DAY2, "run-4"), maintenance)
     return {"root": root, "uri": uri, "first": first, "rerun": rerun}
@@ -227,24 +213,24 @@ def test_script_writes_the_days_outliers_to_delta(runs):
     assert first["stats"]["dates"] == [DAY1] and first["stats"]["flagged_rows"] == len(first["rows"])
     assert first["stats"]["inserted"] == len(first["rows"])
     assert set(first["stats"]["seconds"]) == {"detect", "delta_merge", "summary"}
-    table = history.open_table(runs["uri"])
+    table = open_delta(runs["uri"])
     assert table.metadata().partition_columns == ["event_date"]
-    assert {r["run_id"] for r in history.read_outliers(runs["uri"], version=first["history"][0]["version"]).to_pylist()} == {"run-1"}
+    assert json.loads(first["history"][0]["user_metadata"])["run_id"] == "run-1"  # lineage of the commit
+    assert {r["run_id"] for r in read_outliers(runs["uri"], version=first["history"][0]["version"]).to_pylist()} == {"run-1"}
 
 
 def test_reruns_add_nothing_to_the_delta_table(runs):
     first, rerun = runs["first"], runs["rerun"]
     assert rerun["rows"] == first["rows"]
-    # no commit at all: the MERGE matched every row and changed none
-    assert [h["version"] for h in rerun["history"]] == [h["version"] for h in first["history"]]
+    # the MERGE matched every row and changed none
     assert rerun["stats"]["inserted"] == rerun["stats"]["updated"] == rerun["stats"]["deleted"] == 0
-    inserted = sum(int(h["metrics"].get("num_target_rows_inserted", 0)) for h in rerun["history"])
+    inserted = sum(int(h["metrics"].get("numTargetRowsInserted", 0)) for h in rerun["history"])
     assert inserted == len(first["rows"])
 
 
 def test_time_travel_returns_the_earlier_version(runs):
     uri, first = runs["uri"], runs["first"]
-    latest = history.table_history(uri)
+    latest = delta_history(uri)
     assert latest[0]["version"] > first["history"][0]["version"]
     now = snapshot(uri)
     assert len(now) > len(first["rows"]) and {r[0] for r in now} >= {"b-big", "b-small"}
@@ -265,49 +251,59 @@ def test_summary_parquet_counts_per_method_and_mcc(runs):
 
 
 def test_maintenance_script_dry_run_deletes_nothing(runs):
-    stats = stats_of(runs["root"], DAY2, "history_maintenance")
+    stats = stats_of(runs["root"], DAY2, "lake_maintenance")
     assert stats["dry_run"] is True and stats["retention_hours"] == 168
-    assert stats["version_after"] == stats["version_before"]
+    assert set(stats["tables"]) == {"curated_transactions", "outlier_history"}
+    for table in stats["tables"].values():
+        assert table["version_after"] == table["version_before"] and table["files_removed"] == 0
 
 
-def test_maintain_compacts_and_respects_retention(tmp_path):
+def _flagged(spark, rows: list[dict]):
+    return spark.createDataFrame(pa.Table.from_pylist(rows, schema=OUTLIER.arrow_schema()).to_pandas(), OUTLIER.spark_schema())
+
+
+def _merge(spark, uri, rows, dates):
+    return history.merge_flagged(spark, uri, _flagged(spark, rows), dates, {"stage": "test"})
+
+
+def test_maintain_compacts_and_respects_retention(spark, tmp_path):
     uri = str(tmp_path / "outliers")
 
-    def rows(score: float, ids: range) -> pa.Table:
-        return pa.Table.from_pylist([{
+    def rows(score: float, ids: range) -> list[dict]:
+        return [{
             "transaction_id": f"t{i}", "event_ts": datetime(2026, 11, 26, 10, tzinfo=timezone.utc),
             "event_date": date(2026, 11, 26), "customer_id": "C1", "merchant_id": "M1", "mcc": "5411",
             "currency": "BRL", "amount": Decimal("9000.00"), "amount_reporting": Decimal("9000.00"),
             "method": "mad_zscore", "score": score, "threshold": 3.5, "baseline": 90.0, "scale": 0.4,
             "detected_at": DETECTED_AT, "run_id": f"r{score}",
-        } for i in ids], schema=OUTLIER.arrow_schema())
+        } for i in ids]
 
     for i in range(4):  # four small files
-        history.merge_outliers(uri, rows(5.0, range(i * 3, i * 3 + 3)), [])
-    before = history.read_outliers(uri)
-    first_version = history.table_history(uri)[-2]["version"]  # the first MERGE
-    files_before = len(history.open_table(uri).file_uris())
+        _merge(spark, uri, rows(5.0, range(i * 3, i * 3 + 3)), [])
+    before = read_outliers(uri)
+    first_version = min(h["version"] for h in delta_history(uri) if h["operation"] == "MERGE")
+    files_before = len(open_delta(uri).file_uris())
 
-    kept = history.maintain(uri, retention_hours=168)
+    kept = delta_tables.maintain(spark, uri, retention_hours=168)
     assert kept["files_removed"] == files_before and kept["files_added"] == 1
     assert kept["vacuumed_files"] == 0  # the compacted files left the table just now
-    assert history.read_outliers(uri) == before
-    assert history.read_outliers(uri, version=first_version).num_rows == 3  # still travels
+    assert read_outliers(uri) == before
+    assert read_outliers(uri, version=first_version).num_rows == 3  # still travels
 
-    dry = history.maintain(uri, retention_hours=0, dry_run=True)
+    dry = delta_tables.maintain(spark, uri, retention_hours=0, dry_run=True)
     assert dry["vacuumed_files"] == files_before and dry["version_after"] == dry["version_before"]
-    assert history.read_outliers(uri, version=first_version).num_rows == 3
+    assert read_outliers(uri, version=first_version).num_rows == 3
 
-    purged = history.maintain(uri, retention_hours=0)
+    purged = delta_tables.maintain(spark, uri, retention_hours=0)
     assert purged["vacuumed_files"] == files_before
-    assert history.read_outliers(uri) == before
+    assert read_outliers(uri) == before
     with pytest.raises(Exception):
-        history.read_outliers(uri, version=first_version)
+        read_outliers(uri, version=first_version)
     with pytest.raises(ValueError):
-        history.maintain(uri, retention_hours=-1)
+        delta_tables.maintain(spark, uri, retention_hours=-1)
 
 
-def test_merge_updates_changed_scores_and_drops_rows_no_longer_flagged(tmp_path):
+def test_merge_updates_changed_scores_and_drops_rows_no_longer_flagged(spark, tmp_path):
     uri = str(tmp_path / "outliers")
     base = {
         "event_ts": datetime(2026, 11, 26, 10, tzinfo=timezone.utc), "event_date": date(2026, 11, 26),
@@ -315,19 +311,18 @@ def test_merge_updates_changed_scores_and_drops_rows_no_longer_flagged(tmp_path)
         "amount": Decimal("9000.00"), "amount_reporting": Decimal("9000.00"), "threshold": 3.5,
         "baseline": 90.0, "scale": 0.4, "detected_at": DETECTED_AT,
     }
-    schema = OUTLIER.arrow_schema()
-    history.merge_outliers(uri, pa.Table.from_pylist([
+    _merge(spark, uri, [
         {**base, "transaction_id": "t1", "method": "mad_zscore", "score": 5.0, "run_id": "r1"},
         {**base, "transaction_id": "t1", "method": "iqr_fence", "score": 4.0, "run_id": "r1"},
         {**base, "transaction_id": "t2", "method": "mad_zscore", "score": 6.0, "run_id": "r1"},
-    ], schema=schema), ["2026-11-26"])
+    ], ["2026-11-26"])
     later = DETECTED_AT + timedelta(days=1)
-    result = history.merge_outliers(uri, pa.Table.from_pylist([
+    result = _merge(spark, uri, [
         {**base, "transaction_id": "t1", "method": "mad_zscore", "score": 5.0, "run_id": "r2", "detected_at": later},
         {**base, "transaction_id": "t1", "method": "iqr_fence", "score": 4.5, "run_id": "r2", "detected_at": later},
-    ], schema=schema), ["2026-11-26"])
-    assert (result["num_target_rows_inserted"], result["num_target_rows_updated"], result["num_target_rows_deleted"]) == (0, 1, 1)
-    rows = {(r["transaction_id"], r["method"]): r for r in history.read_outliers(uri).to_pylist()}
+    ], ["2026-11-26"])
+    assert (result["inserted"], result["updated"], result["deleted"]) == (0, 1, 1)
+    rows = {(r["transaction_id"], r["method"]): r for r in read_outliers(uri).to_pylist()}
     assert set(rows) == {("t1", "mad_zscore"), ("t1", "iqr_fence")}
     assert rows[("t1", "mad_zscore")]["run_id"] == "r1"  # unchanged score: first detection kept
     assert rows[("t1", "iqr_fence")]["run_id"] == "r2" and rows[("t1", "iqr_fence")]["score"] == 4.5
@@ -335,10 +330,10 @@ def test_merge_updates_changed_scores_and_drops_rows_no_longer_flagged(tmp_path)
     # a recomputed day without outliers empties that day only
     other_day = {**base, "event_date": date(2026, 11, 25), "transaction_id": "t0", "method": "mad_zscore",
                  "score": 7.0, "run_id": "r0"}
-    history.merge_outliers(uri, pa.Table.from_pylist([other_day], schema=schema), [])
-    emptied = history.merge_outliers(uri, schema.empty_table(), ["2026-11-26"])
-    assert emptied["num_target_rows_deleted"] == 2
-    assert [r["transaction_id"] for r in history.read_outliers(uri).to_pylist()] == ["t0"]
+    _merge(spark, uri, [other_day], [])
+    emptied = _merge(spark, uri, [], ["2026-11-26"])
+    assert emptied["deleted"] == 2
+    assert [r["transaction_id"] for r in read_outliers(uri).to_pylist()] == ["t0"]
 
 
 def test_outlier_summary_of_crafted_findings(spark):
@@ -384,6 +379,7 @@ def test_load_outlier_summary_is_idempotent(runs, warehouse_url, monkeypatch):
 
 
 def test_s3_storage_options_come_from_settings(monkeypatch):
+    from fluxo_platform.lakefs import storage_options
     from fluxo_platform.settings import get_settings
 
     monkeypatch.setenv("FLUXO_S3_ENDPOINT", "http://127.0.0.1:9")
@@ -391,12 +387,12 @@ def test_s3_storage_options_come_from_settings(monkeypatch):
     monkeypatch.setenv("FLUXO_S3_SECRET_KEY", "dev-only-secret")
     get_settings.cache_clear()
     try:
-        options = history.storage_options("s3a://lake/history/outliers")
+        options = storage_options("s3a://lake/history/outliers")
     finally:
         get_settings.cache_clear()
     assert options["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9" and options["AWS_ALLOW_HTTP"] == "true"
-    assert options["AWS_ACCESS_KEY_ID"] == "dev-only-key" and options["aws_conditional_put"] == "etag"
-    assert history.storage_options("/local/lake/history/outliers") is None
+    assert options["AWS_ACCESS_KEY_ID"] == "dev-only-key"
+    assert storage_options("/local/lake/history/outliers") is None
 
 
 def test_warehouse_summary_table_matches_the_contract(warehouse_url):

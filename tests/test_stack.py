@@ -7,6 +7,7 @@ import os
 import stat
 import uuid
 
+import psutil
 import pytest
 
 from fluxo_dev.stack import Stack, load_env
@@ -151,7 +152,9 @@ def test_second_up_reuses_the_running_services(running):
     again = Stack(home=stack.home, progress=lambda message: None)
     assert again.up() == env
     assert again.status() == before
-    assert {info["state"] for info in before.values()} == {"running"}
+    assert {before[name]["state"] for name in stack.services} == {"running"}
+    # the feeds and Airflow are only started when asked for
+    assert {before[name]["state"] for name in (*stack.feeds, *stack.airflow)} == {"stopped"}
 
 
 def test_external_database_url_means_no_postgres_is_started(running, tmp_path, monkeypatch):
@@ -178,12 +181,15 @@ def test_down_stops_everything_and_a_stale_pid_file_is_not_trusted(tmp_path, mon
     _clear_external(monkeypatch)
     stack = Stack(home=tmp_path, progress=lambda message: None)
     try:
-        first = stack.up()
-        ports = _all_ports(stack)
-        pids = [info["pid"] for info in stack.status().values()]
+        first = stack.up(feeds=True)
+        ports = _all_ports(stack) + [stack.partner_api.port]
+        pids = [info["pid"] for info in stack.status().values() if info["pid"]]
+        assert len(pids) == 5  # postgres, kafka, s3, the partner API simulator, the producer
         stack.down()
         assert {info["state"] for info in stack.status().values()} == {"stopped"}
         assert not any(port_is_open(port) for port in ports)
+        assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+                       for pid in pids)
         assert (tmp_path / "services" / "postgres" / "data" / "PG_VERSION").exists()  # data kept
 
         # A pid file naming a live process that is not the broker (pid reuse) counts as stopped.
@@ -219,3 +225,40 @@ def test_cli_env_without_a_stack_says_to_run_up_first(tmp_path):
 
     assert load_env(tmp_path) == {}
     assert main(["--home", str(tmp_path), "env"]) == 1
+
+
+def test_feeds_give_a_hand_triggered_run_data_in_every_source(running):
+    import httpx
+    from airflow.sdk import Connection
+    from confluent_kafka import Consumer
+
+    import psycopg
+
+    from fluxo_tasks.pipeline import connection_ids
+
+    stack, _ = running
+    env = stack.up(feeds=True)
+    # every connection transactions_etl uses is written, the partner API's included
+    assert {f"AIRFLOW_CONN_{conn_id.upper()}" for conn_id in connection_ids()} <= set(env)
+    api = Connection.from_json(env["AIRFLOW_CONN_FLUXO_PARTNER_API"], conn_id="fluxo_partner_api")
+    base = f"http://{api.host}:{api.port}"
+    assert not port_is_open(api.port, host="127.0.0.2")
+    assert httpx.get(f"{base}/transactions", params={"limit": 5}).status_code == 401
+    page = httpx.get(f"{base}/transactions", params={"limit": 5}, headers={"Authorization": f"Bearer {api.password}"})
+    assert page.status_code == 200 and len(page.json()["data"]) == 5
+    with psycopg.connect(env["FLUXO_SOURCE_DATABASE_URL"], connect_timeout=5) as conn:  # the OLTP schema
+        assert conn.execute("SELECT to_regclass('payments.card_transaction')").fetchone()[0] is not None
+    consumer = Consumer({"bootstrap.servers": env["FLUXO_KAFKA_BOOTSTRAP"], "group.id": f"feeds-{os.getpid()}",
+                         "auto.offset.reset": "earliest", "session.timeout.ms": 6000})
+    consumer.subscribe([TRANSACTIONS_TOPIC])
+    streamed = None
+    try:
+        for _ in range(80):  # the producer sends a burst every few seconds
+            message = consumer.poll(0.5)
+            if message is not None and not message.error() and b'"payload"' in message.value():
+                streamed = message
+                break
+    finally:
+        consumer.close()
+    assert streamed is not None, "the producer streams card events"
+    assert stack.status()["kafka-producer"]["state"] == "running"

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema, create_model
 
-from fluxo.contract import DAILY_METRICS, METRIC_GRAINS, OUTLIER_SUMMARY, Column, Contract
+from fluxo.contract import DAILY_METRICS, METRIC_GRAINS, OUTLIER, OUTLIER_SUMMARY, TRANSACTION, Column, Contract
 
 
 def _decimal(precision: int, scale: int) -> Any:
@@ -68,14 +68,33 @@ class Token(BaseModel):
     scope: str
 
 
-class OAuthError(BaseModel):
-    """RFC 6749 section 5.2 error body."""
-
-    error: str
-    error_description: str | None = None
+OutlierHistoryRow = model_from_contract(OUTLIER, "OutlierHistoryRow")
 
 
 class Health(BaseModel):
     status: Literal["ok", "unavailable"]
     version: str
     database: Literal["ok", "unreachable"]
+
+
+class TableVersion(BaseModel):
+    version: int
+    timestamp: datetime
+    operation: str | None = None
+
+
+def mask_card(last4: str | None) -> str | None:
+    """The card as a person may see it: twelve masking characters and the last four digits."""
+    return f"************{last4}" if last4 else None
+
+
+# The curated transaction, as the API shows it: the card token is withheld, the card masked.
+Transaction = create_model(
+    "Transaction",
+    __base__=model_from_contract(
+        Contract(TRANSACTION.name, tuple(c for c in TRANSACTION.columns if c.name not in ("card_token", "card_last4")),
+                 TRANSACTION.key),
+        "TransactionColumns"),
+    event_date=(date, Field(description="UTC day of event_ts (the curated partition)")),
+    card_masked=(str | None, Field(default=None, description="Masked card number: only the last four digits show")),
+)

@@ -13,13 +13,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from fluxo_platform.jvm import logstore_env
 from fluxo_platform.settings import REPO_ROOT, default_home
+from fluxo_dev.stack import airflow
 from fluxo_dev.stack.credentials import Credentials
+from fluxo_dev.stack.feeds import KafkaProducer, PartnerApi
 from fluxo_dev.stack.java import java_home
-from fluxo_dev.stack.kafka import Kafka
+from fluxo_dev.stack.kafka import Kafka, create_topic
 from fluxo_dev.stack.postgres import AIRFLOW_DB, SOURCE_DB, Postgres
-from fluxo_dev.stack.process import StackError, write_private
-from fluxo_dev.stack.s3 import REGION, S3
+from fluxo_dev.stack.process import HOST, StackError, write_private
+from fluxo_dev.stack.s3 import LAKE_BUCKET, REGION, S3, create_buckets, s3_client
 from fluxo_dev.stack.service import Progress, Service
 
 API_CLIENT_ID = "fluxo-demo"
@@ -30,6 +33,16 @@ EXTERNAL_SETTING = {
     "kafka": "FLUXO_KAFKA_BOOTSTRAP",
     "s3": "FLUXO_S3_ENDPOINT",
 }
+# The secrets of .env (docker-compose.yaml) and the credential each one is generated as.
+DOTENV_SECRETS = {
+    "FLUXO_PG_PASSWORD": "postgres_password", "FLUXO_S3_ACCESS_KEY": "s3_access_key",
+    "FLUXO_S3_SECRET_KEY": "s3_secret_key", "FLUXO_TOKEN_SALT": "token_salt",
+    "FLUXO_PARTNER_API_TOKEN": "partner_api_token", "FLUXO_API_CLIENT_SECRET": "api_client_secret", "AIRFLOW_JWT_SECRET": "airflow_jwt_secret",
+    "AIRFLOW_SECRET_KEY": "airflow_secret_key", "AIRFLOW_FERNET_KEY": "airflow_fernet_key",
+    "AIRFLOW_ADMIN_PASSWORD": "airflow_admin_password",
+}
+# A real partner API (its Airflow connection) replaces the simulator; a real Kafka gets no test events.
+FEED_REPLACED_BY = {"partner-api": "AIRFLOW_CONN_FLUXO_PARTNER_API", "kafka-producer": "FLUXO_KAFKA_BOOTSTRAP"}
 
 
 def _stderr(message: str) -> None:
@@ -75,6 +88,20 @@ def _postgres_connection(url: str) -> str:
     )
 
 
+def provision(settings=None) -> None:
+    """Create the buckets, the topic and the OLTP schema on the services the settings name (idempotent).
+
+    For services this module does not run: the compose stack's init job, an external S3 or Kafka.
+    """
+    from fluxo_dev.source_db import ensure_schema
+    from fluxo_platform.settings import FluxoSettings
+
+    s = settings or FluxoSettings()
+    create_buckets(s3_client(s.s3_endpoint, s.s3_access_key, s.s3_secret_key))
+    create_topic(s.kafka_bootstrap)
+    ensure_schema(s.source_database_url)
+
+
 class Stack:
     def __init__(self, home: Path | str | None = None, progress: Progress | None = None):
         self.home = Path(home).resolve() if home else default_home()
@@ -84,6 +111,15 @@ class Stack:
         self.kafka = Kafka(self.home, self.credentials, self.progress)
         self.s3 = S3(self.home, self.credentials, self.progress)
         self.services: dict[str, Service] = {"postgres": self.postgres, "kafka": self.kafka, "s3": self.s3}
+        # sources for a local run (started by `up` from the CLI, not by the test sessions' stacks)
+        self.partner_api = PartnerApi(self.home, self.credentials, self.progress)
+        producer = KafkaProducer(self.home, self.credentials, self.progress,
+                                 bootstrap=lambda: self.external("kafka") or self.kafka.endpoint())
+        self.feeds: dict[str, Service] = {"partner-api": self.partner_api, "kafka-producer": producer}
+        self.airflow: dict[str, airflow.AirflowComponent] = {
+            component.name: component(self.home, self.credentials, self.progress, environment=self.airflow_env)
+            for component in airflow.COMPONENTS
+        }
 
     @property
     def env_file(self) -> Path:
@@ -111,10 +147,73 @@ class Stack:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield
 
-    def up(self) -> dict[str, str]:
-        """Start (or reuse) every service not replaced by an external one; write and return stack.env."""
+    def up(self, feeds: bool = False) -> dict[str, str]:
+        """Start (or reuse) every service not replaced by an external one; write and return stack.env.
+
+        `feeds`: also the partner-API simulator and the Kafka producer, and the OLTP schema
+        (what a run triggered by hand needs to find data in every source).
+        """
         with self._exclusive():
-            return self._up()
+            env = self._up()
+            if feeds:
+                env = self._start_feeds()
+            return env
+
+    def start_airflow(self, extra_env: dict[str, str] | None = None, feeds: bool = True,
+                      ) -> tuple[dict[str, str], tuple[str, str]]:
+        """`up` (with feeds), the migrations, then Airflow's components; returns (stack.env, (user, password)).
+
+        `extra_env` goes to the Airflow components only (a test's webhook URL, a shorter deadline).
+        """
+        with self._exclusive():
+            self._up()
+            if feeds:
+                self._start_feeds()
+            login = airflow.write_login(self.home, self.credentials)
+            self._airflow_extra = dict(extra_env or {})
+            airflow.migrate_databases(self.airflow_env())
+            for component in self.airflow.values():
+                component.ensure_running()
+            return self._write_env(), login
+
+    def stop_airflow(self) -> None:
+        with self._exclusive():
+            self._stop_airflow()
+
+    def _stop_airflow(self) -> None:
+        """Every component at once: each waits up to 30 s for its processes (tasks, uvicorn workers) to end."""
+        with ThreadPoolExecutor(len(self.airflow)) as pool:
+            for future in [pool.submit(component.stop) for component in self.airflow.values()]:
+                future.result()
+
+    def airflow_env(self) -> dict[str, str]:
+        """What Airflow's components run with: this process's environment, then the stack's."""
+        return {**os.environ, **self.compose_env(), **getattr(self, "_airflow_extra", {})}
+
+    def _start_feeds(self) -> dict[str, str]:
+        from fluxo_dev.source_db import ensure_schema
+
+        ensure_schema(self.compose_env()["FLUXO_SOURCE_DATABASE_URL"])
+        for name, service in self.feeds.items():
+            if self._feed_replaced(name):
+                self.progress(f"{service.label}: not started, {FEED_REPLACED_BY[name]} names a real source")
+            else:
+                service.ensure_running()
+        return self._write_env()
+
+    def _feed_replaced(self, name: str) -> bool:
+        if name == "kafka-producer":
+            return self.external("kafka") is not None
+        given = os.environ.get(FEED_REPLACED_BY[name])
+        return bool(given) and not (self.partner_api.pid() and given == self.partner_api.connection())
+
+    def _write_env(self) -> dict[str, str]:
+        env = self.compose_env()
+        (self.home / "airflow").mkdir(exist_ok=True)
+        lines = ["# Written by `python -m fluxo_dev.stack up` (development only: generated local secrets)."]
+        lines += [f"{key}={shlex.quote(value)}" for key, value in env.items()]
+        write_private(self.env_file, "\n".join(lines) + "\n")
+        return env
 
     def _up(self) -> dict[str, str]:
         self.credentials.ensure_all()
@@ -133,18 +232,17 @@ class Stack:
                 raise StackError(
                     "\n".join(f"{s.label} failed: {exc}" for s, exc in failures)
                 ) from failures[0][1]
-        env = self.compose_env()
-        (self.home / "airflow").mkdir(exist_ok=True)
-        lines = ["# Written by `python -m fluxo_dev.stack up` (development only: generated local secrets)."]
-        lines += [f"{key}={shlex.quote(value)}" for key, value in env.items()]
-        write_private(self.env_file, "\n".join(lines) + "\n")
-        return env
+        return self._write_env()
 
     def down(self, purge: bool = False) -> None:
         """Stop every local service gracefully; `purge` also deletes their data (secrets stay)."""
         if not self.home.exists():
             return
         with self._exclusive():
+            # Airflow first, then what feeds the sources, then the stores
+            self._stop_airflow()
+            for feed in self.feeds.values():
+                feed.stop()
             with ThreadPoolExecutor(len(self.services)) as pool:
                 for future in [pool.submit(s.stop) for s in self.services.values()]:
                     future.result()
@@ -154,13 +252,14 @@ class Stack:
 
     def status(self) -> dict[str, dict]:
         report = {}
-        for name, service in self.services.items():
-            endpoint = self.external(name)
+        for name, service in {**self.services, **self.feeds, **self.airflow}.items():
+            endpoint = self.external(name) if name in EXTERNAL_SETTING else None
             if endpoint:
                 report[name] = {"state": "external", "endpoint": endpoint, "pid": None}
             else:
                 s = service.status()
-                shown = f"http://{s.endpoint}" if name == "s3" and s.endpoint else s.endpoint
+                web = name in ("s3", "partner-api", "airflow-api-server")
+                shown = f"http://{s.endpoint}" if web and s.endpoint else s.endpoint
                 report[name] = {"state": s.state, "endpoint": shown, "pid": s.pid}
         return report
 
@@ -186,16 +285,28 @@ class Stack:
             env["FLUXO_S3_ACCESS_KEY"] = self.credentials.get("s3_access_key")
             env["FLUXO_S3_SECRET_KEY"] = self.credentials.get("s3_secret_key")
 
+        # The lake lives in the S3 server, as on AWS; FLUXO_LAKE_ROOT set to a folder (or another
+        # bucket) wins. Without our own S3 server the folder under the home is the default.
+        env["FLUXO_LAKE_ROOT"] = os.environ.get("FLUXO_LAKE_ROOT") or (
+            str(self.home / "lake") if self.external("s3") else f"s3://{LAKE_BUCKET}/lake"
+        )
+
+        env.update(logstore_env())
         try:
             env["JAVA_HOME"] = str(java_home())
         except StackError as exc:
             self.progress(f"warning: {exc}")
 
         env["FLUXO_TOKEN_SALT"] = self.credentials.get("token_salt")
+        # the API signs RS256 tokens with the keys in this folder (HS256 with FLUXO_API_JWT_SECRET only
+        # when FLUXO_API_JWT_ALGORITHM=HS256 is set)
+        env["FLUXO_API_SIGNING_KEYS_DIR"] = str(self.home / "api" / "signing-keys")
         env["FLUXO_API_JWT_SECRET"] = self.credentials.get("api_jwt_secret")
         env["FLUXO_API_CLIENT_ID"] = API_CLIENT_ID
         env["FLUXO_API_CLIENT_SECRET"] = self.credentials.get("api_client_secret")
 
+        # Spark (the local Glue runs) binds loopback instead of the host's first interface
+        env["SPARK_LOCAL_IP"] = HOST
         env["AIRFLOW_HOME"] = str(self.home / "airflow")
         env["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO_ROOT / "dags")
         env["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(REPO_ROOT / "plugins")
@@ -218,5 +329,9 @@ class Stack:
         env["AIRFLOW_CONN_FLUXO_KAFKA"] = json.dumps(
             {"conn_type": "kafka", "extra": {"bootstrap.servers": bootstrap, "group.id": "fluxo"}}
         )
+        if self.partner_api.pid():
+            env["AIRFLOW_CONN_FLUXO_PARTNER_API"] = self.partner_api.connection()
+        api_server = self.airflow["airflow-api-server"].state().get("port")
+        env |= airflow.airflow_config(self.home, self.credentials, api_server)
         return env
 

@@ -6,6 +6,7 @@ readable; nothing here is ever committed.
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 import string
@@ -39,6 +40,12 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "token_salt": _token,
     "api_jwt_secret": _token,
     "api_client_secret": _token,
+    "partner_api_token": _token,
+    "airflow_admin_password": _password,
+    "airflow_jwt_secret": _token,
+    "airflow_secret_key": _token,
+    # a Fernet key: 32 random bytes, URL-safe base64
+    "airflow_fernet_key": lambda: base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
 }
 
 

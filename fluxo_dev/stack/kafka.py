@@ -64,22 +64,31 @@ class Kafka(Service):
         self._admin().list_topics(timeout=10)
 
     def _admin(self):
-        from confluent_kafka.admin import AdminClient
-
-        # log_level 4: keep librdkafka's informational shutdown notes out of the CLI output.
-        return AdminClient({"bootstrap.servers": self.endpoint(), "socket.timeout.ms": 10000, "log_level": 4})
+        return admin_client(self.endpoint())
 
     def provision(self) -> None:
-        from confluent_kafka import KafkaError, KafkaException
-        from confluent_kafka.admin import NewTopic
+        create_topic(self.endpoint())
 
-        admin = self._admin()
-        if TRANSACTIONS_TOPIC in admin.list_topics(timeout=10).topics:
-            return
-        futures = admin.create_topics([NewTopic(TRANSACTIONS_TOPIC, TRANSACTIONS_PARTITIONS, 1)], request_timeout=10)
-        for future in futures.values():
-            try:
-                future.result(timeout=15)
-            except KafkaException as exc:
-                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise
+
+def admin_client(bootstrap: str):
+    from confluent_kafka.admin import AdminClient
+
+    # log_level 4: keep librdkafka's informational shutdown notes out of the CLI output.
+    return AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 10000, "log_level": 4})
+
+
+def create_topic(bootstrap: str) -> None:
+    """The transactions topic (idempotent)."""
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import NewTopic
+
+    admin = admin_client(bootstrap)
+    if TRANSACTIONS_TOPIC in admin.list_topics(timeout=10).topics:
+        return
+    futures = admin.create_topics([NewTopic(TRANSACTIONS_TOPIC, TRANSACTIONS_PARTITIONS, 1)], request_timeout=10)
+    for future in futures.values():
+        try:
+            future.result(timeout=15)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise

@@ -12,7 +12,8 @@ from pathlib import Path
 from fluxo_dev.stack.process import HOST, StackError, log_tail, pid_alive, port_is_open, spawn, wait_for, write_private
 from fluxo_dev.stack.service import Service
 
-BUCKETS = ("fluxo-landing", "fluxo-lake", "fluxo-glue-artifacts")
+LAKE_BUCKET = "fluxo-lake"
+BUCKETS = ("fluxo-landing", LAKE_BUCKET, "fluxo-glue-artifacts")
 REGION = "us-east-1"
 _MAX_SOCKET_PATH = 107
 
@@ -128,8 +129,12 @@ class S3(Service):
             raise StackError(f"the S3 server on {self.url()} does not answer\n{log_tail(self.log_file)}")
 
     def provision(self) -> None:
-        client = self.client()
-        existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
-        for bucket in BUCKETS:
-            if bucket not in existing:
-                client.create_bucket(Bucket=bucket)
+        create_buckets(self.client())
+
+
+def create_buckets(client) -> None:
+    """The buckets the platform expects (idempotent)."""
+    existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
+    for bucket in BUCKETS:
+        if bucket not in existing:
+            client.create_bucket(Bucket=bucket)

@@ -32,6 +32,7 @@ class Service:
     stop_signal: int = signal.SIGTERM
     stop_timeout: float = 15.0
     port_names: tuple[str, ...] = ("port",)
+    preferred_ports: tuple[int, ...] = ()  # used when the service never ran here (or its last ports are taken)
 
     def __init__(self, home: Path, credentials: Credentials, progress: Progress):
         self.home = home
@@ -76,9 +77,11 @@ class Service:
             self.progress(f"{self.label} already running on {self.endpoint()} (pid {pid}), reused")
         else:
             previous = self.state()
-            ports = free_ports(len(self.port_names), [previous.get(n, 0) for n in self.port_names])
-            assigned = dict(zip(self.port_names, ports, strict=True))
-            self.progress(f"starting {self.label} on {HOST}:{assigned['port']} ...")
+            preferred = [previous.get(n) or dict(zip(self.port_names, self.preferred_ports)).get(n, 0)
+                         for n in self.port_names]
+            assigned = dict(zip(self.port_names, free_ports(len(self.port_names), preferred), strict=True))
+            where = f" on {HOST}:{assigned['port']}" if "port" in assigned else ""
+            self.progress(f"starting {self.label}{where} ...")
             started = time.monotonic()
             self.dir.mkdir(parents=True, exist_ok=True)
             self.start(assigned)

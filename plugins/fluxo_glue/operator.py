@@ -32,7 +32,7 @@ from airflow.providers.amazon.aws.operators.glue import GlueJobOperator
 from airflow.providers.common.compat.sdk import AirflowException
 
 from fluxo.lake import Lake
-from fluxo_platform import glue_package, lakefs
+from fluxo_platform import glue_package, jvm, lakefs
 from fluxo_platform.settings import FluxoSettings
 
 if TYPE_CHECKING:
@@ -56,6 +56,7 @@ def local_environment(settings: FluxoSettings, repo_root: Path = glue_package.RE
     # secrets are not job arguments: the tokenisation salt travels in the environment
     if settings.token_salt:
         env["FLUXO_TOKEN_SALT"] = settings.token_salt
+    env.update(jvm.logstore_env())
     # the repo root on the path plays the part of --extra-py-files
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo_root), os.environ.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
@@ -211,7 +212,7 @@ class FluxoGlueJobOperator(GlueJobOperator):
         self.retry_limit = definition["MaxRetries"]
         self.create_job_kwargs = {
             key: definition[key]
-            for key in ("Command", "GlueVersion", "WorkerType", "NumberOfWorkers", "DefaultArguments")
+            for key in ("Command", "GlueVersion", "WorkerType", "NumberOfWorkers", "DefaultArguments", "Timeout")
         }
         self.script_args = args
         self._upload_library(settings)

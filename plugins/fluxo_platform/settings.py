@@ -24,8 +24,9 @@ def default_home() -> Path:
 
 
 class FluxoSettings(BaseSettings):
+    # env_ignore_empty: FLUXO_X="" means "the default" (docker-compose.yaml passes ${FLUXO_X:-} through)
     model_config = SettingsConfigDict(
-        env_prefix="FLUXO_", env_file=str(default_home() / "stack.env"), extra="ignore"
+        env_prefix="FLUXO_", env_file=str(default_home() / "stack.env"), extra="ignore", env_ignore_empty=True
     )
 
     home: Path = default_home()
@@ -56,6 +57,23 @@ class FluxoSettings(BaseSettings):
     glue_worker_type: str = "G.1X"
     glue_number_of_workers: int = 2
     glue_job_prefix: str = "fluxo-"
+    # AWS Glue stops a job run after this long (the AWS default is 48 h); Glue's own retries of a failed run
+    glue_timeout_minutes: int = 120
+    glue_max_retries: int = 0
+    # MWAA: `make deploy` uploads dags/, plugins.zip and requirements.txt here when set (s3://bucket[/prefix])
+    mwaa_source_uri: str = ""
+
+    # Operating transactions_etl from Airflow (docs/runbook.md)
+    # Alerts (failures, missed deadlines, stale data, odd volumes) are POSTed here as JSON; empty = logged only
+    alert_webhook_url: str = ""
+    # a run still going after this long is an SLA miss (deadline alert); after run_timeout it is stopped
+    run_deadline_minutes: float = 180
+    run_timeout_minutes: float = 360
+    # the freshness check alerts when the latest curated day ended longer ago than this
+    freshness_max_age_hours: float = 48
+    # a day's staged rows outside [norm / ratio, norm * ratio] of the recent days (or zero) is a warning
+    volume_tolerance_ratio: float = 3.0
+    volume_history_days: int = 14
 
     # Local Spark for Glue scripts
     spark_driver_memory: str = "4g"

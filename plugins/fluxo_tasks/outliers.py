@@ -11,11 +11,13 @@ from fluxo.lake import Lake
 from fluxo_platform.settings import get_settings
 from fluxo_platform.warehouse import replace_days
 from fluxo_platform.warehouse import warehouse_connection
+from fluxo_tasks.pipeline import timed
 
 log = logging.getLogger(__name__)
 STAGE = "outliers"
 
 
+@timed
 def load_outlier_summary(ingest_date: str, run_id: str, result: dict | None = None) -> dict:
     """COPY work/metrics/outlier_summary/ingest_date=D into metrics.outlier_summary.
 

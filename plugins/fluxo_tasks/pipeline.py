@@ -1,11 +1,14 @@
-"""Steps of `transactions_etl` that run in the Airflow worker: run date, warehouse load, audit."""
+"""Steps of `transactions_etl` that run in the Airflow worker, and the stages of the run in one place."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import logging
+import time
 from contextlib import nullcontext
-from datetime import date, datetime
+from dataclasses import dataclass
 
 from fluxo_platform import lakefs
 import fluxo_extract
@@ -17,31 +20,132 @@ from fluxo_platform.warehouse import replace_days, warehouse_connection
 
 log = logging.getLogger(__name__)
 EXTRACT_TASKS = {name: source.extract_task_id for name, source in REGISTRY.items()}
-# The Glue stages; each one's XCom carries its results document (`stats`).
-GLUE_STAGES = ("standardize", "quality_gate", "curate", "aggregate", "outliers")
-STAGES = (*EXTRACT_TASKS.values(), *GLUE_STAGES, "load_warehouse", "load_outlier_summary")
 
 
-def resolve_ingest_date(params: dict, logical_date: datetime | None, run_after: datetime | None) -> str:
-    """The day a run processes: the `run_date` param, else the logical date, else when it was triggered."""
-    chosen = params.get("run_date") or ""
-    if chosen:
-        return date.fromisoformat(str(chosen)).isoformat()
-    moment = logical_date or run_after
-    if moment is None:
-        raise ValueError("the run has neither a run_date param nor a logical date")
-    return moment.date().isoformat()
+@dataclass(frozen=True)
+class GlueStage:
+    """One Glue stage of the run: the DAG makes its task, the audit reads its results document.
+
+    `after`: the Glue stages it waits for (none: it starts after extraction). `rows_in`,
+    `rows_out`, `quarantined`: keys of its results document (`stats`) the audit shows as
+    the stage's row counts. `retries=0` for a stage that fails the same way again.
+    """
+
+    name: str
+    after: tuple[str, ...] = ()
+    rows_in: str | None = None
+    rows_out: str | None = None
+    quarantined: str | None = None
+    retries: int | None = None
+
+    def task_limits(self, defaults: dict) -> dict:
+        """The Glue stages' timeout and retry settings, with this stage's own retries when it has them."""
+        return {**defaults, **({"retries": self.retries} if self.retries is not None else {})}
 
 
-def extract(source: str, ingest_date: str) -> dict:
-    """Run the source's extractor (named after its extract task); a source FLUXO_SOURCES leaves out is skipped."""
+# Adding a stage (e.g. fraud) is one line here plus its glue_scripts/<name>.py.
+GLUE_STAGES: dict[str, GlueStage] = {stage.name: stage for stage in (
+    GlueStage("standardize", (), rows_in="read", rows_out="staged", quarantined="quarantined"),
+    GlueStage("quality_gate", ("standardize",), rows_in="rows", rows_out="rows", retries=0),
+    GlueStage("curate", ("quality_gate",), rows_in="staged", rows_out="curated_new"),
+    GlueStage("aggregate", ("curate",), rows_out="metric_rows"),
+    GlueStage("outliers", ("curate",), rows_out="flagged_rows"),
+)}
+# The fraud stage's results document names its alert count under this key.
+FRAUD_STAGE, FRAUD_ALERTS_KEY = "fraud", "alerts"
+LOAD_TASKS = ("load_warehouse", "load_outlier_summary")
+# Every task whose failure fails the run (the audit and the final check read their states).
+STAGES = (*EXTRACT_TASKS.values(), *GLUE_STAGES, *LOAD_TASKS)
+# Extraction options that make a source start from scratch (full refresh) without touching its state.
+_FULL_REFRESH_ARGS = {"kafka": {"replay_from_timestamp": "1970-01-01T00:00:00Z"}}
+
+
+def timed(step):
+    """Add the step's wall time (`duration_s`) to the dict it returns, for the run audit."""
+
+    @functools.wraps(step)
+    def run(*args, **kwargs):
+        started = time.monotonic()
+        result = step(*args, **kwargs)
+        return {**result, "duration_s": round(time.monotonic() - started, 3)}
+
+    return run
+
+
+# --- extraction ----------------------------------------------------------------------------------
+
+
+def connection_id(source: str) -> str:
+    """The Airflow connection a source's extractor reads (its `conn_id`/`aws_conn_id` default)."""
+    parameters = inspect.signature(getattr(fluxo_extract, REGISTRY[source].extract_task)).parameters
+    return next(parameters[name].default for name in ("conn_id", "aws_conn_id") if name in parameters)
+
+
+def connection_ids() -> list[str]:
+    """Every Airflow connection transactions_etl uses: the warehouse's, then each source's."""
+    from fluxo_platform.warehouse import WAREHOUSE_CONN_ID
+
+    return [WAREHOUSE_CONN_ID, *(connection_id(source) for source in REGISTRY)]
+
+
+def _connection_defined(conn_id: str) -> bool:
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        return False
+    return True
+
+
+def skip_reason(source: str, chosen: list[str] | None, run_type: str = "manual") -> str | None:
+    """Why this run does not extract `source` (None: it does)."""
+    settings = get_settings()
+    if source not in settings.enabled_sources:
+        return f"source {source!r} is switched off by FLUXO_SOURCES={settings.sources!r}"
+    if chosen is not None and source not in chosen:
+        return f"source {source!r} is not among this run's sources {chosen}"
+    if run_type == "backfill":
+        return (f"backfill: source {source!r} is not extracted; the run reprocesses what was landed for its day "
+                "(extraction lands what is new now, which belongs to the current day)")
+    conn_id = connection_id(source)
+    if not _connection_defined(conn_id):
+        return (f"source {source!r} is not configured: the Airflow connection {conn_id!r} is not defined "
+                f"(set AIRFLOW_CONN_{conn_id.upper()}, see docs/runbook.md)")
+    return None
+
+
+def forget_progress(source: str) -> None:
+    """Full refresh: drop a source's watermark (and the S3 manifest) so it is read from the beginning."""
+    with warehouse_connection() as conn, conn.transaction():
+        conn.execute("DELETE FROM extract.watermark WHERE source = %s", (source,))
+        if source == "s3":
+            conn.execute("DELETE FROM extract.s3_object")
+    log.warning("full refresh: the extraction progress of %s is forgotten; it is read from the beginning", source)
+
+
+@timed
+def extract(source: str, plan: dict) -> dict:
+    """Run the source's extractor (named after its extract task) as the run's plan says, or skip it with the reason."""
     from airflow.sdk.exceptions import AirflowSkipException
 
-    if source not in get_settings().enabled_sources:
-        raise AirflowSkipException(f"source {source!r} is not in FLUXO_SOURCES={get_settings().sources!r}")
-    return getattr(fluxo_extract, REGISTRY[source].extract_task)(ingest_date)
+    reason = skip_reason(source, plan.get("sources"), plan.get("run_type", "manual"))
+    if reason:
+        log.warning("skipped: %s", reason)
+        raise AirflowSkipException(reason)
+    options = dict(plan.get("kafka_replay") or {}) if source == "kafka" else {}
+    if plan.get("full_refresh"):
+        options = options or _FULL_REFRESH_ARGS.get(source) or {}
+        if not options:
+            forget_progress(source)
+    return getattr(fluxo_extract, REGISTRY[source].extract_task)(plan["ingest_date"], **options)
 
 
+# --- warehouse loads -----------------------------------------------------------------------------
+
+
+@timed
 def load_metrics(ingest_date: str, run_id: str, conn=None) -> dict:
     """COPY every metric grain of the day (work/metrics/<grain>/) into its warehouse table.
 
@@ -58,7 +162,7 @@ def load_metrics(ingest_date: str, run_id: str, conn=None) -> dict:
             tables[grain] = found.select(contract.names)
     if not tables:
         log.warning("no metrics for ingest date %s: nothing to load", ingest_date)
-        return {"metric_rows": 0, "replaced": 0, "grains": {}}
+        return {"metric_rows": 0, "replaced": 0, "grains": {}, "dates": []}
     grains, replaced = {}, {}
     with (warehouse_connection() if conn is None else nullcontext(conn)) as conn, conn.transaction():
         for grain, rows in tables.items():
@@ -66,78 +170,6 @@ def load_metrics(ingest_date: str, run_id: str, conn=None) -> dict:
             result = replace_days(conn, "metrics", table, rows, "event_date", {"run_id": run_id})
             grains[grain], replaced[grain] = result["copied"], result["replaced"]
     log.info("loaded metrics for %s: %s (replaced %s)", ingest_date, json.dumps(grains), json.dumps(replaced))
-    return {"metric_rows": grains.get("daily", 0), "replaced": replaced.get("daily", 0), "grains": grains}
-
-
-def _quality_rows(lake: Lake, ingest_date: str) -> list[dict]:
-    found = lakefs.read_json(f"{lake.quality(ingest_date)}/validation.json")
-    if not found:
-        return []
-    return found["results"] if isinstance(found, dict) else found
-
-
-def record_run(context, ingest_date: str) -> dict:
-    """The run's audit record from the task states and results (XComs) of the run, see `write_run_record`."""
-    ti, run_id = context["ti"], context["run_id"]
-    states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[run_id]).get(run_id, {})
-    results = {task_id: ti.xcom_pull(task_ids=task_id) for task_id in (*EXTRACT_TASKS.values(), *GLUE_STAGES, "load_warehouse")}
-    return write_run_record(ti.dag_id, run_id, ingest_date, states, results)
-
-
-def write_run_record(
-    dag_id: str, run_id: str, ingest_date: str, task_states: dict[str, str], results: dict[str, dict | None]
-) -> dict:
-    """Write the run's audit record (state, per-stage counts) and its quality results to the warehouse.
-
-    `results` holds each task's XCom: an extractor's counts, a Glue stage's `{"stats": ...}`
-    (the stage's own results document), the warehouse load's counts.
-    """
-    lake = Lake(get_settings().lake_root)
-    failed = [t for t in STAGES if task_states.get(t) in ("failed", "upstream_failed")]
-    state = "failed" if failed else "success"
-    stats = {stage: (results.get(stage) or {}).get("stats") for stage in GLUE_STAGES}
-    stats = {stage: found for stage, found in stats.items() if found}
-    standardize, curate = stats.get("standardize", {}), stats.get("curate", {})
-    extracted = {source: results.get(task_id) for source, task_id in EXTRACT_TASKS.items()}
-    extracted = {source: got for source, got in extracted.items() if got}
-    counts = {
-        "extracted": extracted,
-        "landed_records": sum(got.get("landed", 0) for got in extracted.values()),
-        "extract_quarantined": sum(got.get("quarantined", 0) for got in extracted.values()),
-        "read": standardize.get("read", 0),
-        "quarantined": standardize.get("quarantined", 0),
-        "quarantine_by_reason": standardize.get("quarantine_by_reason", {}),
-        "duplicates_dropped": standardize.get("duplicates_dropped", 0) + curate.get("duplicates_dropped", 0),
-        "staged": standardize.get("staged", 0),
-        "curated_new": curate.get("new_rows", 0),
-        "dates": curate.get("dates", []),
-        "metric_rows_loaded": (results.get("load_warehouse") or {}).get("metric_rows", 0),
-        "quality": {k: v for k, v in stats.get("quality_gate", {}).items() if k != "stage"},
-        "stage_stats": stats,
-    }
-    message = f"failed at {', '.join(failed)}" if failed else None
-    quality = _quality_rows(lake, ingest_date)
-    with warehouse_connection() as conn, conn.transaction():
-        conn.execute(
-            """
-            INSERT INTO audit.pipeline_runs (run_id, dag_id, ingest_date, state, counts, message, finished_at)
-            VALUES (%s, %s, %s, %s, %s::jsonb, %s, now())
-            ON CONFLICT (run_id) DO UPDATE SET state = EXCLUDED.state, counts = EXCLUDED.counts,
-                message = EXCLUDED.message, finished_at = EXCLUDED.finished_at
-            """,
-            (run_id, dag_id, ingest_date, state, json.dumps(counts), message),
-        )
-        conn.execute("DELETE FROM quality.expectation_results WHERE run_id = %s", (run_id,))
-        for r in quality:
-            conn.execute(
-                """
-                INSERT INTO quality.expectation_results (run_id, ingest_date, suite, expectation, column_name,
-                    severity, success, unexpected_count, element_count)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING
-                """,
-                (run_id, ingest_date, r.get("suite"), r.get("expectation_type") or r.get("expectation"),
-                 r.get("column") or "", r.get("severity", "warning"), bool(r.get("success")),
-                 r.get("unexpected_count"), r.get("element_count")),
-            )
-    log.info("run %s for %s: %s %s", run_id, ingest_date, state, json.dumps(counts))
-    return {"state": state, **counts}
+    dates = sorted({str(d) for d in tables["daily"].column("event_date").to_pylist()}) if "daily" in tables else []
+    return {"metric_rows": grains.get("daily", 0), "replaced": replaced.get("daily", 0), "grains": grains,
+            "dates": dates}

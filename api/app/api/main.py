@@ -1,8 +1,7 @@
 from fastapi import APIRouter
 
-from app.api.routes import auth, health, metrics
+from app.api.routes import auth, dashboard, health, metrics, odata, outliers, quality, runs, transactions
 
 api_router = APIRouter()
-api_router.include_router(auth.router)
-api_router.include_router(metrics.router)
-api_router.include_router(health.router)
+for module in (auth, metrics, transactions, quality, runs, outliers, odata, health, dashboard):
+    api_router.include_router(module.router)

@@ -1,0 +1,103 @@
+"""Every list resource of the API, once: its path, scope, table, filters and dashboard series.
+
+Each `EntitySet` here gets a REST route with CSV export (app.api.lists), and, when it has a
+contract, an OData entity set (app.api.routes.odata). The dashboard draws each `Series`.
+
+Adding the fraud alerts (another issue) is, once `fluxo.contract` has FRAUD_ALERT and the
+warehouse has the table:
+
+    EntitySet("FraudAlerts", "/fraud/alerts", "fraud:read", ("fraud", "alerts"),
+              "Fraud alerts per day", contract=FRAUD_ALERT, filters=fraud_filters,
+              series=(Series("Fraud alerts", "alert_count"),), tag="fraud",
+              response_model=model_from_contract(FRAUD_ALERT, "FraudAlert"))
+
+and, if it lives in a router of its own, one `include_router` line in app.api.main.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import Query
+
+from app.core.entities import EntitySet, Series
+from app.models import GRAIN_MODELS, DailyMetric, OutlierSummaryRow
+from fluxo.contract import CHANNELS, METRIC_GRAINS, OUTLIER_METHODS, OUTLIER_SUMMARY
+
+MCC = Annotated[str | None, Query(pattern=r"^[0-9]{4}$", description="Merchant category code")]
+
+
+async def merchant_filters(merchant_id: Annotated[str | None, Query(max_length=64, pattern=r"^[^\x00-\x1f]*$")] = None):
+    return {"merchant_id": merchant_id}
+
+
+async def mcc_filters(mcc: MCC = None) -> dict[str, Any]:
+    return {"mcc": mcc}
+
+
+async def country_channel_filters(
+    country: Annotated[str | None, Query(pattern=r"^[A-Z]{2}$")] = None, channel: Literal[CHANNELS] | None = None,
+) -> dict[str, Any]:
+    return {"country": country, "channel": channel}
+
+
+async def outlier_filters(method: Literal[OUTLIER_METHODS] | None = None, mcc: MCC = None) -> dict[str, Any]:
+    return {"method": method, "mcc": mcc}
+
+
+async def quality_filters(
+    run_id: Annotated[str | None, Query(max_length=250, pattern=r"^[^\x00-\x1f]*$")] = None,
+    severity: Literal["critical", "warning"] | None = None,
+    success: bool | None = None,
+) -> dict[str, Any]:
+    return {"run_id": run_id, "severity": severity, "success": success}
+
+
+async def run_filters(
+    state: Annotated[str | None, Query(max_length=32, pattern=r"^[a-z_]+$")] = None,
+    dag_id: Annotated[str | None, Query(max_length=250, pattern=r"^[A-Za-z0-9_.-]+$")] = None,
+) -> dict[str, Any]:
+    return {"state": state, "dag_id": dag_id}
+
+
+def _grain(grain: str, name: str, path: str, summary: str, filters=None, series=()) -> EntitySet:
+    contract, table = METRIC_GRAINS[grain]
+    model = DailyMetric if grain == "daily" else GRAIN_MODELS[grain]
+    return EntitySet(name, path, "metrics:read", ("metrics", table), summary, contract=contract, filters=filters,
+                     paged=grain != "daily", series=series, response_model=model)
+
+
+METRICS = (
+    _grain("daily", "DailyMetrics", "/metrics/daily", "Daily transaction metrics, ordered by day",
+           series=(Series("Transactions per day", "transaction_count"),
+                   Series("Amount per day", "amount_total", "reporting currency"),
+                   Series("Approval rate", "approval_rate", "ratio"))),
+    _grain("merchant_daily", "MerchantDailyMetrics", "/metrics/merchants",
+           "Metrics per day and merchant, ordered by day and merchant", merchant_filters),
+    _grain("mcc_daily", "MccDailyMetrics", "/metrics/mcc",
+           "Metrics per day and merchant category code, ordered by day and MCC", mcc_filters),
+    _grain("country_channel_daily", "CountryChannelDailyMetrics", "/metrics/country-channel",
+           "Metrics per day, merchant country and channel", country_channel_filters),
+    _grain("hourly", "HourlyMetrics", "/metrics/hourly", "Metrics per UTC hour, ordered by hour"),
+    EntitySet("OutlierSummary", "/metrics/outliers", "metrics:read", ("metrics", "outlier_summary"),
+              "Outliers per day, detector and merchant category code", contract=OUTLIER_SUMMARY,
+              filters=outlier_filters, series=(Series("Outliers per day", "outlier_count"),),
+              response_model=OutlierSummaryRow),
+)
+
+QUALITY = EntitySet(
+    "QualityResults", "/quality/results", "quality:read", ("quality", "expectation_results"),
+    "Expectation results per run, by ingest date", key=("ingest_date", "run_id", "suite", "expectation", "column_name"),
+    key_types=("date", "string", "string", "string", "string"), day_column="ingest_date", filters=quality_filters,
+    odata=False, tag="quality", cache=False)
+
+RUNS = EntitySet(
+    "PipelineRuns", "/runs", "runs:read", ("audit", "pipeline_runs"),
+    "Pipeline runs with their per-stage counts, by ingest date (every column of audit.pipeline_runs)",
+    key=("ingest_date", "run_id"), key_types=("date", "string"), day_column="ingest_date", filters=run_filters,
+    odata=False, tag="runs", cache=False,
+    series=(Series("Quarantined per day", "counts.quarantined", per_day="max"),
+            Series("Duplicates dropped per day", "counts.duplicates_dropped", per_day="max")))
+
+ENTITY_SETS: tuple[EntitySet, ...] = (*METRICS, QUALITY, RUNS)
+ODATA_SETS = {e.name: e for e in ENTITY_SETS if e.odata and e.contract is not None}

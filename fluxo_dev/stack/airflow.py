@@ -1,0 +1,144 @@
+"""Airflow's components as stack services: api-server, scheduler, dag-processor, triggerer, on 127.0.0.1.
+
+`python -m fluxo_dev.stack airflow` (`make airflow`) migrates the metadata and warehouse
+databases, then starts each component detached, with the stack's environment and one shared
+configuration (JWT secret, execution API URL, login). Nothing listens beyond loopback: the
+api-server binds 127.0.0.1, and the scheduler and triggerer run without their log servers
+(8793/8794 bind every interface and cannot be told otherwise); they are not needed when every
+component shares this machine's log folder, which the api-server reads directly.
+`python -m fluxo_dev.stack down` stops them with the other services.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from fluxo_dev.stack.process import HOST, StackError, log_tail, pid_alive, port_is_open, spawn, wait_for, write_private
+from fluxo_dev.stack.service import Service
+
+ADMIN_USER = "admin"
+AIRFLOW_BIN = Path(sys.executable).parent / "airflow"
+
+
+def airflow_config(home: Path, credentials, api_port: int | None) -> dict[str, str]:
+    """Airflow settings every component shares (AIRFLOW__SECTION__KEY), loopback only."""
+    airflow_home = home / "airflow"
+    env = {
+        "AIRFLOW__API__HOST": HOST,
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__API_AUTH__JWT_SECRET": credentials.get("airflow_jwt_secret"),
+        "AIRFLOW__API__SECRET_KEY": credentials.get("airflow_secret_key"),
+        "AIRFLOW__CORE__FERNET_KEY": credentials.get("airflow_fernet_key"),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(airflow_home / "passwords.json"),
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": HOST,
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+    }
+    if api_port:
+        base = f"http://{HOST}:{api_port}"
+        env |= {
+            "AIRFLOW__API__PORT": str(api_port),
+            "AIRFLOW__API__BASE_URL": base,
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base}/execution/",
+        }
+    return env
+
+
+class AirflowComponent(Service):
+    """One `airflow <command>` process (and its children), in its own process group."""
+
+    executable = "airflow"
+    stop_timeout = 30.0
+    command: tuple[str, ...] = ()
+    port_names = ()
+
+    def __init__(self, *args, environment: Callable[[], dict[str, str]], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.environment = environment  # the stack's environment, computed when the component starts
+
+    def start(self, ports: dict[str, int]) -> None:
+        self.save_state(**ports)  # the api-server's port is part of the environment it starts with
+        pid = spawn([str(AIRFLOW_BIN), *self.command, *self.arguments(ports)], log_file=self.log_file,
+                    pid_file=self.pid_file, cwd=self.dir, env=self.environment())
+        self.wait_until_ready(pid, ports)
+
+    def arguments(self, ports: dict[str, int]) -> list[str]:
+        return []
+
+    def wait_until_ready(self, pid: int, ports: dict[str, int]) -> None:
+        if wait_for(lambda: not pid_alive(pid), timeout=3):
+            raise StackError(f"airflow {' '.join(self.command)} exited at once\n{log_tail(self.log_file)}")
+
+    def stop(self) -> bool:
+        """SIGTERM the whole process group (uvicorn workers, executor workers, task supervisors)."""
+        pid = self.pid()
+        if pid:
+            try:
+                os.killpg(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            if not wait_for(lambda: not pid_alive(pid), timeout=self.stop_timeout, interval=0.1):
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            self.progress(f"stopped {self.label} (pid {pid})")
+        self.pid_file.unlink(missing_ok=True)
+        return bool(pid)
+
+
+class ApiServer(AirflowComponent):
+    name, label, command = "airflow-api-server", "airflow api-server", ("api-server",)
+    port_names = ("port",)
+    preferred_ports = (8080,)
+
+    def arguments(self, ports: dict[str, int]) -> list[str]:
+        return ["--host", HOST, "--port", str(ports["port"])]
+
+    def wait_until_ready(self, pid: int, ports: dict[str, int]) -> None:
+        import httpx
+
+        health = f"http://{HOST}:{ports['port']}/api/v2/monitor/health"
+        answered = wait_for(lambda: not pid_alive(pid) or httpx.get(health, timeout=2).status_code == 200,
+                            timeout=180, interval=0.5)
+        if not (answered and pid_alive(pid) and port_is_open(ports["port"])):
+            raise StackError(f"the Airflow api-server does not answer on {health}\n{log_tail(self.log_file)}")
+
+
+class Scheduler(AirflowComponent):
+    name, label, command = "airflow-scheduler", "airflow scheduler", ("scheduler", "--skip-serve-logs")
+
+
+class DagProcessor(AirflowComponent):
+    name, label, command = "airflow-dag-processor", "airflow dag-processor", ("dag-processor",)
+
+
+class Triggerer(AirflowComponent):
+    name, label, command = "airflow-triggerer", "airflow triggerer", ("triggerer", "--skip-serve-logs")
+
+
+COMPONENTS = (ApiServer, Scheduler, DagProcessor, Triggerer)
+
+
+def write_login(home: Path, credentials) -> tuple[str, str]:
+    """The admin login of the simple auth manager (development only), kept in the passwords file."""
+    password = credentials.get("airflow_admin_password")
+    path = home / "airflow" / "passwords.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_private(path, f'{{"{ADMIN_USER}": "{password}"}}\n')
+    return ADMIN_USER, password
+
+
+def migrate_databases(env: dict[str, str]) -> None:
+    """The warehouse migrations, then Airflow's metadata database."""
+    from fluxo_platform.warehouse import migrate
+
+    migrate(env["FLUXO_DATABASE_URL"])
+    done = subprocess.run([str(AIRFLOW_BIN), "db", "migrate"], env=env, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise StackError("airflow db migrate failed:\n" + done.stderr[-3000:])
