@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 from fluxo.lake import Lake
 from fluxo.spark import RUNTIME_CONF, is_s3, local_session
+from fluxo.tokenize import mask_pans
 
 ERROR_PREFIX = "FLUXO_ERROR: "
 
@@ -137,7 +138,7 @@ _UNREACHABLE = ("Connection refused", "UnknownHostException", "connect timed out
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or exc.__class__.__name__
+    text = mask_pans(" ".join(str(exc).split())) or exc.__class__.__name__
     endpoint = os.environ.get("FLUXO_S3_ENDPOINT", "")
     if any(marker in text for marker in _UNREACHABLE) and ("s3a://" in text or "s3://" in text or endpoint in text):
         where = endpoint or "the S3 endpoint"
@@ -157,13 +158,16 @@ def _first_cause(text: str) -> str:
 
 
 def run_stage(main: Callable[[], Any]) -> None:
-    """Run a stage's main; on failure print the traceback, then `FLUXO_ERROR: …` last, exit 1."""
+    """Run a stage's main; on failure print the traceback, then `FLUXO_ERROR: …` last, exit 1.
+
+    Both are card-number masked: an exception may quote a value, and the error line travels
+    on into the task log, the run audit and the alerts."""
     try:
         main()
     except BaseException as exc:  # noqa: BLE001 - the stage boundary reports every failure
         if isinstance(exc, SystemExit) and not exc.code:
             raise
-        traceback.print_exc(file=sys.stderr)
+        sys.stderr.write(mask_pans(traceback.format_exc()))
         _stop_active_session()
         sys.stdout.flush()
         sys.stderr.write(ERROR_PREFIX + _one_line(exc) + "\n")

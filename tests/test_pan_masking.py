@@ -80,3 +80,30 @@ def test_spark_rendering_keeps_null_and_empty(spark, raw):
     row = spark.createDataFrame([(raw,)], "t string").select(mask_pans_sql(F.col("t")).alias("m"),
                                                              has_pan_sql(F.col("t")).alias("h")).first()
     assert (row["m"], row["h"]) == (raw, False)
+
+
+def test_error_messages_and_alerts_carry_no_card_number(capsys):
+    """Where errors go on to be read: a stage's traceback and FLUXO_ERROR line, the
+    error a failed task keeps for the run audit, the body of an alert (a webhook, read by people)."""
+    from types import SimpleNamespace
+
+    from fluxo.glue_runtime import ERROR_PREFIX, run_stage
+    from fluxo_alerts.notifier import alert_body
+    from fluxo_tasks.run import ERROR_KEY, remember_error
+
+    def stage():
+        raise ValueError("cannot parse record '4111-1111-1111-1111;C1'")
+
+    with pytest.raises(SystemExit):
+        run_stage(stage)
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == ERROR_PREFIX + "ValueError: cannot parse record '<pan ****1111>;C1'"
+    assert "ValueError: cannot parse record '<pan ****1111>;C1'" in err.splitlines()[-2] and not has_pan(err)
+
+    pushed = {}
+    ti = SimpleNamespace(task_id="extract.db", xcom_push=lambda key, value: pushed.update({key: value}))
+    remember_error({"ti": ti, "exception": RuntimeError("row 5555 5555 5555 4444 refused")})
+    assert pushed[ERROR_KEY]["message"] == "row <pan ****4444> refused"
+
+    body = alert_body("run_failed", "critical", "card 4111111111111111", "first error: 4111 1111 1111 1111")
+    assert (body["title"], body["text"]) == ("card <pan ****1111>", "first error: <pan ****1111>")
