@@ -108,7 +108,6 @@ DB_ROWS = [  # (customer_id, card_token, merchant_id, amount_cents)
 
 @pytest.fixture(scope="module")
 def hostile_run(stack_env, warehouse_url, airflow_env, tmp_path_factory):
-    import boto3
     from confluent_kafka import Producer
 
     from fluxo_dev.generator import generate, upload_landing
@@ -116,18 +115,8 @@ def hostile_run(stack_env, warehouse_url, airflow_env, tmp_path_factory):
     from fluxo_dev.source_db import TABLE, seed
     from fluxo_dev.streaming import produce
     from fluxo_dev.streaming.producer import DEFAULT_TOPIC, producer_config
-    from fluxo_platform.settings import get_settings
 
-    settings = get_settings()
-    # shared services: start from empty sources and an empty landing prefix
     reset_sources(stack_env, warehouse_url)
-    s3 = boto3.client("s3", endpoint_url=settings.s3_endpoint, region_name=settings.aws_region,
-                      aws_access_key_id=settings.s3_access_key, aws_secret_access_key=settings.s3_secret_key)
-    try:
-        for obj in s3.list_objects_v2(Bucket=settings.landing_bucket, Prefix=settings.landing_prefix).get("Contents", []):
-            s3.delete_object(Bucket=settings.landing_bucket, Key=obj["Key"])
-    except s3.exceptions.NoSuchBucket:
-        pass
 
     out = tmp_path_factory.mktemp("hostile-day")
     generate(out, DAY, days=1, rows_per_day=1000, seed=23, defect_rates={"raw_pan": 0.05})
