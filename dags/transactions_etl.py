@@ -65,10 +65,11 @@ def transactions_etl():
         assets.annotate(context, "load_outlier_summary", ingest_date, loaded["dates"])
         return loaded
 
-    # an empty day warns and skips the later stages: they would start Spark jobs with nothing to do
+    # a day with no records at all warns and skips the later stages (nothing to judge or curate); a day
+    # whose records were all quarantined goes on to the quality gate, which stops it naming the source
     @task.short_circuit(ignore_downstream_trigger_rules=False, **LIMITS["check"])
     def check_day_volume(ingest_date: str, **context) -> bool:
-        return check_volume(ingest_date, context["ti"].xcom_pull(task_ids="standardize"), context)["staged"] > 0
+        return check_volume(ingest_date, context["ti"].xcom_pull(task_ids="standardize"), context)["read"] > 0
 
     @task(trigger_rule="all_done", **LIMITS["check"])
     def record_audit() -> dict:

@@ -199,13 +199,10 @@ def run_stage(main: Callable[[], Any]) -> None:
 
 
 def _stop_active_session() -> None:
-    # Stopping first keeps late JVM log lines from landing after the FLUXO_ERROR line.
+    # Stopping first keeps late JVM log lines from landing after the FLUXO_ERROR line. Only the
+    # session the stage started: another one active in this process (a caller's) is not the stage's.
     try:
         session = _running[-1].spark if _running else None
-        if session is None:
-            from pyspark.sql import SparkSession
-
-            session = SparkSession.getActiveSession()
         if session is not None:
             if type(session).__module__.startswith("pyspark.sql.connect"):
                 session.interruptAll()  # its jobs would go on in the server

@@ -204,7 +204,9 @@ def test_api_serves_the_warehouse_numbers(first_run, warehouse_url, api_server):
 
 
 def test_critical_expectation_failure_stops_the_run(first_run, pipeline_env, warehouse_url):
-    """A decimal-shift bug in a partner export (an absurd amount) must stop the run before curation."""
+    """A decimal-shift bug in a partner export (an absurd amount): the row is quarantined with its
+    reason (no row rule fails a day), and a day whose source is all quarantined stops at the gate,
+    before curation, naming the source."""
     import boto3
 
     header = "id_transacao;data_hora;cliente;cartao;cartao_final;estabelecimento;mcc;valor;moeda;pais;canal;status"
@@ -221,7 +223,7 @@ def test_critical_expectation_failure_stops_the_run(first_run, pipeline_env, war
     assert proc.returncode != 0
     output = proc.stdout + proc.stderr
     assert "critical expectation failed" in output
-    assert "amount_reporting" in output
+    assert "s3: 1 of 1 records quarantined" in output, output[-4000:]
     curated = curated_rows(pipeline_env["FLUXO_LAKE_ROOT"]).column("event_ts").to_pylist()
     assert BROKEN_DAY not in {ts.date() for ts in curated}, "a failed quality gate must not curate the day"
     with psycopg.connect(warehouse_url) as conn:

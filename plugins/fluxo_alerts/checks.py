@@ -85,11 +85,12 @@ def check_volume(ingest_date: str, standardize_result: dict | None, context=None
     A warning, not a failure: the data may be right (a holiday, a new partner), a person decides.
     """
     settings = get_settings()
-    staged = int(((standardize_result or {}).get("stats") or {}).get("staged", 0))
+    stats = (standardize_result or {}).get("stats") or {}
+    staged, read = int(stats.get("staged", 0)), int(stats.get("read", 0))
     with warehouse_connection() as conn:
         history = recent_volumes(conn, ingest_date, settings.volume_history_days)
     finding = volume_finding(staged, history, settings.volume_tolerance_ratio)
-    result = {"ingest_date": ingest_date, "staged": staged, "history_days": len(history),
+    result = {"ingest_date": ingest_date, "read": read, "staged": staged, "history_days": len(history),
               "norm": statistics.median(history.values()) if history else None, "warning": finding}
     if finding:
         send_alert("volume", f"unusual volume for {ingest_date}", finding, severity="warning", context=context)
