@@ -1,6 +1,6 @@
-"""The resources besides the metrics: a curated transaction (Parquet today, Delta tomorrow, local or
-S3), quality results, pipeline runs (new columns appear by themselves), the Delta outlier history
-as of a version or time; and the audit holding every request of the session."""
+"""The resources besides the metrics: a curated transaction (from the Delta table, local or S3),
+quality results, pipeline runs (new columns appear by themselves), the Delta outlier history as of
+a version or time; and the audit holding every request of the session."""
 
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ from decimal import Decimal
 import httpx
 import psycopg
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from fluxo.contract import OUTLIER, TRANSACTION
-from fluxo.history import merge_outliers, table_history
+from fluxo.history import merge_flagged
+from fluxo_platform.lakefs import delta_history
 from fluxo.lake import Lake
 from fluxo_platform.settings import REPO_ROOT
 
@@ -44,15 +44,17 @@ def _transaction(i: int, day: date = DAY) -> dict:
             "country": "BR", "channel": "pos", "status": "approved", "batch_id": "b1", "ingested_at": ts}
 
 
-def _write_parquet_zone(root: str, rows: list[dict]) -> None:
-    from fluxo_platform import lakefs
+def _write_curated(root: str, rows: list[dict]) -> None:
+    """The curated Delta table as curate leaves it (partitioned by event_date), written by delta-rs."""
+    from deltalake import write_deltalake
 
-    fs, base = lakefs.resolve(Lake(root).curated_transactions)
-    for day in sorted({r["event_ts"].date() for r in rows}):
-        part = [r for r in rows if r["event_ts"].date() == day]
-        fs.create_dir(f"{base}/event_date={day}", recursive=True)
-        with fs.open_output_stream(f"{base}/event_date={day}/part-0.parquet") as out:
-            pq.write_table(pa.Table.from_pylist(part, schema=TRANSACTION.arrow_schema()), out)
+    from fluxo_platform.lakefs import delta_uri, storage_options
+
+    uri = Lake(root).curated_transactions
+    table = pa.Table.from_pylist(rows, schema=TRANSACTION.arrow_schema())
+    table = table.append_column("event_date", pa.array([r["event_ts"].date() for r in rows], pa.date32()))
+    write_deltalake(delta_uri(uri), table, partition_by=["event_date"], mode="overwrite",
+                    storage_options=storage_options(uri))
 
 
 # --- transactions ----------------------------------------------------------------------------
@@ -60,7 +62,7 @@ def _write_parquet_zone(root: str, rows: list[dict]) -> None:
 
 def test_a_transaction_is_served_with_the_card_masked(api, bearer):
     rows = [_transaction(i) for i in range(3)] + [_transaction(7, DAY + timedelta(days=1))]
-    _write_parquet_zone(api.lake_root, rows)
+    _write_curated(api.lake_root, rows)
     response = httpx.get(f"{api.base_url}/transactions/tx-0001", headers=bearer)
     assert response.status_code == 200, response.text
     body = response.json()
@@ -76,18 +78,14 @@ def test_a_transaction_is_served_with_the_card_masked(api, bearer):
 
 
 def test_the_reader_opens_delta_and_s3_lakes(stack_env, tmp_path, monkeypatch):
-    """The same reader on a Delta table (what Spark will write) and on Parquet in S3."""
+    """The same reader on a local Delta table and on one in S3."""
     import boto3
-    from deltalake import write_deltalake
-
     from app.core.curated import find_transaction
     from fluxo_platform.settings import get_settings
 
     rows = [_transaction(i) for i in range(3)]
-    table = pa.Table.from_pylist(rows, schema=TRANSACTION.arrow_schema())
-    table = table.append_column("event_date", pa.array([r["event_ts"].date() for r in rows], pa.date32()))
     delta_root = str(tmp_path / "lake")
-    write_deltalake(Lake(delta_root).curated_transactions, table, partition_by=["event_date"])
+    _write_curated(delta_root, rows)
     found = find_transaction(delta_root, "tx-0002", DAY)
     assert found["card_last4"] == "4002" and found["event_date"] == DAY
     assert find_transaction(delta_root, "tx-0002") == found
@@ -99,7 +97,7 @@ def test_the_reader_opens_delta_and_s3_lakes(stack_env, tmp_path, monkeypatch):
                  aws_secret_access_key=stack_env["FLUXO_S3_SECRET_KEY"]).create_bucket(Bucket=bucket)
     get_settings.cache_clear()
     s3_root = f"s3://{bucket}/lake"
-    _write_parquet_zone(s3_root, rows)
+    _write_curated(s3_root, rows)
     assert find_transaction(s3_root, "tx-0001", DAY)["customer_id"] == "c1"
     assert find_transaction(s3_root, "tx-0009") is None
 
@@ -188,14 +186,18 @@ def _outlier(i: int, score: float, run_id: str) -> dict:
             "baseline": 50.0, "scale": 1.2, "detected_at": ts, "run_id": run_id}
 
 
-def test_outlier_history_now_and_as_of_a_version_or_time(api, bearer):
+def _merge(spark, uri: str, rows: list[dict]) -> None:
+    frame = spark.createDataFrame(pa.Table.from_pylist(rows, schema=OUTLIER.arrow_schema()).to_pandas(),
+                                  OUTLIER.spark_schema())
+    merge_flagged(spark, uri, frame, ["1999-03-01"], {"stage": "test"})
+
+
+def test_outlier_history_now_and_as_of_a_version_or_time(api, bearer, spark):
     uri = Lake(api.lake_root).outlier_history
-    merge_outliers(uri, pa.Table.from_pylist([_outlier(1, 5.0, "r1"), _outlier(2, 6.0, "r1")],
-                                             schema=OUTLIER.arrow_schema()), ["1999-03-01"])
-    first = table_history(uri)[0]
+    _merge(spark, uri, [_outlier(1, 5.0, "r1"), _outlier(2, 6.0, "r1")])
+    first = delta_history(uri)[0]
     time.sleep(1.1)
-    merge_outliers(uri, pa.Table.from_pylist([_outlier(1, 7.5, "r2")], schema=OUTLIER.arrow_schema()),
-                   ["1999-03-01"])
+    _merge(spark, uri, [_outlier(1, 7.5, "r2")])
     now = httpx.get(f"{api.base_url}/outliers/history", params=WINDOW, headers=bearer)
     assert now.status_code == 200, now.text
     assert [(r["transaction_id"], r["score"]) for r in now.json()] == [("tx-0001", 7.5)]

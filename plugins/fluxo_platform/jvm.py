@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -37,9 +38,11 @@ def _javac() -> str | None:
 
 
 def _classpath() -> list[Path]:
-    import pyspark
-
-    jars = Path(pyspark.__file__).parent / "jars"
+    # Located, not imported: only the build needs pyspark's jars; MWAA gets the jar already built.
+    spec = importlib.util.find_spec("pyspark")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("building the Delta log store needs pyspark installed (its jars are the classpath)")
+    jars = Path(spec.submodule_search_locations[0]) / "jars"
     group, artifact, version = fluxo_spark.DELTA_PACKAGE.split(":")
     storage = fluxo_spark.IVY_CACHE / "jars" / f"{group}_delta-storage-{version}.jar"
     return [*sorted(jars.glob("hadoop-client-api-*.jar")), storage]

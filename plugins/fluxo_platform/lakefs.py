@@ -100,7 +100,7 @@ def storage_options(uri: str, settings: FluxoSettings | None = None) -> dict[str
     return options
 
 
-def _delta_uri(uri: str) -> str:
+def delta_uri(uri: str) -> str:
     return uri.replace("s3a://", "s3://", 1).removeprefix("file://")
 
 
@@ -111,7 +111,7 @@ def open_delta(uri: str, version: int | None = None, as_of: datetime | str | Non
 
     if version is not None and as_of is not None:
         raise ValueError("give either version or as_of, not both")
-    path, options = _delta_uri(uri), storage_options(uri)
+    path, options = delta_uri(uri), storage_options(uri)
     if not DeltaTable.is_deltatable(path, storage_options=options):
         return None
     table = DeltaTable(path, storage_options=options)
