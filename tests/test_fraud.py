@@ -74,17 +74,17 @@ def velocity_rows():
 
 
 def merchant_rows():
-    rows = [tx(f"p{i}", 12 * i, card="mer1", merchant=f"M{i}", amount=20 + i) for i in range(6)]   # 6 in [0, 60]
-    rows += [tx(f"n{i}", 12 * i, card="mer2", merchant=f"M{i % 5}", amount=20 + i) for i in range(6)]  # 5 merchants
-    return rows + [tx(f"o{i}", 12.2 * i, card="mer3", merchant=f"M{i}", amount=20 + i) for i in range(6)]  # 61 min
+    rows = [tx(f"p{i}", 9 * i, card="mer1", merchant=f"M{i}", amount=20 + i) for i in range(7)]     # 7 in [0, 54]
+    rows += [tx(f"n{i}", 9 * i, card="mer2", merchant=f"M{i % 6}", amount=20 + i) for i in range(7)]  # 6 merchants
+    return rows + [tx(f"o{i}", 10.2 * i, card="mer3", merchant=f"M{i}", amount=20 + i) for i in range(7)]  # 61.2 min
 
 
 def amount_rows():
     def history(card, n, days_back=2):
         return [tx(f"{card}-h{i}", -days_back * 1440 - i, card=card, amount=50 + i) for i in range(n)]
 
-    rows = history("amtA", 5) + [tx("spike", 0, card="amtA", amount=2600)]            # 2600 / 52 = 50 > 40
-    rows += history("amtB", 5) + [tx("splurge", 0, card="amtB", amount=2000)]         # 38.5: near miss
+    rows = history("amtA", 5) + [tx("spike", 0, card="amtA", amount=6000)]            # 6000 / 52 = 115 > 100
+    rows += history("amtB", 5) + [tx("splurge", 0, card="amtB", amount=5000)]         # 96: near miss
     rows += history("amtC", 4) + [tx("thin", 0, card="amtC", amount=9000)]            # 4 earlier: too few
     rows += history("amtD", 5, days_back=31) + [tx("old", 0, card="amtD", amount=9000)]  # beyond 30 days
     # no look-ahead: the spike comes first, the ordinary purchases after it
@@ -186,16 +186,16 @@ def test_velocity_counts_a_cards_transactions_in_ten_minutes_across_midnight(sco
 
 def test_merchants_per_hour(scored):
     found, feats = only(scored, merchant_rows)
-    assert fired(found, "merchants_1h") == {"p5"}
-    assert (feats["p5"]["merchants_1h"], feats["n5"]["merchants_1h"], feats["o5"]["merchants_1h"]) == (6, 5, 5)
-    assert feats["p5"]["txns_1h"] == 6 and feats["p5"]["merchants_10min"] == 1
+    assert fired(found, "merchants_1h") == {"p6"}
+    assert (feats["p6"]["merchants_1h"], feats["n6"]["merchants_1h"], feats["o6"]["merchants_1h"]) == (7, 6, 6)
+    assert feats["p6"]["txns_1h"] == 7 and feats["p6"]["merchants_10min"] == 2
 
 
 def test_amount_against_the_customers_earlier_median(scored):
     found, feats = only(scored, amount_rows)
     assert fired(found, "amount_vs_median") == {"spike"}
     assert feats["spike"]["customer_history_txns"] == 5 and feats["spike"]["customer_median"] == 52.0
-    assert feats["spike"]["amount_to_median"] == pytest.approx(50.0)
+    assert feats["spike"]["amount_to_median"] == pytest.approx(6000 / 52)
     assert feats["thin"]["amount_to_median"] is None and feats["thin"]["customer_history_txns"] == 4
     assert feats["old"]["customer_history_txns"] == 0 and feats["first"]["customer_history_txns"] == 0
     assert feats["amtE-l5"]["customer_history_txns"] == 6  # the spike and five purchases before it
@@ -244,7 +244,7 @@ def test_high_risk_mcc_at_night_in_the_merchant_countrys_local_time(scored):
 
 
 def test_no_scenario_fires_a_rule_it_was_not_built_for(scored):
-    expected = {"v5": {"velocity_10min"}, "m5": {"velocity_10min"}, "p5": {"merchants_1h"},
+    expected = {"v5": {"velocity_10min"}, "m5": {"velocity_10min"}, "p6": {"merchants_1h"},
                 "spike": {"amount_vs_median"}, "abroad": {"unusual_country"}, "jump": {"impossible_travel"},
                 "overnight": {"impossible_travel"}, "worked": {"card_testing"}, "again": {"duplicate_charge"},
                 "same-a": {"duplicate_charge"}, "same-b": {"duplicate_charge"}, "bet": {"night_high_risk_mcc"},
@@ -355,3 +355,18 @@ def test_gx_counts_exactly_the_rows_spark_flags(scored):
     assert {r["rule"]: r["unexpected_count"] for r in report.records} == spark_counts
     assert spark_counts == {"velocity_10min": 2, "merchants_1h": 1, "amount_vs_median": 2, "unusual_country": 2,
                             "impossible_travel": 3, "card_testing": 1, "duplicate_charge": 3, "night_high_risk_mcc": 2}
+
+
+def test_the_duckdb_reference_flags_the_same_rows_as_spark(scored):
+    """fluxo_dev.fraud_reference (DuckDB SQL, the e2e test's and the benchmark's reference) agrees
+    with the Spark stage on every crafted scenario."""
+    import duckdb
+    import pyarrow as pa
+
+    from fluxo_dev.fraud_reference import reference_alerts
+
+    rows = [r for scenario in SCENARIOS for r in scenario()]
+    source = pa.Table.from_pylist([{c: r[c] for c in TRANSACTION.names} for r in rows], TRANSACTION.arrow_schema())
+    con = duckdb.connect()
+    con.register("source", source)
+    assert reference_alerts(con, [DAY], RULES) == scored[0]
