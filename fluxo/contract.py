@@ -155,6 +155,13 @@ QUARANTINE = Contract(
     ),
 )
 
+# The fraud-flag measures of every metric grain: how many of the group's transactions the fraud
+# stage alerted on (fluxo.contract.FRAUD_ALERT, read by aggregate), and their share.
+_FRAUD_MEASURES = (
+    Column("fraud_alert_count", "long", True, "Transactions of the group with a fraud alert"),
+    Column("fraud_alert_rate", "double", True, "fraud_alert_count / transaction_count"),
+)
+
 DAILY_METRICS = Contract(
     name="daily_metrics",
     key=("event_date",),
@@ -172,6 +179,7 @@ DAILY_METRICS = Contract(
         Column("distinct_customers", "long", True),
         Column("distinct_merchants", "long", True),
         Column("reporting_currency", "string", True),
+        *_FRAUD_MEASURES,
     ),
 )
 
@@ -199,6 +207,7 @@ def _grain_measures() -> tuple[Column, ...]:
         Column("approval_rate", "double", True, "approved / all"),
         Column("distinct_customers", "long", True, "Exact count of distinct customer_id"),
         Column("reporting_currency", "string", True),
+        *_FRAUD_MEASURES,
     )
 
 
