@@ -18,6 +18,7 @@ from datetime import date
 from pathlib import Path
 
 from _common import bench_services, rows_per_day_for
+from fluxo_dev.demo import print_fraud_report
 
 AIRFLOW_BIN = Path(sys.executable).parent / "airflow"
 
@@ -95,6 +96,8 @@ def run(args, home: Path, timings: dict[str, float]) -> int:
         print(f"{'  dag task ' + task_id:<40}{float(seconds or 0):>9.1f}")
     print(f"{'transactions_etl (airflow dags test)':<40}{dag_wall:>9.1f}")
     print(f"throughput: {read / dag_wall:,.0f} records/s through the whole DAG")
+    print("fraud alerts against the generator's planted fraud:")
+    print_fraud_report(settings.database_url, home / "generated", [args.day])
     return 0
 
 

@@ -363,3 +363,27 @@ def test_fraud_alerts_by_rule_and_score_and_one_with_its_evidence(api, fraud_ale
     other = api.bearer("metrics-only", "metrics:read")
     for path in ("/fraud/alerts", "/fraud/alerts/tx-0002"):
         assert httpx.get(api.base_url + path, params=WINDOW, headers=other).status_code == 403, path
+
+
+def test_the_demo_scores_warehouse_alerts_against_the_ground_truth(fraud_alerts, warehouse_url, tmp_path, capsys):
+    """`make demo`/`make bench` print precision and recall per rule from the warehouse's alerts."""
+    import pyarrow.parquet as pq
+
+    from fluxo_dev.demo import print_fraud_report
+
+    ts = datetime(DAY.year, DAY.month, DAY.day, 3, tzinfo=timezone.utc)
+    truth = pa.Table.from_pylist([
+        {"transaction_id": "tx-0001", "event_ts": ts, "fraud_pattern": "night_high_risk_mcc", "is_outlier": False},
+        {"transaction_id": "tx-0002", "event_ts": ts, "fraud_pattern": "impossible_travel", "is_outlier": False},
+        {"transaction_id": "tx-0003", "event_ts": ts, "fraud_pattern": None, "is_outlier": False},
+        {"transaction_id": "tx-0004", "event_ts": ts, "fraud_pattern": "card_testing", "is_outlier": False},
+    ])
+    (tmp_path / "truth").mkdir()
+    pq.write_table(truth, tmp_path / "truth" / "transactions.parquet")
+    scores = print_fraud_report(warehouse_url, tmp_path, [DAY])
+    assert scores["impossible_travel"] == {"planted": 1, "alerts": 2, "true_positives": 1, "precision": 0.5,
+                                                "recall": 1.0}
+    assert scores["night_high_risk_mcc"]["precision"] == 0.5 and scores["card_testing"]["recall"] == 0.0
+    assert scores["overall"] == {"planted": 3, "alerts": 3, "true_positives": 2, "precision": 2 / 3, "recall": 2 / 3}
+    out = capsys.readouterr().out
+    assert "impossible_travel" in out and "top alerts of 1999-03-01" in out and "tx-0002  score 0.95" in out
