@@ -46,6 +46,12 @@ deploy: $(STAMP)
 airflow: $(STAMP)
 	$(PY) -m fluxo_dev.stack airflow
 
+# the query API on 127.0.0.1:8000 against the local stack (make up first): migrations, then uvicorn;
+# the dashboard is at /dashboard/, the OpenAPI docs at /docs
+api: $(STAMP)
+	@eval "$$($(PY) -m fluxo_dev.stack env)" && $(PY) -m fluxo_platform.warehouse.migrate \
+	  && $(VENV)/bin/uvicorn app.main:app --app-dir api --host 127.0.0.1 --port $${PORT:-8000} --no-access-log
+
 lock:
 	rm -rf /tmp/fluxo-lock && $(PYTHON) -m venv /tmp/fluxo-lock \
 	  && /tmp/fluxo-lock/bin/pip install -q -r requirements-dev.txt \
