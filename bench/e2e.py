@@ -2,6 +2,10 @@
 
     make bench                      # 1,000,000 records (the s3 source only), one day
     make bench ARGS="--rows 200000"
+    make bench ARGS="--rows 20000"   # a demo-sized day: what the fixed costs leave
+
+After the run the same day runs again with nothing changed: every Glue stage should skip
+(`fluxo_glue.rerun`), and the rerun's wall time is printed as a share of the first run's.
 
 The services run in their own home (.fluxo/bench-home) so the demo's data is untouched.
 Per-stage times are read from Airflow's own task_instance records of the run.
@@ -57,35 +61,22 @@ def run(args, home: Path, timings: dict[str, float]) -> int:
     upload_landing(home / "generated", [args.day], settings)
     timings["upload to landing bucket"] = time.monotonic() - t
 
-    t = time.monotonic()
-    log = home / "bench-dag.log"
-    with log.open("w") as out:
-        proc = subprocess.run(
-            [str(AIRFLOW_BIN), "dags", "test", "transactions_etl", args.day.isoformat()],
-            env=env, stdout=out, stderr=subprocess.STDOUT,
-        )
-    dag_wall = time.monotonic() - t
-    if proc.returncode != 0:
-        print(f"the DAG run failed; see {log}", file=sys.stderr)
+    dag_wall = run_dag(env, args.day, home / "bench-dag.log")
+    if dag_wall is None:
+        return 1
+    stages = task_times(env)
+    rerun_wall = run_dag(env, args.day, home / "bench-dag-rerun.log")
+    if rerun_wall is None:
         return 1
 
     import psycopg
 
-    airflow_url = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace("postgresql+psycopg2://", "postgresql://")
-    with psycopg.connect(airflow_url) as conn:
-        stages = conn.execute(
-            """
-            SELECT task_id, extract(epoch FROM end_date - start_date) FROM task_instance
-            WHERE dag_id = 'transactions_etl' AND run_id = (
-                SELECT run_id FROM dag_run WHERE dag_id = 'transactions_etl' ORDER BY id DESC LIMIT 1)
-            ORDER BY start_date
-            """
-        ).fetchall()
     with psycopg.connect(settings.database_url) as conn:
-        counts = conn.execute(
-            "SELECT counts FROM audit.pipeline_runs WHERE ingest_date = %s ORDER BY finished_at DESC LIMIT 1",
+        counts, skipped = conn.execute(
+            "SELECT counts, (SELECT count(*) FROM jsonb_each(stages) s WHERE s.value->>'skipped' IS NOT NULL)"
+            " FROM audit.pipeline_runs WHERE ingest_date = %s ORDER BY finished_at DESC LIMIT 1",
             (args.day,),
-        ).fetchone()[0]
+        ).fetchone()
 
     read = counts.get("stage_stats", {}).get("standardize", {}).get("read", 0)
     print(f"\nfluxo end-to-end benchmark: {read:,} records in the day's S3 files, all read by standardize")
@@ -95,10 +86,40 @@ def run(args, home: Path, timings: dict[str, float]) -> int:
     for task_id, seconds in stages:
         print(f"{'  dag task ' + task_id:<40}{float(seconds or 0):>9.1f}")
     print(f"{'transactions_etl (airflow dags test)':<40}{dag_wall:>9.1f}")
+    print(f"{'rerun of the unchanged day':<40}{rerun_wall:>9.1f}   ({rerun_wall / dag_wall:.2f} of the first run,"
+          f" {skipped} stages skipped)")
     print(f"throughput: {read / dag_wall:,.0f} records/s through the whole DAG")
     print("fraud alerts against the generator's planted fraud:")
     print_fraud_report(settings.database_url, home / "generated", [args.day])
     return 0
+
+
+def run_dag(env: dict, day: date, log: Path) -> float | None:
+    """Wall seconds of one `airflow dags test` run of the day (None when it failed)."""
+    t = time.monotonic()
+    with log.open("w") as out:
+        proc = subprocess.run([str(AIRFLOW_BIN), "dags", "test", "transactions_etl", day.isoformat()],
+                              env=env, stdout=out, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        print(f"the DAG run failed; see {log}", file=sys.stderr)
+        return None
+    return time.monotonic() - t
+
+
+def task_times(env: dict) -> list[tuple[str, float]]:
+    """(task id, seconds) of the latest transactions_etl run, from Airflow's own records."""
+    import psycopg
+
+    airflow_url = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace("postgresql+psycopg2://", "postgresql://")
+    with psycopg.connect(airflow_url) as conn:
+        return conn.execute(
+            """
+            SELECT task_id, extract(epoch FROM end_date - start_date) FROM task_instance
+            WHERE dag_id = 'transactions_etl' AND run_id = (
+                SELECT run_id FROM dag_run WHERE dag_id = 'transactions_etl' ORDER BY id DESC LIMIT 1)
+            ORDER BY start_date
+            """
+        ).fetchall()
 
 
 if __name__ == "__main__":

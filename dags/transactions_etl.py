@@ -94,6 +94,7 @@ def transactions_etl():
     glue = {
         stage.name: FluxoGlueJobOperator(
             task_id=stage.name, script=stage.name, script_args={"--ingest_date": day},
+            upstream_stages=stage.after, reads=stage.reads,
             outlets=assets.OUTLETS.get(stage.name, []), max_active_tis_per_dag=1,
             # extraction may skip every source (a backfill, a reprocess): the first stage runs on what was landed
             trigger_rule="all_success" if stage.after else "none_failed",

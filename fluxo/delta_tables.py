@@ -1,9 +1,10 @@
-"""Delta Lake mechanics every table of the lake shares, through Spark's Delta API (delta-spark).
+"""Delta Lake mechanics every table of the lake shares, in Delta's SQL.
 
-The same calls run on AWS Glue 6.0 (`--datalake-formats delta`) and on a local session
-(`fluxo.spark`): creating a partitioned table, tagging a commit with the run that made it
-(its userMetadata, so `DESCRIBE HISTORY` tells lineage and a stage finds its own commit's
-version and metrics among concurrent ones), retrying a commit that lost a race, and
+SQL runs the same on a classic session (AWS Glue 6.0 with `--datalake-formats delta`, a local
+session from `fluxo.spark`) and over Spark Connect, where delta-spark's Python `DeltaTable`
+API has no server side: creating a partitioned table, MERGE, tagging a commit with the run
+that made it (its userMetadata, so `DESCRIBE HISTORY` tells lineage and a stage finds its own
+commit's version and metrics among concurrent ones), retrying a commit that lost a race, and
 compaction + vacuum for the maintenance DAG.
 """
 
@@ -16,40 +17,74 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from pyspark.sql import DataFrame
 from pyspark.sql import types as T
+
+from fluxo import storage
 
 USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
 # How many times a commit that lost a race to a concurrent one on the same files is tried again.
 CONFLICT_RETRIES = 5
+# Delta's error conditions for a commit that lost a race (the Java classes end alike).
+_CONFLICTS = (
+    "DELTA_CONCURRENT_APPEND", "DELTA_CONCURRENT_DELETE_READ", "DELTA_CONCURRENT_DELETE_DELETE",
+    "DELTA_CONCURRENT_TRANSACTION", "DELTA_CONCURRENT_WRITE", "DELTA_METADATA_CHANGED", "DELTA_PROTOCOL_CHANGED",
+    "ConcurrentAppendException", "ConcurrentDeleteReadException", "ConcurrentDeleteDeleteException",
+    "ConcurrentTransactionException", "ConcurrentWriteException", "MetadataChangedException",
+    "ProtocolChangedException",
+)
+
+
+def table(uri: str) -> str:
+    """The SQL name of the Delta table at a path."""
+    return f"delta.`{uri}`"
 
 
 def is_table(spark, uri: str) -> bool:
-    from delta.tables import DeltaTable
-
-    return DeltaTable.isDeltaTable(spark, uri)
+    return storage.exists(f"{uri.rstrip('/')}/_delta_log")
 
 
-def ensure_table(spark, uri: str, schema: T.StructType, partition_by: tuple[str, ...]):
-    """The Delta table at uri, created empty the first time."""
-    from delta.tables import DeltaTable
-
-    return (
-        DeltaTable.createIfNotExists(spark).location(uri).addColumns(schema).partitionedBy(*partition_by).execute()
+def ensure_table(spark, uri: str, schema: T.StructType, partition_by: tuple[str, ...]) -> None:
+    """The Delta table at uri, created empty the first time (two creators at once: one wins, the
+    other's retry finds the table)."""
+    columns = ", ".join(
+        f"`{f.name}` {f.dataType.simpleString()}{'' if f.nullable else ' NOT NULL'}" for f in schema.fields
     )
+    partitions = ", ".join(f"`{c}`" for c in partition_by)
+    spark.sql(f"CREATE TABLE IF NOT EXISTS {table(uri)} ({columns}) USING DELTA PARTITIONED BY ({partitions})")
+
+
+def history(spark, uri: str, limit: int = 50) -> list[dict[str, Any]]:
+    """The table's latest commits, newest first (DESCRIBE HISTORY rows as dicts)."""
+    return [row.asDict(recursive=True) for row in spark.sql(f"DESCRIBE HISTORY {table(uri)} LIMIT {int(limit)}").collect()]
 
 
 def current_version(spark, uri: str) -> int | None:
-    from delta.tables import DeltaTable
-
     if not is_table(spark, uri):
         return None
-    return DeltaTable.forPath(spark, uri).history(1).collect()[0]["version"]
+    return history(spark, uri, 1)[0]["version"]
 
 
 def marker(**info: Any) -> str:
     """The userMetadata of one commit: the run's stage, day and run id, plus a nonce that
     tells this attempt's commit from an earlier attempt's."""
     return json.dumps({**info, "commit": uuid.uuid4().hex}, sort_keys=True, default=str)
+
+
+@contextlib.contextmanager
+def settings(spark, conf: dict[str, str]) -> Iterator[None]:
+    """Session settings for the block only."""
+    before = {key: spark.conf.get(key, None) for key in conf}
+    for key, value in conf.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
 
 
 def tagged(spark, user_metadata: str):
@@ -59,32 +94,28 @@ def tagged(spark, user_metadata: str):
 
 def commit_with(spark, uri: str, user_metadata: str, depth: int = 50) -> dict[str, Any] | None:
     """The newest commit tagged `user_metadata` (version, operation, operationMetrics…), or None."""
-    from delta.tables import DeltaTable
+    return next((c for c in history(spark, uri, depth) if c["userMetadata"] == user_metadata), None)
 
-    for row in DeltaTable.forPath(spark, uri).history(depth).collect():
-        if row["userMetadata"] == user_metadata:
-            return row.asDict(recursive=True)
-    return None
+
+def merge(spark, uri: str, source: DataFrame, on: str, clauses: list[str], commit_info: dict[str, Any]) -> dict | None:
+    """`MERGE INTO` the table (alias `target`) from `source` (alias `source`) in one commit tagged with
+    `commit_info`; returns that commit (its version and operationMetrics), None when Delta made none."""
+    view = f"fluxo_merge_source_{uuid.uuid4().hex}"
+    source.createOrReplaceTempView(view)
+    tag = marker(**commit_info)
+    try:
+        with tagged(spark, tag):
+            spark.sql(f"MERGE INTO {table(uri)} AS target USING {view} AS source ON {on} {' '.join(clauses)}")
+    finally:
+        spark.catalog.dropTempView(view)
+    return commit_with(spark, uri, tag)
 
 
 def is_conflict(exc: BaseException) -> bool:
-    """A commit that lost a race to a concurrent one (Delta's concurrent-modification family),
-    whether PySpark converted the Java exception or a builder's call left it a Py4JJavaError."""
-    from delta import exceptions as conflict
-
-    python_side = (
-        conflict.DeltaConcurrentModificationException, conflict.ConcurrentWriteException,
-        conflict.MetadataChangedException, conflict.ProtocolChangedException, conflict.ConcurrentAppendException,
-        conflict.ConcurrentDeleteReadException, conflict.ConcurrentDeleteDeleteException,
-        conflict.ConcurrentTransactionException,
-    )
-    if isinstance(exc, python_side):
-        return True
-    java = getattr(exc, "java_exception", None)
-    if java is None:
-        return False
-    name = java.getClass().getName()
-    return name.startswith("io.delta.exceptions.") and ("Concurrent" in name or name.endswith("ChangedException"))
+    """A commit that lost a race to a concurrent one (Delta's concurrent-modification family), as
+    PySpark reports it on a classic session or over Spark Connect."""
+    text = f"{type(exc).__name__} {exc}"
+    return any(name in text for name in _CONFLICTS)
 
 
 def with_retry(commit: Callable[[], Any], retries: int = CONFLICT_RETRIES) -> Any:
@@ -109,22 +140,6 @@ VACUUM_CONF = {
 }
 
 
-@contextlib.contextmanager
-def settings(spark, conf: dict[str, str]) -> Iterator[None]:
-    """Session settings for the block only."""
-    before = {key: spark.conf.get(key, None) for key in conf}
-    for key, value in conf.items():
-        spark.conf.set(key, value)
-    try:
-        yield
-    finally:
-        for key, value in before.items():
-            if value is None:
-                spark.conf.unset(key)
-            else:
-                spark.conf.set(key, value)
-
-
 def maintain(spark, uri: str, retention_hours: int = 168, dry_run: bool = False) -> dict[str, Any]:
     """Compact small files (OPTIMIZE) and vacuum files unreferenced for longer than retention_hours.
 
@@ -132,25 +147,22 @@ def maintain(spark, uri: str, retention_hours: int = 168, dry_run: bool = False)
     travel keeps working inside that window (VACUUM_CONF). In dry-run mode nothing is
     rewritten or deleted: the files vacuum would delete are counted.
     """
-    from delta.tables import DeltaTable
-
     if retention_hours < 0:
         raise ValueError("retention_hours must be >= 0")
     if not is_table(spark, uri):
         return {"table_exists": False, "files_added": 0, "files_removed": 0, "vacuumed_files": 0, "dry_run": dry_run}
-    table = DeltaTable.forPath(spark, uri)
     version_before = current_version(spark, uri)
     added = removed = 0
     if not dry_run:
-        metrics = table.optimize().executeCompaction().collect()[0]["metrics"]
+        metrics = spark.sql(f"OPTIMIZE {table(uri)}").collect()[0]["metrics"]
         added, removed = int(metrics["numFilesAdded"]), int(metrics["numFilesRemoved"])
-    vacuum = f"VACUUM delta.`{uri}` RETAIN {int(retention_hours)} HOURS"
+    vacuum = f"VACUUM {table(uri)} RETAIN {int(retention_hours)} HOURS"
     with settings(spark, VACUUM_CONF):
         if dry_run:
             count = spark.sql(vacuum + " DRY RUN").count()  # the files it would delete
         else:
             spark.sql(vacuum).collect()
-            finished = next((c for c in table.history(5).collect() if c["operation"] == "VACUUM END"), None)
+            finished = next((c for c in history(spark, uri, 5) if c["operation"] == "VACUUM END"), None)
             count = int((finished["operationMetrics"] or {}).get("numDeletedFiles", 0)) if finished else 0
     return {
         "table_exists": True,

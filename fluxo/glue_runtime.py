@@ -12,19 +12,18 @@ plain SparkSession configured from FLUXO_SPARK_* environment variables.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
+import signal
 import sys
-import tempfile
 import traceback
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Callable
 
+from fluxo import storage
 from fluxo.lake import Lake
-from fluxo.spark import RUNTIME_CONF, is_s3, local_session
+from fluxo.spark import RUNTIME_CONF, is_s3, local_session, remote_session
 
 ERROR_PREFIX = "FLUXO_ERROR: "
 
@@ -71,6 +70,10 @@ def _glue_jvm_available(sc) -> bool:
         return False
 
 
+# The stage runtimes started in this process (several when tests run stages one after another).
+_running: list[StageRuntime] = []
+
+
 @dataclass
 class StageRuntime:
     spark: Any
@@ -88,7 +91,8 @@ class StageRuntime:
         return Lake(self.args["lake_root"])
 
     def finish(self) -> None:
-        """Commit the Glue job (bookmarks/run state) or stop the local session."""
+        """Commit the Glue job (bookmarks/run state) or stop the session (over Spark Connect, the
+        client's session only: the server keeps running)."""
         if self._finished:
             return
         self._finished = True
@@ -101,8 +105,9 @@ class StageRuntime:
 def start_stage(required: list[str], optional: dict[str, str | None] | None = None) -> StageRuntime:
     """Parse the arguments and get a Spark session (GlueContext + Job inside AWS Glue).
 
-    Outside Glue the session is `fluxo.spark.local_session`: Delta Lake, and S3A when any
-    argument names an s3:// location.
+    Outside Glue: a session on the Spark Connect server FLUXO_SPARK_REMOTE names (the local
+    stack's warm Spark, or a cluster), else `fluxo.spark.local_session` (Delta Lake, and S3A
+    when any argument names an s3:// location).
     """
     args = resolve_args(["JOB_NAME", *required], optional)
     from pyspark.sql import SparkSession
@@ -110,15 +115,18 @@ def start_stage(required: list[str], optional: dict[str, str | None] | None = No
     # Launched by spark-submit or by AWS Glue (which always passes --JOB_RUN_ID): the JVM
     # and its master already exist, so only runtime SQL settings may be applied.
     launched = bool(os.environ.get("PYSPARK_GATEWAY_PORT")) or _given("JOB_RUN_ID", sys.argv)
+    remote = None if launched else os.environ.get("FLUXO_SPARK_REMOTE")
     if launched:
         spark = SparkSession.builder.appName(f"fluxo-{args['JOB_NAME']}").getOrCreate()
+    elif remote:
+        spark = remote_session(remote)
     else:
         uses_s3 = any(is_s3(value) for value in args.values() if isinstance(value, str))
         spark = local_session(f"fluxo-{args['JOB_NAME']}", s3=uses_s3)
-    sc = spark.sparkContext
 
     glue_context = job = None
-    if _glue_jvm_available(sc):
+    if not remote and _glue_jvm_available(spark.sparkContext):
+        sc = spark.sparkContext
         from awsglue.context import GlueContext
         from awsglue.job import Job
 
@@ -128,18 +136,23 @@ def start_stage(required: list[str], optional: dict[str, str | None] | None = No
         job.init(args["JOB_NAME"], args)
     for key, value in RUNTIME_CONF.items():
         spark.conf.set(key, value)
-    if launched and os.environ.get("FLUXO_SPARK_SHUFFLE_PARTITIONS"):
+    if (launched or remote) and os.environ.get("FLUXO_SPARK_SHUFFLE_PARTITIONS"):
         spark.conf.set("spark.sql.shuffle.partitions", os.environ["FLUXO_SPARK_SHUFFLE_PARTITIONS"])
-    return StageRuntime(spark=spark, args=args, glue_context=glue_context, job=job)
+    runtime = StageRuntime(spark=spark, args=args, glue_context=glue_context, job=job)
+    _running.append(runtime)
+    return runtime
 
 
-_UNREACHABLE = ("Connection refused", "UnknownHostException", "connect timed out", "Unable to execute HTTP request")
+# what Hadoop's S3A (Java) and the driver's pyarrow (AWS C++ SDK) say when the S3 store is down
+_UNREACHABLE = ("Connection refused", "UnknownHostException", "connect timed out", "Unable to execute HTTP request",
+                "NETWORK_CONNECTION", "Couldn't connect to server")
 
 
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or exc.__class__.__name__
     endpoint = os.environ.get("FLUXO_S3_ENDPOINT", "")
-    if any(marker in text for marker in _UNREACHABLE) and ("s3a://" in text or "s3://" in text or endpoint in text):
+    s3_named = "s3a://" in text or "s3://" in text or (endpoint and endpoint in text) or "NETWORK_CONNECTION" in text
+    if any(marker in text for marker in _UNREACHABLE) and s3_named:
         where = endpoint or "the S3 endpoint"
         return (f"S3StoreUnreachable: the lake's S3 store {where} did not answer ({_first_cause(text)}); "
                 "check that it runs (`make status`) and retry the stage, which redoes its work from the start")
@@ -156,8 +169,20 @@ def _first_cause(text: str) -> str:
     return text[:160]
 
 
+class StageTerminated(Exception):
+    """SIGTERM (the Airflow task was killed or timed out)."""
+
+
+def _terminate(signum, frame) -> None:
+    raise StageTerminated(f"stopped by signal {signum}: the task was killed or ran out of time")
+
+
 def run_stage(main: Callable[[], Any]) -> None:
-    """Run a stage's main; on failure print the traceback, then `FLUXO_ERROR: …` last, exit 1."""
+    """Run a stage's main; on failure print the traceback, then `FLUXO_ERROR: …` last, exit 1.
+
+    SIGTERM fails the stage the same way; on a Spark Connect server its running jobs are
+    interrupted first (the server outlives this process)."""
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         main()
     except BaseException as exc:  # noqa: BLE001 - the stage boundary reports every failure
@@ -174,10 +199,14 @@ def run_stage(main: Callable[[], Any]) -> None:
 def _stop_active_session() -> None:
     # Stopping first keeps late JVM log lines from landing after the FLUXO_ERROR line.
     try:
-        from pyspark.sql import SparkSession
+        session = _running[-1].spark if _running else None
+        if session is None:
+            from pyspark.sql import SparkSession
 
-        session = SparkSession.getActiveSession()
+            session = SparkSession.getActiveSession()
         if session is not None:
+            if type(session).__module__.startswith("pyspark.sql.connect"):
+                session.interruptAll()  # its jobs would go on in the server
             session.stop()
     except Exception:
         pass
@@ -190,46 +219,16 @@ def stats_path(lake_root: str, ingest_date: str, stage: str) -> str:
     return Lake(lake_root).stats(ingest_date, stage)
 
 
-def _hadoop_path(spark, path: str):
-    jvm = spark.sparkContext._jvm
-    hpath = jvm.org.apache.hadoop.fs.Path(path)
-    return hpath, hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-
-
-def write_text(spark, path: str, text: str) -> None:
-    """Write one UTF-8 file through Hadoop's FileSystem (local path, file:// or s3://)."""
-    hpath, fs = _hadoop_path(spark, path)
-    fs.setWriteChecksum(False)  # no .crc sidecar next to a local file
-    out = fs.create(hpath, True)
-    try:
-        out.write(bytearray(text.encode("utf-8")))
-    finally:
-        out.close()
-
-
-def read_text(spark, path: str) -> str | None:
-    """The UTF-8 content of one file, or None when it does not exist."""
-    hpath, fs = _hadoop_path(spark, path)
-    if not fs.exists(hpath):
-        return None
-    stream = fs.open(hpath)
-    try:
-        scanner = spark.sparkContext._jvm.java.util.Scanner(stream, "UTF-8").useDelimiter("\\A")
-        return scanner.next() if scanner.hasNext() else ""
-    finally:
-        stream.close()
-
-
 def write_stats(spark, lake_root: str, ingest_date: str, stage: str, stats: dict[str, Any]) -> str:
     """Write the stage's stats document (`Lake.stats`): the Airflow operator returns it as the task's XCom."""
     path = stats_path(lake_root, ingest_date, stage)
-    write_text(spark, path, json.dumps(stats, sort_keys=True, default=str))
+    storage.write_text(path, json.dumps(stats, sort_keys=True, default=str))
     print(f"{stage}: stats written to {path}", flush=True)
     return path
 
 
 def read_stats(spark, lake_root: str, ingest_date: str, stage: str) -> dict[str, Any] | None:
-    text = read_text(spark, stats_path(lake_root, ingest_date, stage))
+    text = storage.read_text(stats_path(lake_root, ingest_date, stage))
     return json.loads(text) if text else None
 
 
@@ -250,86 +249,3 @@ def curated_input(rt: StageRuntime) -> tuple[list[str], int | None]:
     if curate is None:
         raise FileNotFoundError(f"no curate results for ingest date {ingest_date}: run curate first (or pass --event_dates)")
     return list(curate["dates"]), curate.get("version")
-
-
-# --- file system helpers -----------------------------------------------------------
-
-
-def path_exists(spark, path: str) -> bool:
-    hpath, fs = _hadoop_path(spark, path)
-    return bool(fs.exists(hpath))
-
-
-def copy_tree(spark, source: str, target: str) -> int:
-    """Copy every file under `source` to the same relative path under `target` (any two Hadoop
-    file systems: a local folder to S3, say); files already at the target are kept. Returns the
-    number of files copied."""
-    jvm = spark.sparkContext._jvm
-    conf = spark.sparkContext._jsc.hadoopConfiguration()
-    src_root, src_fs = _hadoop_path(spark, source)
-    _, dst_fs = _hadoop_path(spark, target)
-    if not src_fs.exists(src_root):
-        raise FileNotFoundError(f"nothing to copy: {source} does not exist")
-    base = src_fs.makeQualified(src_root).toString().rstrip("/")
-    copied = 0
-    files = src_fs.listFiles(src_root, True)
-    while files.hasNext():
-        path = files.next().getPath()
-        relative = path.toString()[len(base):].lstrip("/")
-        destination = jvm.org.apache.hadoop.fs.Path(f"{target.rstrip('/')}/{relative}")
-        if not dst_fs.exists(destination):
-            jvm.org.apache.hadoop.fs.FileUtil.copy(src_fs, path, dst_fs, destination, False, conf)
-            copied += 1
-    return copied
-
-
-def delete_path(spark, path: str) -> bool:
-    """Delete a file or folder (recursively); False when there was nothing."""
-    hpath, fs = _hadoop_path(spark, path)
-    return bool(fs.delete(hpath, True))
-
-
-def list_files(spark, root: str, suffixes: tuple[str, ...]) -> list[str]:
-    """Every file under root (recursively) whose name ends with one of suffixes; hidden files skipped."""
-    hpath, fs = _hadoop_path(spark, root)
-    if not fs.exists(hpath):
-        return []
-    base = fs.makeQualified(hpath).toString().rstrip("/")
-    found = []
-    it = fs.listFiles(hpath, True)
-    while it.hasNext():
-        path = it.next().getPath().toString()
-        relative = path[len(base):].strip("/").split("/")
-        if any(part.startswith((".", "_")) for part in relative):
-            continue
-        if relative[-1].lower().endswith(suffixes):
-            found.append(path)
-    return sorted(found)
-
-
-def is_local(uri: str) -> bool:
-    return "://" not in uri or uri.startswith("file://")
-
-
-@contextlib.contextmanager
-def local_copy(spark, uri: str, children: tuple[str, ...]) -> Iterator[str]:
-    """A local folder standing for the lake folder `uri` (its `children` folders), for tools that
-    only write local files (GX Data Docs): the folder itself when the lake is local; else a
-    temporary copy, whose children are uploaded back when the block ends without error."""
-    if is_local(uri):
-        path = uri.removeprefix("file://")
-        os.makedirs(path, exist_ok=True)
-        yield path
-        return
-    jvm = spark.sparkContext._jvm
-    with tempfile.TemporaryDirectory(prefix="fluxo-local-copy-") as local:
-        for child in children:
-            remote, fs = _hadoop_path(spark, f"{uri.rstrip('/')}/{child}")
-            if fs.exists(remote):
-                fs.copyToLocalFile(False, remote, jvm.org.apache.hadoop.fs.Path(f"file://{local}/{child}"), True)
-        yield local
-        for child in children:
-            remote, fs = _hadoop_path(spark, f"{uri.rstrip('/')}/{child}")
-            if os.path.isdir(os.path.join(local, child)):
-                fs.delete(remote, True)
-                fs.copyFromLocalFile(False, True, jvm.org.apache.hadoop.fs.Path(f"file://{local}/{child}"), remote)

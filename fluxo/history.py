@@ -65,25 +65,16 @@ def merge_flagged(
     `recomputed_dates` are the days the run recomputed in full; only their rows may be deleted.
     Returns the commit's version and its inserted/updated/deleted row counts.
     """
-    from delta.tables import DeltaTable
-
     delta_tables.ensure_table(spark, uri, contract.spark_schema(), PARTITION_BY)
-    key = contract.key
-    on = " AND ".join(f"target.{k} = source.{k}" for k in key)
     changed = " OR ".join(f"NOT (target.{c} <=> source.{c})" for c in score_fields)
-    merger = (
-        DeltaTable.forPath(spark, uri).alias("target")
-        .merge(conform(rows, contract).alias("source"), on)
-        .whenMatchedUpdateAll(condition=changed)
-        .whenNotMatchedInsertAll()
-    )
+    clauses = [f"WHEN MATCHED AND ({changed}) THEN UPDATE SET *", "WHEN NOT MATCHED THEN INSERT *"]
     if recomputed_dates:
         days = ", ".join(_sql_date(d) for d in sorted(set(recomputed_dates)))
-        merger = merger.whenNotMatchedBySourceDelete(condition=f"target.event_date IN ({days})")
-    tag = delta_tables.marker(**commit_info)
-    with delta_tables.tagged(spark, tag):
-        merger.execute()
-    commit = delta_tables.commit_with(spark, uri, tag)
+        clauses.append(f"WHEN NOT MATCHED BY SOURCE AND target.event_date IN ({days}) THEN DELETE")
+    commit = delta_tables.merge(
+        spark, uri, conform(rows, contract), on=" AND ".join(f"target.{k} = source.{k}" for k in contract.key),
+        clauses=clauses, commit_info=commit_info,
+    )
     if commit is None:  # nothing to change: Delta made no commit
         return {"version": delta_tables.current_version(spark, uri), "inserted": 0, "updated": 0, "deleted": 0}
     metrics = commit.get("operationMetrics") or {}

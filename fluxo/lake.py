@@ -37,6 +37,10 @@ class Lake:
         """The results document a stage writes for its ingest date (read back by the Airflow operator)."""
         return self._join("work", "stats", f"ingest_date={ingest_date}", f"{stage}.json")
 
+    def stage_inputs(self, ingest_date: str, stage: str) -> str:
+        """What a stage's last successful run for the ingest date read (the operator's rerun check)."""
+        return self._join("work", "inputs", f"ingest_date={ingest_date}", f"{stage}.json")
+
     def work(self, *parts: str) -> str:
         return self._join("work", *parts)
 

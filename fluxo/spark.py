@@ -128,6 +128,10 @@ def local_session(app: str, s3: bool = False, extra: dict[str, str] | None = Non
     # Python workers must be this interpreter (the venv with pyarrow), not whatever python3 is on PATH.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    # pyspark marks a process that opened a Spark Connect session (and the children that inherit its
+    # environment) as Connect-only; a local session is asked for explicitly (FLUXO_SPARK_REMOTE is ours)
+    for name in ("SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE"):
+        os.environ.pop(name, None)
     conf = {**local_conf(app, s3), **(extra or {})}
     builder = SparkSession.builder
     for key, value in conf.items():
@@ -146,6 +150,31 @@ def local_session(app: str, s3: bool = False, extra: dict[str, str] | None = Non
         raise
     spark.sparkContext.setLogLevel(os.environ.get("FLUXO_SPARK_LOG_LEVEL", "ERROR"))
     return spark
+
+
+def remote_session(url: str):
+    """A session on a Spark Connect server (`sc://host:port`): the local stack's warm Spark, or a
+    cluster. The server carries Delta and S3 (see `connect_server_conf`); this process only plans."""
+    from pyspark.sql import SparkSession
+
+    return SparkSession.builder.remote(url).getOrCreate()
+
+
+CONNECT_SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
+
+
+def connect_server_conf(port: int, env: dict[str, str] | None = None) -> dict[str, str]:
+    """A local Spark Connect server's settings: a local session's (Delta, S3A, the log store), bound
+    to 127.0.0.1:port. Stages connect to it instead of each starting a JVM."""
+    conf = local_conf("fluxo-spark-connect", s3=True, env=env)
+    conf.pop("spark.app.name")
+    conf.update({
+        "spark.connect.grpc.binding.address": "127.0.0.1",
+        "spark.connect.grpc.binding.port": str(port),
+        # stages of several runs share one JVM: release a finished session's state promptly
+        "spark.connect.session.manager.defaultSessionTimeout": "15m",
+    })
+    return conf
 
 
 def warm(s3: bool = True) -> list[str]:

@@ -29,10 +29,10 @@ from datetime import datetime, timezone
 
 from pyspark import StorageLevel
 
-from fluxo import delta_tables, history
+from fluxo import delta_tables, history, storage
 from fluxo.contract import FRAUD_ALERT
 from fluxo.fraud_rules import load_rules
-from fluxo.glue_runtime import curated_input, local_copy, read_text, run_stage, start_stage, write_stats, write_text
+from fluxo.glue_runtime import curated_input, run_stage, start_stage, write_stats
 from fluxo.lake import DATA_DOCS
 from fluxo.quality import validate
 from fluxo.quality.gate import RESULTS_STORE
@@ -50,7 +50,7 @@ def main() -> None:
          "event_dates": None, "curated_version": None},
     )
     spark, lake, ingest_date = rt.spark, rt.lake, rt.args["ingest_date"]
-    rules = load_rules(rt.args["expectations_root"], lambda path: read_text(spark, path))
+    rules = load_rules(rt.args["expectations_root"])
     run_id = rt.args["run_id"] or rt.args["JOB_RUN_ID"] or f"{STAGE}-{ingest_date}"
     detected_at = datetime.now(timezone.utc).replace(microsecond=0)
 
@@ -80,12 +80,12 @@ def main() -> None:
     clock = time.perf_counter()
     run_name = f"fraud ingest_date={ingest_date}"
     if rt.args["data_docs"].lower() == "true":
-        with local_copy(spark, lake.quality_root, (DATA_DOCS, RESULTS_STORE)) as quality_dir:
+        with storage.local_copy(lake.quality_root, (DATA_DOCS, RESULTS_STORE)) as quality_dir:
             report = validate(features, [rules.suite], os.path.join(quality_dir, DATA_DOCS), run_name=run_name)
     else:
         report = validate(features, [rules.suite], None, run_name=run_name)
-    write_text(spark, f"{lake.quality(ingest_date)}/fraud_validation.json",
-               json.dumps({**report.document(ingest_date), "stage": STAGE}, indent=2, default=str))
+    storage.write_text(f"{lake.quality(ingest_date)}/fraud_validation.json",
+                       json.dumps({**report.document(ingest_date), "stage": STAGE}, indent=2, default=str))
     gx_counts = {r["rule"]: r["unexpected_count"] for r in report.records}
     seconds["gx_checkpoint"] = time.perf_counter() - clock
     features.unpersist()

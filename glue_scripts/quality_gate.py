@@ -15,7 +15,8 @@ from __future__ import annotations
 import json
 import os
 
-from fluxo.glue_runtime import local_copy, read_text, run_stage, start_stage, write_stats, write_text
+from fluxo import storage
+from fluxo.glue_runtime import run_stage, start_stage, write_stats
 from fluxo.lake import DATA_DOCS
 from fluxo.quality import DEFAULT_SUITES, describe_failure, load_suites, validate
 from fluxo.quality.gate import RESULTS_STORE
@@ -31,20 +32,20 @@ def main() -> None:
     )
     spark, lake, ingest_date = rt.spark, rt.lake, rt.args["ingest_date"]
     names = [name.strip() for name in rt.args["suites"].split(",") if name.strip()]
-    suites = load_suites(names, rt.args["expectations_root"], lambda path: read_text(spark, path))
+    suites = load_suites(names, rt.args["expectations_root"])
 
     staged = spark.read.parquet(lake.staged(ingest_date))
     if rt.args["data_docs"].lower() == "true":
         # GX writes Data Docs to local files: on an S3 lake they are built in a copy and uploaded
-        with local_copy(spark, lake.quality_root, (DATA_DOCS, RESULTS_STORE)) as quality_dir:
+        with storage.local_copy(lake.quality_root, (DATA_DOCS, RESULTS_STORE)) as quality_dir:
             report = validate(staged, suites, os.path.join(quality_dir, DATA_DOCS), run_name=f"ingest_date={ingest_date}")
         report.data_docs_index = f"{lake.data_docs}/index.html"
     else:
         report = validate(staged, suites, None, run_name=f"ingest_date={ingest_date}")
 
     # Recorded before judging, so a stopped run still leaves its results for the audit.
-    write_text(spark, f"{lake.quality(ingest_date)}/validation.json",
-               json.dumps(report.document(ingest_date), indent=2, default=str))
+    storage.write_text(f"{lake.quality(ingest_date)}/validation.json",
+                       json.dumps(report.document(ingest_date), indent=2, default=str))
     write_stats(spark, lake.root, ingest_date, STAGE, report.stats())
     for warning in report.warnings:
         print(describe_failure(warning))

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from pyspark import StorageLevel
 
-from fluxo.glue_runtime import list_files, run_stage, start_stage, write_stats
+from fluxo import storage
+from fluxo.glue_runtime import run_stage, start_stage, write_stats
 from fluxo.tokenize import token_salt
 from fluxo.transforms.standardize import (
     load_fx_rates,
@@ -38,7 +39,7 @@ def main() -> None:
     )
     spark, lake, args = rt.spark, rt.lake, rt.args
     ingest_date = args["ingest_date"]
-    files = raw_day_files(lambda root, suffixes: list_files(spark, root, suffixes), lake, ingest_date)
+    files = raw_day_files(storage.list_files, lake, ingest_date)
     print(f"{STAGE} {ingest_date}: " + ", ".join(f"{len(v)} {k} files" for k, v in files.items()))
 
     candidates = map_raw_day(spark, files, args["batch_id"] or f"ingest-{ingest_date}")

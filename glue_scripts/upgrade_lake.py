@@ -18,7 +18,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from fluxo import delta_tables
-from fluxo.glue_runtime import copy_tree, delete_path, list_files, path_exists, run_stage, start_stage, write_stats
+from fluxo import storage
+from fluxo.glue_runtime import run_stage, start_stage, write_stats
 from fluxo.transforms.curate import PARTITION_COLUMN
 
 STAGE = "upgrade_lake"
@@ -28,11 +29,11 @@ def main() -> None:
     rt = start_stage(["lake_root"], {"copy_from": None})
     spark, lake = rt.spark, rt.lake
     if rt.args["copy_from"]:
-        copied = copy_tree(spark, rt.args["copy_from"], lake.root)
+        copied = storage.copy_tree(rt.args["copy_from"], lake.root)
         print(f"{STAGE}: copied {copied} files from {rt.args['copy_from']} into {lake.root}")
     curated = lake.curated_transactions
     result = {"stage": STAGE, "curated": curated, "converted": False}
-    leftovers = list_files(spark, lake.work("curate", "journal"), (".json",))
+    leftovers = storage.list_files(lake.work("curate", "journal"), (".json",))
     if leftovers:
         raise RuntimeError(
             f"{len(leftovers)} curate journal(s) under {lake.work('curate', 'journal')} belong to an earlier curate run "
@@ -40,7 +41,7 @@ def main() -> None:
         )
     if delta_tables.is_table(spark, curated):
         print(f"{STAGE}: {curated} is already a Delta table; nothing to do")
-    elif not path_exists(spark, curated):
+    elif not storage.exists(curated):
         print(f"{STAGE}: no curated data at {curated}; the first curate run creates the Delta table")
     else:
         before = spark.read.option("basePath", curated).parquet(curated).count()
@@ -51,7 +52,7 @@ def main() -> None:
         result.update(converted=True, rows=after, version=delta_tables.current_version(spark, curated))
         print(f"{STAGE}: converted {curated} to Delta in place: {after} rows kept")
     staging = lake.work("curate", "staging")
-    if delete_path(spark, staging):
+    if storage.delete(staging):
         print(f"{STAGE}: removed the uncommitted staging of earlier curate runs ({staging})")
     write_stats(spark, lake.root, datetime.now(timezone.utc).date().isoformat(), STAGE, result)
     rt.finish()

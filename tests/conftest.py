@@ -29,13 +29,13 @@ AIRFLOW_BIN = Path(sys.executable).parent / "airflow"
 
 
 @pytest.fixture(scope="session")
-def spark():
-    """One local session for every test in the process: the stages' own configuration (Delta), 2 cores."""
-    from fluxo.spark import local_session
+def spark(stack_env):
+    """One session for every test in the process, on the stack's warm Spark (Spark Connect) that the
+    tests' stage runs use too: no JVM of the test process's own."""
+    from fluxo.spark import remote_session
 
-    session = local_session(
-        "fluxo-tests", extra={"spark.master": "local[2]", "spark.driver.memory": "2g", "spark.sql.shuffle.partitions": "4"}
-    )
+    session = remote_session(stack_env["FLUXO_SPARK_REMOTE"])
+    session.conf.set("spark.sql.shuffle.partitions", "4")
     yield session
     session.stop()
 

@@ -149,12 +149,12 @@ def test_an_earlier_copy_moves_a_transaction_between_touched_days(spark, frame, 
 
 
 def test_time_travel_and_history_on_curated(spark, frame, table):
-    from delta.tables import DeltaTable
+    from fluxo.delta_tables import history as table_history
 
     curate(spark, table, frame([txn("a", event_ts=D1)]), run="run-1")
     v1 = rows(spark, table)
     curate(spark, table, frame([txn("b", event_ts=D1, ingested_at=T1)]), run="run-2")
-    history = DeltaTable.forPath(spark, table).history().collect()
+    history = table_history(spark, table)
     merges = [h for h in history if h["operation"] == "MERGE"]
     assert [json.loads(h["userMetadata"])["run_id"] for h in merges] == ["run-2", "run-1"]  # lineage, newest first
     assert rows(spark, table, version=merges[1]["version"]) == v1

@@ -32,6 +32,7 @@ from fluxo_glue import FluxoGlueJobOperator  # noqa: E402
 
 from fluxo_platform import glue_package  # noqa: E402
 from fluxo_platform.settings import FluxoSettings  # noqa: E402
+from tests.airflow_stubs import TaskInstanceStub  # noqa: E402
 
 STAGES = ("standardize", "quality_gate", "curate", "aggregate")
 REGION = "us-east-1"
@@ -59,28 +60,8 @@ FAILING_SCRIPT = textwrap.dedent(
 CRASHING_SCRIPT = "raise RuntimeError('spark session died')\n"
 
 
-class _TaskInstance:
-    """The slice of a running task instance GlueJobOperator touches."""
-
-    dag_id = "fluxo_test"
-    task_id = "standardize"
-    run_id = "manual__2024-03-05"
-    map_index = -1
-    try_number = 1
-    stats_tags: dict = {}
-
-    def __init__(self):
-        self.xcom: dict = {}
-
-    def xcom_push(self, key, value):
-        self.xcom[key] = value
-
-    def xcom_pull(self, key=None, task_ids=None):
-        return self.xcom.get(key)
-
-
 def _context() -> dict:
-    return {"ti": _TaskInstance(), "ds": "2024-03-05", "run_id": "manual__2024-03-05T00:00:00+00:00"}
+    return {"ti": TaskInstanceStub(), "ds": "2024-03-05", "run_id": "manual__2024-03-05T00:00:00+00:00"}
 
 
 def _operator(scripts_dir: Path, **kwargs) -> FluxoGlueJobOperator:

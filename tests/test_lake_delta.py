@@ -66,7 +66,11 @@ def staged_day(lake: Lake, ingest_date: str, event_day: date, prefix: str, n: in
 
 
 def environment() -> dict[str, str]:
-    return stage_environment(FLUXO_SPARK_MASTER="local[1]", FLUXO_SPARK_SHUFFLE_PARTITIONS="4")
+    """Each stage in a JVM of its own, as two AWS Glue jobs are (and as a kill really kills it): not on
+    the stack's shared Spark Connect server."""
+    env = stage_environment(FLUXO_SPARK_MASTER="local[1]", FLUXO_SPARK_SHUFFLE_PARTITIONS="4")
+    env.pop("FLUXO_SPARK_REMOTE", None)
+    return env
 
 
 def start_curate(lake: Lake, *ingest_dates: str) -> subprocess.Popen:
@@ -126,6 +130,99 @@ def test_two_processes_committing_at_the_same_instant_lose_nothing_on_s3(s3_lake
     assert len(claimed) == 2 * rounds
     assert {c["marker"] for c in claimed} <= in_log, "a commit its writer was told succeeded is not in the table"
     assert len({c["version"] for c in claimed}) == 2 * rounds  # no version was handed to both writers
+
+
+class S3Outage:
+    """A TCP relay in front of the stack's S3 server that can go down (every connection cut, new ones
+    refused) and come back on the same port: the S3 server stopped and restarted, as a stage sees it."""
+
+    def __init__(self, upstream: str):
+        import socket
+        from urllib.parse import urlparse
+
+        target = urlparse(upstream)
+        self.upstream = (target.hostname, target.port)
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.connections = 0
+        self._sockets: list = []
+        self._listener = None
+
+    def up(self) -> None:
+        import socket
+        import threading
+
+        self._listener = socket.socket()
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", self.port))
+        self._listener.listen(64)
+        threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
+
+    def down(self) -> None:
+        import socket
+
+        self._listener.close()
+        for sock in self._sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            except OSError:
+                pass
+        self._sockets.clear()
+
+    def _accept(self, listener) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            server = socket.create_connection(self.upstream)
+            self._sockets += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source, target) -> None:
+        try:
+            while data := source.recv(65536):
+                target.sendall(data)
+        except OSError:
+            pass
+
+
+def test_the_s3_store_stopped_mid_run_fails_the_stage_clearly_and_a_retry_after_restart_lands_once(s3_lake, stack_env):
+    lake, day = s3_lake, date(2026, 11, 7)
+    staged_day(lake, "2026-11-07", day, "s3down-", 20_000)
+    outage = S3Outage(stack_env["FLUXO_S3_ENDPOINT"])
+    outage.up()
+    env = {**environment(), "FLUXO_S3_ENDPOINT": outage.endpoint}
+    try:
+        curate = start_stages(script_argv("curate", lake_root=lake.root, ingest_date="2026-11-07"), env=env)
+        deadline = time.monotonic() + 300
+        while outage.connections < 3 and curate.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)  # the stage is at work on the lake
+        outage.down()
+        out, err = curate.communicate(timeout=600)
+        assert curate.returncode != 0, "the stage cannot succeed without its S3 store"
+        error = [line for line in err.splitlines() if line.startswith("FLUXO_ERROR:")]
+        assert error and "S3StoreUnreachable" in error[-1] and outage.endpoint in error[-1], err[-3000:]
+        assert "make status" in error[-1]
+        if open_delta(lake.curated_transactions) is not None:
+            assert ids_of_day(lake, day) == set()  # nothing of the day became visible
+
+        outage.up()  # the server is back: the retry redoes the stage and the day lands once
+        finish(start_stages(script_argv("curate", lake_root=lake.root, ingest_date="2026-11-07"), env=env))
+    finally:
+        outage.down()
+    assert len(ids_of_day(lake, day)) == 20_000
+    assert [h["operation"] for h in delta_history(lake.curated_transactions)].count("MERGE") == 1
 
 
 def test_a_reader_during_a_curate_sees_the_old_or_the_new_day(tmp_path):

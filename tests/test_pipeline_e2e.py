@@ -207,11 +207,21 @@ def test_fraud_alerts_equal_an_independent_computation(first_run, pipeline_env, 
 
 
 def test_rerun_changes_nothing(first_run, pipeline_env, warehouse_url):
+    """A rerun of the unchanged day skips every Glue stage (and says so), and changes nothing."""
+    from fluxo_tasks.pipeline import GLUE_STAGES
+
     lake_root = pipeline_env["FLUXO_LAKE_ROOT"]
     before_curated, before_metrics = curated_rows(lake_root), warehouse_metrics(warehouse_url)
     before_alerts, before_history = warehouse_alerts(warehouse_url), history_alerts(lake_root)
     proc = run_dag(pipeline_env, DAY)
     assert proc.returncode == 0, proc.stderr[-4000:]
+    with psycopg.connect(warehouse_url) as conn:
+        state, stages = conn.execute(
+            "SELECT state, stages FROM audit.pipeline_runs WHERE run_id = %s", (proc.run_id,)).fetchone()
+    assert state == "success"
+    for stage in GLUE_STAGES:
+        assert (stages[stage]["skipped"] or "").startswith("inputs unchanged since run "), (stage, stages[stage])
+    assert "Skipping curate: its inputs" in proc.stdout + proc.stderr
     after_curated = curated_rows(lake_root)
     assert after_curated.num_rows == before_curated.num_rows
     assert after_curated.equals(before_curated)

@@ -110,7 +110,7 @@ def test_every_attempt_of_a_run_adds_an_audit_row_with_stages_and_the_first_erro
         attempt, state, run_type, by, conf, started, stages, quality, fraud, error_task, error_message, message = rows[0]
         assert (run_type, by, conf, started.isoformat()) == ("backfill", "ana", {"sources": []}, "2026-11-20T01:00:00+00:00")
         assert stages["standardize"] == {"rows_in": 10, "rows_out": 7, "quarantined": 2, "duration_s": 12.5,
-                                         "mode": "local", "glue_run_id": None, "state": "success"}
+                                         "mode": "local", "glue_run_id": None, "skipped": None, "state": "success"}
         assert stages["curate"]["rows_out"] == 6 and stages["extract.land_s3_files"]["state"] == "skipped"
         assert quality == {"rows": 7, "critical_failed": 0, "warnings_failed": 1, "evaluated": 45}
         assert (fraud, error_task, error_message, message) == (None, None, None, None)

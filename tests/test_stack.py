@@ -118,7 +118,7 @@ def test_s3_stores_objects_and_refuses_a_wrong_secret(running):
 def test_every_port_listens_on_loopback_127_0_0_1_only(running):
     stack, _ = running
     ports = _all_ports(stack)
-    assert len(ports) == 12  # postgres 1, kafka 1, seaweedfs 10
+    assert len(ports) == 13  # postgres 1, kafka 1, seaweedfs 10, spark connect 1
     for port in ports:
         assert port_is_open(port), port
         # Another loopback address reaches a 0.0.0.0 listener but not one bound to 127.0.0.1.
@@ -184,7 +184,7 @@ def test_down_stops_everything_and_a_stale_pid_file_is_not_trusted(tmp_path, mon
         first = stack.up(feeds=True)
         ports = _all_ports(stack) + [stack.partner_api.port]
         pids = [info["pid"] for info in stack.status().values() if info["pid"]]
-        assert len(pids) == 5  # postgres, kafka, s3, the partner API simulator, the producer
+        assert len(pids) == 6  # postgres, kafka, s3, spark connect, the partner API simulator, the producer
         stack.down()
         assert {info["state"] for info in stack.status().values()} == {"stopped"}
         assert not any(port_is_open(port) for port in ports)

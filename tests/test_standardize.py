@@ -263,7 +263,7 @@ def test_generator_day_matches_its_labels_and_truth(spark, tmp_path):
     generator = pytest.importorskip("fluxo_dev.generator")
     import pandas as pd
 
-    from fluxo.glue_runtime import list_files
+    from fluxo.storage import list_files
     from fluxo.lake import Lake
     from fluxo.transforms.standardize import map_raw_day, raw_day_files
 
@@ -273,7 +273,7 @@ def test_generator_day_matches_its_labels_and_truth(spark, tmp_path):
     gen_dir, lake_root = tmp_path / "gen", tmp_path / "lake"
     generator.generate(gen_dir, date(2026, 11, 26), 1, 1000, seed=11, defect_rates=rates, token_salt=SALT)
     generator_to_raw(gen_dir, lake_root, "2026-11-26")
-    files = raw_day_files(lambda root, sfx: list_files(spark, root, sfx), Lake(str(lake_root)), "2026-11-26")
+    files = raw_day_files(list_files, Lake(str(lake_root)), "2026-11-26")
     assert all(files[shape] for shape in ("s3_csv", "s3_jsonl", "api", "db", "kafka"))
     out = standardize(map_raw_day(spark, files), load_fx_rates(spark), token_salt=SALT)
     checked = out.checked.cache()
@@ -392,7 +392,7 @@ def hostile_files() -> dict[tuple[str, str], bytes]:
 def hostile(spark, tmp_path_factory):
     import os
 
-    from fluxo.glue_runtime import list_files
+    from fluxo.storage import list_files
     from fluxo.lake import Lake
     from fluxo.transforms.standardize import map_raw_day, raw_day_files
 
@@ -402,7 +402,7 @@ def hostile(spark, tmp_path_factory):
         folder.mkdir(parents=True, exist_ok=True)
         (folder / name).write_bytes(data)
         os.utime(folder / name, (LANDED.timestamp(), LANDED.timestamp()))
-    files = raw_day_files(lambda r, sfx: list_files(spark, r, sfx), Lake(str(root)), HOSTILE_DAY)
+    files = raw_day_files(list_files, Lake(str(root)), HOSTILE_DAY)
     out = standardize(map_raw_day(spark, files, "run-h"), load_fx_rates(spark), token_salt=SALT)
     checked = out.checked.cache()
     rows = checked.select("source", "transaction_id", "reason", "_duplicate", "raw_record", "source_file").collect()

@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from fluxo import storage
 from fluxo.contract import MAX_FUTURE_SKEW_SECONDS, TRANSACTION, Contract
 
 CONTRACT_SUITE = "transactions_contract"
@@ -156,10 +157,10 @@ def load_suites(
     """The named suites as dicts, from `<root>/<name>.json`.
 
     Stages get the root as `--expectations_root` (the repository's `expectations/` locally,
-    the deployed copy on S3 under AWS Glue) and pass a reader for it; without one, `root`
-    is a local folder.
+    the deployed copy on S3 under AWS Glue); `read_text` reads a file of it (default: a local
+    folder or S3, `fluxo.storage`).
     """
-    read_text = read_text or _read_local
+    read_text = read_text or storage.read_text
     suites = []
     for name in names:
         origin = f"{str(root).rstrip('/')}/{name}.json"
@@ -171,11 +172,6 @@ def load_suites(
             raise ValueError(f"{origin}: suite is named {suite['name']!r}, expected {name!r}")
         suites.append(suite)
     return suites
-
-
-def _read_local(path: str) -> str | None:
-    file = Path(path)
-    return file.read_text(encoding="utf-8") if file.is_file() else None
 
 
 def build_suites(expectations_dir: Path = EXPECTATIONS_DIR) -> list[Path]:

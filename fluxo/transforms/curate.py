@@ -41,7 +41,7 @@ from pyspark.sql import types as T
 
 from fluxo import delta_tables
 from fluxo.contract import TRANSACTION
-from fluxo.glue_runtime import path_exists
+from fluxo import storage
 from fluxo.transforms._common import SOURCE_PRIORITY, conform, event_date, rank_copies
 
 PARTITION_COLUMN = "event_date"
@@ -71,7 +71,7 @@ def _rule_key(alias: str) -> str:
     return f"struct({', '.join(fields)})"
 
 
-def comes_first(source: str = "s", target: str = "t") -> str:
+def comes_first(source: str = "source", target: str = "target") -> str:
     """SQL condition: the source copy comes before the target copy by the dedupe rule."""
     return f"{_rule_key(source)} < {_rule_key(target)}"
 
@@ -88,21 +88,16 @@ def merge_staged(spark, uri: str, staged: DataFrame, dates: list[str], commit_in
     """
     if not dates:
         return {"version": delta_tables.current_version(spark, uri), "source_rows": 0, "inserted": 0, "updated": 0}
-    from delta.tables import DeltaTable
-
     delta_tables.ensure_table(spark, uri, curated_schema(), (PARTITION_COLUMN,))
-    tag = delta_tables.marker(**commit_info)
-    with delta_tables.tagged(spark, tag):
-        (
-            DeltaTable.forPath(spark, uri).alias("t")
-            .merge(best_copies(staged).alias("s"), f"t.transaction_id = s.transaction_id AND {_in_dates('t', dates)}")
-            .whenMatchedUpdateAll(condition=comes_first("s", "t"))
-            .whenNotMatchedInsertAll()
-            .execute()
-        )
-    commit = delta_tables.commit_with(spark, uri, tag)
+    commit = delta_tables.merge(
+        spark, uri, best_copies(staged),
+        on=f"target.transaction_id = source.transaction_id AND {_in_dates('target', dates)}",
+        clauses=[f"WHEN MATCHED AND {comes_first('source', 'target')} THEN UPDATE SET *",
+                 "WHEN NOT MATCHED THEN INSERT *"],
+        commit_info=commit_info,
+    )
     if commit is None:
-        raise RuntimeError(f"the curate commit {tag} is not in the recent history of {uri}")
+        raise RuntimeError(f"the curate commit of {commit_info} is not in the recent history of {uri}")
     metrics = commit.get("operationMetrics") or {}
     return {
         "version": commit["version"],
@@ -139,6 +134,6 @@ def curate_stats(merged: dict[str, Any], dates: list[str]) -> dict[str, Any]:
 
 
 def read_staged(spark, staged_path: str, ingest_date: str) -> DataFrame:
-    if not path_exists(spark, staged_path):
+    if not storage.exists(staged_path):
         raise FileNotFoundError(f"no staged data at {staged_path}: run standardize for {ingest_date} first")
     return spark.read.parquet(staged_path)

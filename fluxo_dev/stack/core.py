@@ -24,6 +24,7 @@ from fluxo_dev.stack.postgres import AIRFLOW_DB, SOURCE_DB, Postgres
 from fluxo_dev.stack.process import HOST, StackError, write_private
 from fluxo_dev.stack.s3 import LAKE_BUCKET, REGION, S3, create_buckets, s3_client
 from fluxo_dev.stack.service import Progress, Service
+from fluxo_dev.stack.spark_connect import SparkConnect
 
 API_CLIENT_ID = "fluxo-demo"
 
@@ -32,6 +33,7 @@ EXTERNAL_SETTING = {
     "postgres": "FLUXO_DATABASE_URL",
     "kafka": "FLUXO_KAFKA_BOOTSTRAP",
     "s3": "FLUXO_S3_ENDPOINT",
+    "spark": "FLUXO_SPARK_REMOTE",
 }
 # The secrets of .env (docker-compose.yaml) and the credential each one is generated as.
 DOTENV_SECRETS = {
@@ -110,7 +112,10 @@ class Stack:
         self.postgres = Postgres(self.home, self.credentials, self.progress)
         self.kafka = Kafka(self.home, self.credentials, self.progress)
         self.s3 = S3(self.home, self.credentials, self.progress)
-        self.services: dict[str, Service] = {"postgres": self.postgres, "kafka": self.kafka, "s3": self.s3}
+        # the warm Spark every local stage connects to; it needs the S3 server's address, so it starts last
+        self.spark = SparkConnect(self.home, self.credentials, self.progress, environment=self.compose_env)
+        self.services: dict[str, Service] = {"postgres": self.postgres, "kafka": self.kafka, "s3": self.s3,
+                                             "spark": self.spark}
         # sources for a local run (started by `up` from the CLI, not by the test sessions' stacks)
         self.partner_api = PartnerApi(self.home, self.credentials, self.progress)
         producer = KafkaProducer(self.home, self.credentials, self.progress,
@@ -136,7 +141,8 @@ class Stack:
     def _own_endpoint(self, name: str) -> str | None:
         if not self.services[name].state():
             return None  # never started here
-        return {"postgres": self.postgres.url, "kafka": self.kafka.endpoint, "s3": self.s3.url}[name]()
+        return {"postgres": self.postgres.url, "kafka": self.kafka.endpoint, "s3": self.s3.url,
+                "spark": self.spark.url}[name]()
 
     # -- lifecycle -------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -224,14 +230,17 @@ class Stack:
                 self.progress(f"{service.label}: external {EXTERNAL_SETTING[name]}={endpoint}, not started")
             else:
                 local.append(service)
-        if local:
-            with ThreadPoolExecutor(len(local)) as pool:
-                futures = [(s, pool.submit(s.ensure_running)) for s in local]
+        stores = [s for s in local if s is not self.spark]
+        if stores:
+            with ThreadPoolExecutor(len(stores)) as pool:
+                futures = [(s, pool.submit(s.ensure_running)) for s in stores]
                 failures = [(s, f.exception()) for s, f in futures if f.exception()]
             if failures:
                 raise StackError(
                     "\n".join(f"{s.label} failed: {exc}" for s, exc in failures)
                 ) from failures[0][1]
+        if self.spark in local:
+            self.spark.ensure_running()
         return self._write_env()
 
     def down(self, purge: bool = False) -> None:
@@ -292,6 +301,10 @@ class Stack:
         )
 
         env.update(logstore_env())
+        # where local stages run: the stack's warm Spark (or the cluster FLUXO_SPARK_REMOTE names)
+        spark = self.external("spark") or (self.spark.url() if self.spark.pid() else "")
+        if spark:
+            env["FLUXO_SPARK_REMOTE"] = spark
         try:
             env["JAVA_HOME"] = str(java_home())
         except StackError as exc:

@@ -10,6 +10,9 @@ same DAG file drives both worlds:
 - ``local``: ``python glue_scripts/<script>.py --JOB_NAME <job> <args>``, the
   arguments AWS Glue would receive, with the output streamed into the task log;
   a failed run raises with the script's ``FLUXO_ERROR:`` line.
+
+In both, a stage whose inputs are unchanged since its last successful run for the day
+(`fluxo_glue.rerun`) is not run again: the task logs why and returns the results of that run.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from airflow.providers.common.compat.sdk import AirflowException
 from fluxo.lake import Lake
 from fluxo_platform import glue_package, jvm, lakefs
 from fluxo_platform.settings import FluxoSettings
+from fluxo_glue import rerun
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -45,6 +49,8 @@ _UNSAFE_IN_PATH = re.compile(r"[^A-Za-z0-9._-]+")
 _PASSTHROUGH_ENV = ("PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR", "JAVA_HOME", "SPARK_HOME")
 _PASSTHROUGH_PREFIXES = ("FLUXO_", "AWS_", "PYSPARK_", "SPARK_", "HADOOP_")
 _STDERR_TAIL_LINES = 20
+# XCom key of the inputs fingerprint taken before the run (a deferred run records it when it completes)
+INPUTS_KEY = "inputs_fingerprint"
 
 
 def local_environment(settings: FluxoSettings, repo_root: Path = glue_package.REPO_ROOT) -> dict[str, str]:
@@ -83,12 +89,15 @@ class FluxoGlueJobOperator(GlueJobOperator):
     :param script_args: Glue arguments (``{"--ingest_date": "{{ ds }}"}``), templated
     :param job_name: Glue job name; defaults to ``<glue_job_prefix><script>``
     :param scripts_dir: folder holding the scripts (default: the repo's ``glue_scripts/``)
+    :param upstream_stages: the stages whose results it reads (part of its inputs)
+    :param reads: lake zones it reads besides (``rerun.RAW``, ``rerun.CURATED``)
 
     Other keyword arguments go to GlueJobOperator (``deferrable``, ``job_poll_interval``,
     ``aws_conn_id``, ``verbose`` ...) and apply in AWS mode only.
     Every run gets the platform's stage arguments (``glue_package.stage_arguments``) and
     ``--run_id``; returns (XCom) ``{"job_name", "mode", "duration_s", "glue_run_id", "stats"}``,
-    ``stats`` being the document the stage wrote for its ingest date (``Lake.stats``).
+    ``stats`` being the document the stage wrote for its ingest date (``Lake.stats``), and
+    ``skipped`` (true when its inputs had not changed; the run's ``full_refresh`` always runs it).
     """
 
     template_fields: Sequence[str] = (*GlueJobOperator.template_fields, "script")
@@ -100,6 +109,8 @@ class FluxoGlueJobOperator(GlueJobOperator):
         script_args: dict[str, Any] | None = None,
         job_name: str | None = None,
         scripts_dir: str | Path | None = None,
+        upstream_stages: Sequence[str] = (),
+        reads: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("update_config", True)
@@ -107,6 +118,8 @@ class FluxoGlueJobOperator(GlueJobOperator):
         super().__init__(job_name=job_name or "", script_args=script_args, **kwargs)
         self.script = script
         self.scripts_dir = str(scripts_dir or glue_package.SCRIPTS_DIR)
+        self.upstream_stages = tuple(upstream_stages)
+        self.reads = tuple(reads)
         self._process: subprocess.Popen[str] | None = None
         self._mode: str | None = None
 
@@ -123,12 +136,46 @@ class FluxoGlueJobOperator(GlueJobOperator):
             raise AirflowException(f"Glue script not found: {self.script_path}")
 
         started = time.monotonic()
+        inputs = self._inputs(args, context)
+        if inputs is not None:
+            previous = rerun.previous_run(args, self.script)
+            if inputs.unchanged_since(previous):
+                self.log.info("Skipping %s: its inputs (code, suites, arguments, upstream results%s) are unchanged "
+                              "since its successful run %s at %s", self.script, self._reads_text(),
+                              previous.get("run_id"), previous.get("finished_at"))
+                return {**self._result(args, None, round(time.monotonic() - started, 3)), "skipped": True,
+                        "skipped_reason": f"inputs unchanged since run {previous.get('run_id')}"}
+            context["ti"].xcom_push(key=INPUTS_KEY, value=inputs.fingerprint)
         if self._mode == "local":
             self._run_locally(args, local_environment(settings))
             glue_run_id = None
         else:
             glue_run_id = self._run_on_glue(settings, args, context)
+        self._record_inputs(args, context, inputs.fingerprint if inputs else None)
         return self._result(args, glue_run_id, round(time.monotonic() - started, 3))
+
+    def _reads_text(self) -> str:
+        return "".join(f", the {zone} zone" for zone in self.reads)
+
+    def _inputs(self, args: dict[str, str], context: Context) -> rerun.StageInputs | None:
+        """The stage's inputs, or None when it must run whatever they are: no day, a full refresh, or
+        an operator not told what its stage reads."""
+        params = context.get("params") or {}
+        if "--ingest_date" not in args or params.get("full_refresh") or not (self.upstream_stages or self.reads):
+            return None
+        try:
+            return rerun.stage_inputs(self.script_path, args, self.upstream_stages, self.reads)
+        except Exception as exc:  # noqa: BLE001 - not knowing the inputs means running the stage
+            self.log.warning("could not read the inputs of %s (%s): running it", self.script, exc)
+            return None
+
+    def _record_inputs(self, args: dict[str, str], context: Context, fingerprint: str | None) -> None:
+        if fingerprint is None:
+            return
+        try:
+            rerun.record_run(args, self.script, fingerprint, context.get("run_id"), self.reads)
+        except OSError as exc:  # the next run of the day runs the stage again: slower, never wrong
+            self.log.warning("could not record the inputs of %s: %s", self.script, exc)
 
     def _arguments(self, settings: FluxoSettings, context: Context) -> dict[str, str]:
         """The settings' stage arguments, then the DAG's own, then the run's id (where stats go)."""
@@ -240,7 +287,9 @@ class FluxoGlueJobOperator(GlueJobOperator):
         settings = FluxoSettings()
         self._mode = "aws"
         self.job_name = self.job_name or glue_package.job_name(settings, self.script)
-        return self._result(self._arguments(settings, context), glue_run_id, None)
+        args = self._arguments(settings, context)
+        self._record_inputs(args, context, context["ti"].xcom_pull(task_ids=self.task_id, key=INPUTS_KEY))
+        return self._result(args, glue_run_id, None)
 
     def on_kill(self) -> None:
         if self._process is not None:

@@ -14,26 +14,20 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
+from fluxo import storage
 from fluxo.contract import OUTLIER
 from fluxo_platform.settings import FluxoSettings, get_settings
 
 
 def resolve(uri: str, settings: FluxoSettings | None = None) -> tuple[pafs.FileSystem, str]:
-    """(filesystem, path inside it) for a local path or an s3:// URI."""
-    if uri.startswith("s3://") or uri.startswith("s3a://"):
-        s = settings or get_settings()
-        parsed = urlparse(uri)
-        kwargs: dict = {"region": s.aws_region}
-        if s.s3_endpoint:
-            endpoint = urlparse(s.s3_endpoint)
-            kwargs.update(
-                endpoint_override=endpoint.netloc,
-                scheme=endpoint.scheme or "http",
-                access_key=s.s3_access_key or None,
-                secret_key=s.s3_secret_key or None,
-            )
-        return pafs.S3FileSystem(**kwargs), f"{parsed.netloc}{parsed.path}".rstrip("/")
-    return pafs.LocalFileSystem(), uri.removeprefix("file://")
+    """(filesystem, path inside it) for a local path or an s3:// URI, S3 configured from the settings
+    (which also read the local stack's stack.env), the way the stages' `fluxo.storage` does from
+    their environment."""
+    s = settings or get_settings()
+    return storage.filesystem(uri, {
+        "FLUXO_AWS_REGION": s.aws_region, "FLUXO_S3_ENDPOINT": s.s3_endpoint,
+        "FLUXO_S3_ACCESS_KEY": s.s3_access_key, "FLUXO_S3_SECRET_KEY": s.s3_secret_key,
+    })
 
 
 def exists(uri: str) -> bool:
@@ -66,6 +60,10 @@ def read_json(uri: str) -> dict | None:
         return None
     with fs.open_input_stream(path, compression=None) as f:
         return json.loads(f.read())
+
+
+def write_json(uri: str, document: dict) -> None:
+    write_bytes(uri, json.dumps(document, sort_keys=True, default=str).encode("utf-8"))
 
 
 def read_parquet(uri: str) -> pa.Table | None:

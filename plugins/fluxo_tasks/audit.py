@@ -76,6 +76,7 @@ def stage_rows(task_states: dict[str, str], results: dict[str, dict | None]) -> 
             "duration_s": got.get("duration_s"),
             "mode": got.get("mode"),
             "glue_run_id": got.get("glue_run_id"),
+            "skipped": got.get("skipped_reason"),  # inputs unchanged since an earlier run: not run again
         }
     for task_id in LOAD_TASKS:
         got = results.get(task_id) or {}

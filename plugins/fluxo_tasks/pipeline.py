@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from fluxo_platform import lakefs
 import fluxo_extract
+from fluxo_glue.rerun import CURATED, RAW
 from fluxo.contract import METRIC_GRAINS
 from fluxo.sources import REGISTRY
 from fluxo.lake import Lake
@@ -26,13 +27,16 @@ EXTRACT_TASKS = {name: source.extract_task_id for name, source in REGISTRY.items
 class GlueStage:
     """One Glue stage of the run: the DAG makes its task, the audit reads its results document.
 
-    `after`: the Glue stages it waits for (none: it starts after extraction). `rows_in`,
+    `after`: the Glue stages it waits for (none: it starts after extraction); `reads`: the lake
+    zones it reads besides their results (`fluxo_glue.rerun`: a rerun skips a stage when none of
+    that changed). `rows_in`,
     `rows_out`, `quarantined`: keys of its results document (`stats`) the audit shows as
     the stage's row counts. `retries=0` for a stage that fails the same way again.
     """
 
     name: str
     after: tuple[str, ...] = ()
+    reads: tuple[str, ...] = ()
     rows_in: str | None = None
     rows_out: str | None = None
     quarantined: str | None = None
@@ -46,12 +50,12 @@ class GlueStage:
 # Adding a stage is one line here plus its glue_scripts/<name>.py. aggregate waits for fraud: it
 # counts the alerts per metric grain.
 GLUE_STAGES: dict[str, GlueStage] = {stage.name: stage for stage in (
-    GlueStage("standardize", (), rows_in="read", rows_out="staged", quarantined="quarantined"),
+    GlueStage("standardize", (), (RAW,), rows_in="read", rows_out="staged", quarantined="quarantined"),
     GlueStage("quality_gate", ("standardize",), rows_in="rows", rows_out="rows", retries=0),
-    GlueStage("curate", ("quality_gate",), rows_in="staged", rows_out="curated_new"),
-    GlueStage("fraud", ("curate",), rows_in="rows", rows_out="alerts"),
-    GlueStage("aggregate", ("curate", "fraud"), rows_out="metric_rows"),
-    GlueStage("outliers", ("curate",), rows_out="flagged_rows"),
+    GlueStage("curate", ("quality_gate",), (CURATED,), rows_in="staged", rows_out="curated_new"),
+    GlueStage("fraud", ("curate",), (CURATED,), rows_in="rows", rows_out="alerts"),
+    GlueStage("aggregate", ("curate", "fraud"), (CURATED,), rows_out="metric_rows"),
+    GlueStage("outliers", ("curate",), (CURATED,), rows_out="flagged_rows"),
 )}
 # The fraud stage's results document names its alert count under this key.
 FRAUD_STAGE, FRAUD_ALERTS_KEY = "fraud", "alerts"

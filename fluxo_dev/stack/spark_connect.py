@@ -1,0 +1,59 @@
+"""A warm Spark for local stage runs: the Spark Connect server shipped in the pyspark wheel.
+
+Every Glue stage run locally would otherwise start its own JVM and session (10-20 s each
+before any work). The server starts once with what a local stage session has (Delta, S3A
+for the stack's S3 server, fluxo's log store: `fluxo.spark.connect_server_conf`) and stages
+connect to it (`FLUXO_SPARK_REMOTE=sc://127.0.0.1:PORT`, in stack.env), each in a session of
+its own. Setting FLUXO_SPARK_REMOTE to another server (a Spark cluster) replaces it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+from fluxo.spark import CONNECT_SERVER_CLASS, connect_server_conf
+from fluxo_dev.stack.process import HOST, StackError, log_tail, pid_alive, port_is_open, spawn, wait_for
+from fluxo_dev.stack.service import Service
+
+# Driver memory of the shared server (every stage runs in it; the tests' stages too).
+DRIVER_MEMORY = os.environ.get("FLUXO_SPARK_CONNECT_MEMORY", "4g")
+
+
+def spark_submit() -> Path:
+    import pyspark
+
+    return Path(pyspark.__file__).parent / "bin" / "spark-submit"
+
+
+class SparkConnect(Service):
+    name = "spark"
+    label = "spark (connect)"
+    executable = CONNECT_SERVER_CLASS
+    stop_signal = signal.SIGTERM
+    stop_timeout = 30.0
+
+    def __init__(self, *args, environment, **kwargs):
+        super().__init__(*args, **kwargs)
+        # the stack's environment (S3 endpoint and keys, JAVA_HOME, the log store jar), at start time
+        self._environment = environment
+
+    def url(self) -> str:
+        return f"sc://{self.endpoint()}"
+
+    def start(self, ports: dict[str, int]) -> None:
+        env = {**os.environ, **self._environment(), "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": HOST}
+        env.pop("FLUXO_SPARK_REMOTE", None)
+        conf = connect_server_conf(ports["port"], env)
+        conf["spark.driver.memory"] = DRIVER_MEMORY
+        args = [str(spark_submit()), "--class", CONNECT_SERVER_CLASS, "--name", "fluxo-spark-connect"]
+        for key, value in conf.items():
+            args += ["--conf", f"{key}={value}"]
+        pid = spawn([*args, "spark-internal"], log_file=self.log_file, pid_file=self.pid_file, cwd=self.dir, env=env)
+        self.save_state(port=ports["port"])
+        # the first start may fetch the JVM packages from Maven (bin/bootstrap warms the cache)
+        opened = wait_for(lambda: port_is_open(ports["port"]) or not pid_alive(pid), timeout=300, interval=0.25)
+        if not (opened and pid_alive(pid)):
+            raise StackError(f"the Spark Connect server did not start on {HOST}:{ports['port']}\n{log_tail(self.log_file)}")
