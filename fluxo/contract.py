@@ -10,14 +10,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from fluxo.reference import COUNTRY_CODES, CURRENCY_CODES, MCC_CODES
 from fluxo.sources import SOURCE_NAMES as SOURCES
+
 CHANNELS = ("pos", "ecommerce", "atm", "mobile", "moto")
 STATUSES = ("approved", "declined", "reversed")
-# ISO 4217 codes the platform accepts; FX rates must exist for each.
-CURRENCIES = ("BRL", "USD", "EUR", "ARS", "CLP", "MXN", "GBP")
+# Closed sets from the reference data shipped in fluxo/reference/ (its README says how to update them).
+# Every ISO 4217 code is a valid currency; whether a row can be converted is the FX table's
+# business (standardize quarantines a currency without a rate as `no_fx_rate:currency`).
+CURRENCIES = CURRENCY_CODES
+COUNTRIES = COUNTRY_CODES
+MCCS = MCC_CODES
 DEFAULT_REPORTING_CURRENCY = "BRL"
 # event_ts may not be later than ingestion + this tolerance (clock skew).
 MAX_FUTURE_SKEW_SECONDS = 300
+# Identifiers without a pattern of their own are capped (a 1 MB string in a field is never staged).
+MAX_ID_CHARS = 128
+# No single card transaction reaches this in the reporting currency: a larger amount is a
+# decimal-shift bug in a partner export (the row is quarantined, the day goes on).
+MAX_AMOUNT_REPORTING = 1_000_000_000
+# The canonical token of a card (fluxo.tokenize.card_token); a raw PAN never matches it.
+TOKEN_PATTERN = r"^tok_[A-Za-z0-9_-]+$"
 
 # Synonyms seen in sources, normalised to the closed sets above.
 CHANNEL_SYNONYMS = {
@@ -46,6 +59,58 @@ class Column:
     allowed: tuple[str, ...] | None = None
     regex: str | None = None
     min_exclusive: float | None = None
+    max_inclusive: float | None = None
+    max_length: int | None = None
+
+
+# Standardize's quarantine reason for a row that breaks each kind of row rule (docs/source-formats.md).
+# min_exclusive is the contract's "> 0" on amounts.
+RULE_REASONS = {
+    "required": "missing_required:{column}",
+    "closed_set": "invalid_value:{column}",
+    "pattern": "invalid_value:{column}",
+    "max_length": "invalid_value:{column}",
+    "min_exclusive": "non_positive_amount:{column}",
+    "max_inclusive": "out_of_range:{column}",
+}
+
+
+@dataclass(frozen=True)
+class RowRule:
+    """One rule a single row can break, derived from a Column.
+
+    `expectation` names the contract suite's expectation that checks it (its meta.rule; the two
+    bounds of a column share one `range:` expectation); `reason` is the quarantine reason
+    standardize gives a row that breaks it, so such a row never reaches the quality gate.
+    """
+
+    column: str
+    kind: str  # a key of RULE_REASONS
+    expectation: str
+    severity: str  # "critical" | "warning"
+    value: object = None  # the set, pattern or bound
+
+    @property
+    def reason(self) -> str:
+        return RULE_REASONS[self.kind].format(column=self.column)
+
+
+def column_rules(column: Column) -> list[RowRule]:
+    rules = []
+    if column.required:
+        rules.append(RowRule(column.name, "required", f"required:{column.name}", "critical"))
+    if column.allowed is not None:
+        rules.append(RowRule(column.name, "closed_set", f"closed_set:{column.name}", "critical", column.allowed))
+    if column.regex is not None:
+        severity = "critical" if column.required else "warning"  # a bad optional value leaves the row usable
+        rules.append(RowRule(column.name, "pattern", f"pattern:{column.name}", severity, column.regex))
+    if column.max_length is not None:
+        rules.append(RowRule(column.name, "max_length", f"max_length:{column.name}", "critical", column.max_length))
+    if column.min_exclusive is not None:
+        rules.append(RowRule(column.name, "min_exclusive", f"range:{column.name}", "critical", column.min_exclusive))
+    if column.max_inclusive is not None:
+        rules.append(RowRule(column.name, "max_inclusive", f"range:{column.name}", "critical", column.max_inclusive))
+    return rules
 
 
 @dataclass(frozen=True)
@@ -61,6 +126,10 @@ class Contract:
     @property
     def required(self) -> list[str]:
         return [c.name for c in self.columns if c.required]
+
+    def row_rules(self) -> list[RowRule]:
+        """Every rule of a single row, in column order (the suite and standardize both derive from these)."""
+        return [rule for column in self.columns for rule in column_rules(column)]
 
     def column(self, name: str) -> Column:
         for c in self.columns:
@@ -123,18 +192,20 @@ TRANSACTION = Contract(
     name="transaction",
     key=("transaction_id",),
     columns=(
-        Column("transaction_id", "string", True, "Unique after dedupe"),
+        Column("transaction_id", "string", True, "Unique after dedupe", max_length=MAX_ID_CHARS),
         Column("source", "string", True, "Where the row was extracted", allowed=SOURCES),
         Column("event_ts", "timestamp", True, "When the transaction happened (UTC)"),
-        Column("customer_id", "string", True, "Customer identifier"),
-        Column("card_token", "string", True, "Irreversible token of the card; a raw PAN is never stored"),
+        Column("customer_id", "string", True, "Customer identifier", max_length=MAX_ID_CHARS),
+        Column("card_token", "string", True, "Irreversible token of the card; a raw PAN is never stored",
+               regex=TOKEN_PATTERN, max_length=MAX_ID_CHARS),
         Column("card_last4", "string", False, "Last four digits of the card", regex=r"^[0-9]{4}$"),
-        Column("merchant_id", "string", True, "Merchant identifier"),
-        Column("mcc", "string", True, "Merchant category code", regex=r"^[0-9]{4}$"),
+        Column("merchant_id", "string", True, "Merchant identifier", max_length=MAX_ID_CHARS),
+        Column("mcc", "string", True, "Merchant category code (ISO 18245, fluxo/reference/mcc.csv)", allowed=MCCS),
         Column("amount", "decimal(18,2)", True, "Amount in the transaction currency", min_exclusive=0),
-        Column("currency", "string", True, "ISO 4217 code", allowed=CURRENCIES),
-        Column("amount_reporting", "decimal(18,2)", True, "Amount in the reporting currency", min_exclusive=0),
-        Column("country", "string", True, "ISO 3166-1 alpha-2", regex=r"^[A-Z]{2}$"),
+        Column("currency", "string", True, "ISO 4217 code (fluxo/reference/currencies.csv)", allowed=CURRENCIES),
+        Column("amount_reporting", "decimal(18,2)", True, "Amount in the reporting currency", min_exclusive=0,
+               max_inclusive=MAX_AMOUNT_REPORTING),
+        Column("country", "string", True, "ISO 3166-1 alpha-2 (fluxo/reference/countries.csv)", allowed=COUNTRIES),
         Column("channel", "string", True, "Sales channel", allowed=CHANNELS),
         Column("status", "string", True, "Outcome", allowed=STATUSES),
         Column("batch_id", "string", True, "Lineage: the landing batch"),

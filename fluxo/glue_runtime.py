@@ -24,6 +24,7 @@ from typing import Any, Callable
 from fluxo import storage
 from fluxo.lake import Lake
 from fluxo.spark import RUNTIME_CONF, is_s3, local_session, remote_session
+from fluxo.tokenize import mask_pans
 
 ERROR_PREFIX = "FLUXO_ERROR: "
 
@@ -149,7 +150,7 @@ _UNREACHABLE = ("Connection refused", "UnknownHostException", "connect timed out
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or exc.__class__.__name__
+    text = mask_pans(" ".join(str(exc).split())) or exc.__class__.__name__
     endpoint = os.environ.get("FLUXO_S3_ENDPOINT", "")
     s3_named = "s3a://" in text or "s3://" in text or (endpoint and endpoint in text) or "NETWORK_CONNECTION" in text
     if any(marker in text for marker in _UNREACHABLE) and s3_named:
@@ -180,15 +181,16 @@ def _terminate(signum, frame) -> None:
 def run_stage(main: Callable[[], Any]) -> None:
     """Run a stage's main; on failure print the traceback, then `FLUXO_ERROR: …` last, exit 1.
 
-    SIGTERM fails the stage the same way; on a Spark Connect server its running jobs are
-    interrupted first (the server outlives this process)."""
+    Both are card-number masked: an exception may quote a value, and the error line travels
+    on into the task log, the run audit and the alerts. SIGTERM fails the stage the same way; on a
+    Spark Connect server its running jobs are interrupted first (the server outlives this process)."""
     signal.signal(signal.SIGTERM, _terminate)
     try:
         main()
     except BaseException as exc:  # noqa: BLE001 - the stage boundary reports every failure
         if isinstance(exc, SystemExit) and not exc.code:
             raise
-        traceback.print_exc(file=sys.stderr)
+        sys.stderr.write(mask_pans(traceback.format_exc()))
         _stop_active_session()
         sys.stdout.flush()
         sys.stderr.write(ERROR_PREFIX + _one_line(exc) + "\n")

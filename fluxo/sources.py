@@ -29,7 +29,8 @@ class RawShape:
     name: str
     suffixes: tuple[str, ...]
     # how standardize reads a file: "lines" (one record per line), "documents" (the whole
-    # file is one text: a JSON array, an API page)
+    # file is one text: a JSON array, an API page), "csv" (CSV records, whose quoted values
+    # may hold line breaks)
     read_as: str
     description: str
 
@@ -72,7 +73,7 @@ REGISTRY: dict[str, Source] = {
         ),
         Source(
             "db", "the OLTP database (incremental by updated_at)", "extract_source_db",
-            (RawShape("db", CSV_SUFFIXES, "lines", f"COPY of {DB_TABLE}, header line, columns DB_COLUMNS"),),
+            (RawShape("db", CSV_SUFFIXES, "csv", f"COPY of {DB_TABLE}, header line, columns DB_COLUMNS"),),
         ),
         Source(
             "kafka", "the card-events Kafka topic", "land_kafka",

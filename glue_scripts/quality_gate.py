@@ -1,13 +1,16 @@
-"""Quality gate stage: validate the day's staged transactions with the GX suites in expectations/.
+"""Quality gate stage: validate the day with the GX suites in expectations/.
 
     quality_gate.py --JOB_NAME quality_gate --lake_root ROOT --ingest_date YYYY-MM-DD
-        [--suites transactions_contract,transactions_business] [--data_docs true]
+        [--suites transactions_contract,transactions_business,transactions_day] [--data_docs true]
         [--expectations_root DIR_OR_S3_URI]
 
-Writes `quality/ingest_date=D/validation.json` (run totals + `results`, one record per
-expectation) and the stage stats, builds GX Data Docs into `quality/data_docs` (on an S3
-lake: built locally, then uploaded), and fails the run (FLUXO_ERROR naming every failed critical
-expectation) when any critical rule fails. Warnings are recorded and never fail the run.
+The contract and business suites validate the staged transactions; the day suite validates
+the day profile (fluxo.quality.day: one row per source from standardize's stats documents of
+this day and the previous days of the suite's window). Writes `quality/ingest_date=D/validation.json`
+(run totals + `results`, one record per expectation) and the stage stats, builds GX Data Docs
+into `quality/data_docs` (on an S3 lake: built locally, then uploaded), and fails the run
+(FLUXO_ERROR naming every failed critical expectation, and for the day rules the offending
+sources) when any critical rule fails. Warnings are recorded and never fail the run.
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ import json
 import os
 
 from fluxo import storage
-from fluxo.glue_runtime import run_stage, start_stage, write_stats
+from fluxo.glue_runtime import read_stats, run_stage, start_stage, write_stats
 from fluxo.lake import DATA_DOCS
 from fluxo.quality import DEFAULT_SUITES, describe_failure, load_suites, validate
-from fluxo.quality.gate import RESULTS_STORE
+from fluxo.quality.day import PROFILE, PROFILE_SCHEMA, history_window, profile_rows, recent_stats_paths
+from fluxo.quality.gate import RESULTS_STORE, STAGED
 from fluxo.quality.suites import EXPECTATIONS_DIR
 
 STAGE = "quality_gate"
@@ -34,14 +38,19 @@ def main() -> None:
     names = [name.strip() for name in rt.args["suites"].split(",") if name.strip()]
     suites = load_suites(names, rt.args["expectations_root"])
 
-    staged = spark.read.parquet(lake.staged(ingest_date))
+    window_days, min_days = history_window(suites)
+    history_paths = recent_stats_paths(storage.list_files(lake.work("stats"), ("standardize.json",)), ingest_date, window_days)
+    history = [json.loads(storage.read_text(path) or "{}") for path in history_paths]
+    profile = profile_rows(read_stats(spark, lake.root, ingest_date, "standardize"), history, min_days)
+    frames = {STAGED: spark.read.parquet(lake.staged(ingest_date)), PROFILE: spark.createDataFrame(profile, PROFILE_SCHEMA)}
+
     if rt.args["data_docs"].lower() == "true":
         # GX writes Data Docs to local files: on an S3 lake they are built in a copy and uploaded
         with storage.local_copy(lake.quality_root, (DATA_DOCS, RESULTS_STORE)) as quality_dir:
-            report = validate(staged, suites, os.path.join(quality_dir, DATA_DOCS), run_name=f"ingest_date={ingest_date}")
+            report = validate(frames, suites, os.path.join(quality_dir, DATA_DOCS), run_name=f"ingest_date={ingest_date}")
         report.data_docs_index = f"{lake.data_docs}/index.html"
     else:
-        report = validate(staged, suites, None, run_name=f"ingest_date={ingest_date}")
+        report = validate(frames, suites, None, run_name=f"ingest_date={ingest_date}")
 
     # Recorded before judging, so a stopped run still leaves its results for the audit.
     storage.write_text(f"{lake.quality(ingest_date)}/validation.json",

@@ -332,3 +332,32 @@ def api(api_service) -> ApiService:
 def api_server(api_service):
     """(base URL, client id, client secret) of the shared API server."""
     return api_service.base_url, api_service.client_id, api_service.client_secret
+
+
+def reset_sources(stack_env: dict, warehouse_url: str) -> None:
+    """The services are shared between tests: an empty OLTP table, an empty landing prefix and no
+    extraction state, so a DAG run sees exactly the day the test puts in the sources (the S3
+    extractor lands every unseen object of the prefix, whatever its day folder)."""
+    import boto3
+    import psycopg
+
+    from fluxo_dev.source_db import ensure_schema
+    from fluxo_platform.settings import get_settings
+
+    settings = get_settings()
+    s3 = boto3.client("s3", endpoint_url=settings.s3_endpoint, region_name=settings.aws_region,
+                      aws_access_key_id=settings.s3_access_key, aws_secret_access_key=settings.s3_secret_key)
+    try:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=settings.landing_bucket,
+                                                                 Prefix=settings.landing_prefix):
+            for obj in page.get("Contents", []):
+                s3.delete_object(Bucket=settings.landing_bucket, Key=obj["Key"])
+    except s3.exceptions.NoSuchBucket:
+        pass
+
+    with psycopg.connect(stack_env["FLUXO_SOURCE_DATABASE_URL"]) as conn:
+        conn.execute("DROP SCHEMA IF EXISTS payments CASCADE")
+    ensure_schema(stack_env["FLUXO_SOURCE_DATABASE_URL"])
+    with psycopg.connect(warehouse_url) as conn:
+        for table in ("extract.watermark", "extract.batch", "extract.s3_object"):
+            conn.execute(f"DELETE FROM {table}")

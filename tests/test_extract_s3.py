@@ -148,12 +148,22 @@ def test_same_basename_in_different_day_folders_does_not_clash(s3, conn, prefix)
 
 
 def test_hostile_files_are_quarantined_with_reasons_and_not_retried(s3, conn, prefix):
-    whole = gzip.compress(JSONL)
+    import hashlib
+    import os
+
+    from fluxo.tokenize import has_pan
+
+    # card numbers in the readable part of a truncated gzip: bare, spaced, dashed (random bytes
+    # after them keep the compressed stream long enough to cut after the PAN lines)
+    with_pans = (b'{"id": "T3", "card": {"number": "4111111111111111"}}\n'
+                 b'{"id": "T4", "card": {"number": "5555 5555 5555 4444"}, "note": "4111-1111-1111-1111"}\n'
+                 + os.urandom(4000).hex().encode() + b"\n")
+    whole = gzip.compress(with_pans)
     multi_member = gzip.compress(JSONL) + gzip.compress(b'{"id": "T6"}\n')
     csv_gzip = gzip.compress(CSV)
     put(s3, prefix, "dt=2026-11-26/empty.csv", b"")
     put(s3, prefix, "dt=2026-11-26/truncated.jsonl.gz", whole[: len(whole) // 2])
-    put(s3, prefix, "dt=2026-11-26/not-gzip.csv.gz", CSV)
+    put(s3, prefix, "dt=2026-11-26/not-gzip.csv.gz", CSV + b"T5;4111 1111 1111 1111\n")
     put(s3, prefix, "dt=2026-11-26/nothing-inside.jsonl.gz", gzip.compress(b""))
     put(s3, prefix, "dt=2026-11-26/readme.txt", b"partner notes")
     put(s3, prefix, "dt=2026-11-26/report.xlsx", b"PK\x03\x04")
@@ -178,9 +188,19 @@ def test_hostile_files_are_quarantined_with_reasons_and_not_retried(s3, conn, pr
         "empty.csv": "empty_file", "truncated.jsonl.gz": "unreadable_file",
         "not-gzip.csv.gz": "unreadable_file", "nothing-inside.jsonl.gz": "empty_file",
     }
-    assert "truncated gzip" in by_key["truncated.jsonl.gz"]["detail"]
-    kept = Path(by_key["truncated.jsonl.gz"]["raw_record"])
-    assert kept.read_bytes() == whole[: len(whole) // 2], "the unreadable bytes are kept in quarantine"
+    truncated = by_key["truncated.jsonl.gz"]
+    assert "truncated gzip" in truncated["detail"]
+    assert f"sha256 {hashlib.sha256(whole[: len(whole) // 2]).hexdigest()}" in truncated["detail"]
+    # not the bytes: a readable rendering of what inflates, every card number masked
+    kept = Path(truncated["raw_record"])
+    assert kept.name == "dt=2026-11-26__truncated.jsonl.gz.masked.txt"
+    assert kept.read_text().startswith(
+        '{"id": "T3", "card": {"number": "<pan ****1111>"}}\n'
+        '{"id": "T4", "card": {"number": "<pan ****4444>"}, "note": "<pan ****1111>"}\n')
+    not_gzip = Path(by_key["not-gzip.csv.gz"]["raw_record"])
+    assert not_gzip.read_text() == CSV.decode() + "T5;<pan ****1111>\n"
+    files = [p for p in (quarantine_root / "files").rglob("*") if p.is_file()]
+    assert files and all(p.name.endswith(".masked.txt") and not has_pan(p.read_text()) for p in files)
 
     second = land(prefix, conn)
     assert (second["files"], second["quarantined"], second["skipped_seen"], second["skipped_unsupported"]) == (0, 0, 6, 2)

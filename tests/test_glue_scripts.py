@@ -175,7 +175,10 @@ def test_first_run_outputs_and_stats(runs):
         "staged": 4,
         "quarantined": 4,
         "quarantine_by_reason": {"invalid_timestamp": 1, "invalid_value:channel": 1, "malformed_record": 2},
+        "duplicates_in_batch": 1,
         "duplicates_dropped": 1,
+        "by_source": {"s3": {"read": 9, "staged": 4, "quarantined": 4, "duplicates_in_batch": 1, "quarantine_by_reason": {
+            "invalid_timestamp": 1, "invalid_value:channel": 1, "malformed_record": 2}}},
     }
     staged = table(lake.staged(DAY1))
     assert list(staged.columns) == TRANSACTION.names
@@ -240,7 +243,7 @@ def test_day_without_files_writes_empty_outputs(runs):
     root, lake = runs["root"], runs["lake"]
     assert stats(root, EMPTY_DAY, "standardize") == {
         "stage": "standardize", "read": 0, "staged": 0, "quarantined": 0,
-        "quarantine_by_reason": {}, "duplicates_dropped": 0,
+        "quarantine_by_reason": {}, "duplicates_in_batch": 0, "duplicates_dropped": 0, "by_source": {},
     }
     assert stats(root, EMPTY_DAY, "curate")["dates"] == []
     empty = stats(root, EMPTY_DAY, "aggregate")

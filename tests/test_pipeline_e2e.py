@@ -22,7 +22,7 @@ import pytest
 from fluxo.contract import FRAUD_ALERT, TRANSACTION
 from fluxo.lake import Lake
 from fluxo_platform.lakefs import read_delta
-from tests.conftest import AIRFLOW_BIN
+from tests.conftest import AIRFLOW_BIN, reset_sources
 
 DAY = date(2026, 11, 26)
 BROKEN_DAY = date(2026, 11, 24)
@@ -84,17 +84,10 @@ def expected_metrics(generated) -> dict:
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory, stack_env, warehouse_url):
     from fluxo_dev.generator import generate, upload_landing
-    from fluxo_dev.source_db import ensure_schema, seed
+    from fluxo_dev.source_db import seed
     from fluxo_dev.streaming import produce
 
-    # The services are shared with the extractor tests: start from an empty OLTP table and
-    # no extraction state, so this run sees exactly the generated day.
-    with psycopg.connect(stack_env["FLUXO_SOURCE_DATABASE_URL"]) as conn:
-        conn.execute("DROP SCHEMA IF EXISTS payments CASCADE")
-    ensure_schema(stack_env["FLUXO_SOURCE_DATABASE_URL"])
-    with psycopg.connect(warehouse_url) as conn:
-        for table in ("extract.watermark", "extract.batch", "extract.s3_object"):
-            conn.execute(f"DELETE FROM {table}")
+    reset_sources(stack_env, warehouse_url)
     out = tmp_path_factory.mktemp("generated")
     generate(out, DAY, days=1, rows_per_day=3000, seed=11)
     upload_landing(out, [DAY])

@@ -14,6 +14,8 @@ from fluxo.contract import TRANSACTION
 from fluxo.lake import Lake
 from fluxo.quality import QualityGateFailed, build_contract_suite, load_suites, validate
 from fluxo.quality import suites as suite_files
+from fluxo.quality.day import PROFILE, PROFILE_SCHEMA, history_window, profile_rows, recent_stats_paths
+from fluxo.quality.gate import STAGED
 from fluxo.quality.sample import synthetic_transactions
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +42,11 @@ def test_contract_suite_has_a_rule_for_every_contract_property():
         if column.regex:
             assert rules[f"pattern:{column.name}"]["meta"]["severity"] == ("critical" if column.required else "warning")
     assert rules["unique_key"]["kwargs"] == {"column": "transaction_id"}
-    assert rules["min_exclusive:amount"]["kwargs"] == {"column": "amount", "min_value": 0, "strict_min": True}
+    assert rules["range:amount"]["kwargs"] == {"column": "amount", "min_value": 0, "strict_min": True}
+    assert rules["range:amount_reporting"]["kwargs"] == {
+        "column": "amount_reporting", "min_value": 0, "strict_min": True, "max_value": 1_000_000_000}
+    assert rules["closed_set:country"]["kwargs"]["value_set"][:3] == ["AD", "AE", "AF"]
+    assert "9999" not in rules["closed_set:mcc"]["kwargs"]["value_set"]
 
 
 def test_every_expectation_keys_one_warehouse_row():
@@ -57,7 +63,7 @@ def test_load_suites_reads_any_root_through_the_given_reader():
     # how a stage reads the suites from S3: through its own reader of `--expectations_root`
     stored = {f"s3://artifacts/expectations/{p.name}": p.read_text() for p in suite_files.EXPECTATIONS_DIR.glob("*.json")}
     suites = load_suites(root="s3://artifacts/expectations/", read_text=stored.get)
-    assert [s["name"] for s in suites] == ["transactions_contract", "transactions_business"]
+    assert [s["name"] for s in suites] == ["transactions_contract", "transactions_business", "transactions_day"]
     with pytest.raises(FileNotFoundError, match="no expectation suite 'missing'"):
         load_suites(["missing"], root="s3://artifacts/expectations/", read_text=stored.get)
 
@@ -97,33 +103,94 @@ def docs_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("quality") / "data_docs")
 
 
-@pytest.fixture(scope="module")
-def good_report(good, suites, docs_dir):
-    return validate(good, suites, data_docs_dir=docs_dir, run_name="ingest_date=2026-11-19")
+def frames(spark, staged, today=None, history=()):
+    """What the gate validates: the staged rows and the day profile from standardize stats documents."""
+    profile = profile_rows(today, list(history))
+    return {STAGED: staged, PROFILE: spark.createDataFrame(profile, PROFILE_SCHEMA)}
+
+
+def day_stats(**by_source) -> dict:
+    """A standardize stats document with {source: (read, quarantined, {reason: n})}."""
+    return {"by_source": {
+        s: {"read": read, "staged": read - quarantined, "quarantined": quarantined, "quarantine_by_reason": reasons}
+        for s, (read, quarantined, reasons) in by_source.items()}}
 
 
 @pytest.fixture(scope="module")
-def broken_report(good, suites):
+def good_report(spark, good, suites, docs_dir):
+    today = day_stats(s3=(ROWS, 4, {"invalid_amount": 4}))
+    return validate(frames(spark, good, today), suites, data_docs_dir=docs_dir, run_name="ingest_date=2026-11-19")
+
+
+@pytest.fixture(scope="module")
+def broken_report(spark, good, suites):
     df = _broken(
         good,
         customer_id=(3, "CAST(NULL AS STRING)"),
         amount_reporting=(7, "CAST(987654321000 AS DECIMAL(18,2))"),
         card_last4=(11, "'12a4'"),
     )
-    return validate(df, suites)
+    return validate(frames(spark, df), suites)
 
 
 @pytest.fixture(scope="module")
-def warnings_report(good, suites):
+def warnings_report(spark, good, suites):
     df = _broken(good, card_last4=(11, "'12a4'"), event_ts=(12, "ingested_at + INTERVAL 10 MINUTES"))
-    return validate(df, suites)
+    return validate(frames(spark, df), suites)
+
+
+@pytest.fixture(scope="module")
+def day_report(spark, good):
+    """A day whose rows are all fine but whose sources are not: db sent junk, kafka lost mcc, api is a tenth of its norm."""
+    today = day_stats(
+        s3=(1000, 20, {"invalid_amount": 20}),
+        db=(400, 120, {"malformed_record": 100, "invalid_value:mcc": 20}),
+        kafka=(300, 300, {"missing_required:mcc": 290, "missing_required:status": 10}),
+        api=(50, 0, {}),
+    )
+    history = [day_stats(s3=(900, 0, {}), db=(400, 0, {}), kafka=(300, 0, {}), api=(500, 0, {})),
+               day_stats(s3=(1100, 0, {}), db=(410, 0, {}), kafka=(290, 0, {}), api=(520, 0, {})),
+               day_stats(s3=(1000, 0, {}), db=(390, 0, {}), kafka=(310, 0, {}), api=(480, 0, {}))]
+    return validate(frames(spark, good, today, history), load_suites(["transactions_day"]))
 
 
 def test_good_data_passes_every_expectation(good_report, suites):
     assert good_report.success and not good_report.critical_failures and not good_report.warnings
     assert good_report.rows == ROWS
+    assert {r["suite"] for r in good_report.records} == {s["name"] for s in suites}
     assert len(good_report.records) == sum(len(s["expectations"]) for s in suites)
     good_report.raise_for_critical()
+
+
+def test_day_rules_stop_the_run_naming_the_sources_and_why(day_report):
+    failed = {r["rule"]: r for r in day_report.critical_failures}
+    assert set(failed) == {"quarantine_rate", "column_gone_null", "volume_vs_recent_days"}
+    assert [r.split(":")[0] for r in failed["quarantine_rate"]["unexpected_rows"]] == ["db", "kafka"]
+    assert failed["column_gone_null"]["unexpected_rows"] == [
+        "kafka: 300 of 300 records quarantined (100.0%), mostly missing_required:mcc (290); mcc missing in 96.7% of"
+        " records; 300 records read against a median of 300 over the previous 3 days"]
+    with pytest.raises(QualityGateFailed) as raised:
+        day_report.raise_for_critical()
+    message = str(raised.value)
+    assert ("expect_column_values_to_be_between(column=volume_ratio, min_value=0.2, max_value=5.0) — 1 of 4 rows"
+            " unexpected: api: 0 of 50 records quarantined (0.0%); 50 records read against a median of 500") in message
+    assert "db: 120 of 400 records quarantined (30.0%), mostly malformed_record (100)" in message
+
+
+def test_day_profile_history_window_and_norm():
+    paths = [f"s3://lake/work/stats/ingest_date=2026-11-{d:02d}/standardize.json" for d in range(1, 30)]
+    paths.append("s3://lake/work/stats/ingest_date=2026-11-20/curate.json")
+    window, min_days = history_window(load_suites(["transactions_day"]))
+    assert (window, min_days) == (7, 3)
+    recent = recent_stats_paths(paths, "2026-11-20", window)
+    assert [p.split("=")[1][:10] for p in recent] == [f"2026-11-{d}" for d in range(13, 20)]
+    # two previous days are not a norm yet; a source seen before but silent today is a row of its own
+    two = [day_stats(db=(10, 0, {}))] * 2
+    assert profile_rows(day_stats(s3=(5, 1, {})), two)[0]["volume_ratio"] is None
+    rows = {r["source"]: r for r in profile_rows(day_stats(s3=(5, 1, {})), two * 2)}
+    assert (rows["db"]["read"], rows["db"]["volume_ratio"], rows["db"]["quarantine_rate"]) == (0, 0.0, None)
+    assert rows["s3"]["quarantine_rate"] == 0.2 and rows["s3"]["volume_ratio"] is None  # s3 had 0 before: no norm
+    assert profile_rows(None, []) == []
 
 
 def test_data_docs_index_is_written_and_keeps_earlier_runs(good_report, good, docs_dir):
@@ -147,7 +214,7 @@ def test_absurd_amount_is_a_critical_failure_naming_it(broken_report):
         broken_report.raise_for_critical()
     assert (
         "critical expectation failed: expect_column_values_to_be_between(column=amount_reporting, "
-        "max_value=1000000000) — 1 of 200 rows unexpected (suite transactions_business"
+        "min_value=0, strict_min=True, max_value=1000000000) — 1 of 200 rows unexpected (suite transactions_contract"
     ) in str(raised.value)
     assert len(broken_report.critical_failures) == 2
 
@@ -192,13 +259,17 @@ def test_script_passes_good_data_and_writes_validation_json(good, tmp_path):
 def test_script_fails_with_the_critical_expectation_named(good, tmp_path):
     lake = Lake(str(tmp_path / "lake"))
     _broken(good, amount_reporting=(7, "CAST(987654321000 AS DECIMAL(18,2))")).write.parquet(lake.staged(INGEST_DATE))
+    stats = Path(lake.stats(INGEST_DATE, "standardize"))
+    stats.parent.mkdir(parents=True)
+    stats.write_text(json.dumps(day_stats(s3=(ROWS, 0, {}), db=(10, 9, {"malformed_record": 9}))))
     proc = _run_gate(tmp_path / "lake")
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("FLUXO_ERROR: ") and (
         "critical expectation failed: expect_column_values_to_be_between(column=amount_reporting, "
-        "max_value=1000000000) — 1 of 200 rows unexpected (suite transactions_business"
+        "min_value=0, strict_min=True, max_value=1000000000) — 1 of 200 rows unexpected (suite transactions_contract"
     ) in last, last
+    assert "db: 9 of 10 records quarantined (90.0%), mostly malformed_record (9) (suite transactions_day" in last
     # the results are recorded even when the run stops
     document = json.loads(Path(lake.quality(INGEST_DATE), "validation.json").read_text())
-    assert document["critical_failed"] == 1 and not document["success"]
+    assert document["critical_failed"] == 2 and not document["success"]

@@ -115,6 +115,19 @@ def test_a_change_upstream_reaches_the_later_stages_even_with_equal_counts(lake)
     assert runs(lake) == ["standardize", "quality_gate", "standardize", "quality_gate"]
 
 
+def test_the_gate_runs_again_when_another_days_results_change(lake):
+    from fluxo_glue.rerun import DAY_HISTORY
+
+    add_raw_file(lake, "a.csv")
+    run(lake, "standardize", reads=(RAW,))
+    run(lake, "quality_gate", after=("standardize",), reads=(DAY_HISTORY,))
+    assert run(lake, "quality_gate", after=("standardize",), reads=(DAY_HISTORY,))["skipped"]
+    other_day = Path(Lake(str(lake / "lake")).stats("2024-03-04", "standardize"))
+    other_day.parent.mkdir(parents=True)
+    other_day.write_text('{"read": 10}')  # a recent day the volume rule compares with
+    assert not run(lake, "quality_gate", after=("standardize",), reads=(DAY_HISTORY,)).get("skipped")
+
+
 def test_a_stage_reading_curated_runs_again_after_any_commit_code_or_suite_change(lake):
     commit_to_curated(lake, 3)
     run(lake, "curate", reads=(CURATED,))

@@ -80,6 +80,21 @@ CSV_CASES = [
     (CSV_B1, csv_line("c-card", card="4111-1111"), "invalid_value:card_token"),
     (CSV_B1, csv_line("c-last4", last4="12"), "invalid_value:card_last4"),
     (CSV_B1, csv_line("c-pan-bad", card=PAN, last4="", status="??"), "invalid_value:status"),
+    # card numbers outside the card field, or in it with separators: never staged, masked in quarantine
+    (CSV_B1, csv_line("c-dashed", card="4111-1111-1111-1111"), "invalid_value:card_token"),
+    (CSV_B1, csv_line("c-pan-cust", customer="4111 1111 1111 1111"), "pan_in_field:customer_id"),
+    (CSV_B1, csv_line("c-pan-merch", merchant="LOJA-5555555555554444"), "pan_in_field:merchant_id"),
+    (CSV_B1, csv_line("c-numeric-cust", customer="1234567812345678"), "staged"),  # 16 digits, not Luhn-valid
+    # closed sets from fluxo/reference: well-formed but unassigned codes
+    (CSV_B1, csv_line("c-xx", country="XX"), "invalid_value:country"),
+    (CSV_B1, csv_line("c-zz", country="zz"), "invalid_value:country"),
+    (CSV_B1, csv_line("c-mcc0", mcc="0000"), "invalid_value:mcc"),
+    (CSV_B1, csv_line("c-mcc9", mcc="9999"), "invalid_value:mcc"),
+    # an ISO 4217 currency the FX table has no rate for
+    (CSV_B1, csv_line("c-jpy", currency="JPY"), "no_fx_rate:currency"),
+    # rules on the converted amount: 0,50 ARS is 0.0027 BRL, 0.00 after rounding; a decimal shift
+    (CSV_B1, csv_line("c-tiny", amount="0,50", currency="ARS"), "non_positive_amount:amount_reporting"),
+    (CSV_B1, csv_line("c-absurd", amount="987.654.321.000,00"), "out_of_range:amount_reporting"),
     # the same transaction landed twice: the copy from the smaller batch wins the tie
     (CSV_B0, csv_line("c-ok"), "staged"),
 ]
@@ -97,6 +112,7 @@ JSON_CASES = [
     (JSON_B1, json_line("j-mills", amount="1.005"), "invalid_amount"),
     (JSON_B1, json_line("j-bool", amount=True), "invalid_amount"),
     (JSON_B1, json_line("j-future", occurred="2026-11-27T00:00:00+00:00"), "future_event_ts"),
+    (JSON_B1, json_line("j-tiny", amount="0.80", currency="CLP"), "non_positive_amount:amount_reporting"),
     # redelivered later: the earliest landed copy wins
     (JSON_B2, json_line("j-ok"), "duplicate"),
 ]
@@ -146,7 +162,7 @@ def test_every_read_line_is_accounted(result):
     cases = [c for c in CSV_CASES + JSON_CASES if c[2] is not None]
     assert stats["read"] == len(cases)
     assert stats["read"] == stats["staged"] + stats["quarantined"] + stats["duplicates_dropped"]
-    assert stats["staged"] == len(result["staged"]) == 8
+    assert stats["staged"] == len(result["staged"]) == 9
     assert stats["duplicates_dropped"] == 2
     assert stats["quarantine_by_reason"]["malformed_record"] == 5
     assert stats["quarantined"] == len(result["quarantine"])
@@ -200,6 +216,13 @@ def test_quarantine_keeps_raw_record_without_pans(result):
     assert all(PAN not in (r["raw_record"] or "") for r in rows)
     (pan_row,) = [r for r in by_reason["invalid_value:status"] if r["raw_record"].startswith("c-pan-bad;")]
     assert pan_row["raw_record"] == csv_line("c-pan-bad", card="<pan ****1111>", last4="", status="??")
+    masked = {r["raw_record"].split(";")[0]: r["raw_record"] for r in rows}
+    assert masked["c-dashed"] == csv_line("c-dashed", card="<pan ****1111>")
+    assert masked["c-pan-cust"] == csv_line("c-pan-cust", customer="<pan ****1111>")
+    assert masked["c-pan-merch"] == csv_line("c-pan-merch", merchant="LOJA-<pan ****4444>")
+    from fluxo.tokenize import has_pan
+
+    assert not any(has_pan(r["raw_record"]) or has_pan(r["source_file"]) for r in rows)
 
 
 def test_reporting_currency_other_than_brl(spark):
@@ -211,11 +234,20 @@ def test_reporting_currency_other_than_brl(spark):
     assert row["amount_reporting"] == Decimal("230.76")  # 1234.56 / 5.35 = 230.7588...
 
 
-def test_missing_fx_rate_is_a_clear_error(spark):
-    fx = spark.createDataFrame([("BRL", Decimal("1"))], "currency string, rate_to_brl decimal(20,10)")
-    lines = spark.createDataFrame([(csv_line("u1"), CSV_B1, LANDED)], "value string, source_file string, ingested_at timestamp")
-    with pytest.raises(ValueError, match="FX rates missing"):
-        standardize(map_s3(lines, None), fx, token_salt=SALT)
+def test_fx_table_errors_stop_the_stage_and_a_currency_without_rate_is_quarantined(spark):
+    def fx(*rows):
+        return spark.createDataFrame([(c, Decimal(r)) for c, r in rows], "currency string, rate_to_brl decimal(20,10)")
+
+    lines = spark.createDataFrame(
+        [(csv_line("u1"), CSV_B1, LANDED), (csv_line("u2", currency="usd"), CSV_B1, LANDED)],
+        "value string, source_file string, ingested_at timestamp",
+    )
+    with pytest.raises(ValueError, match=r"FX rates missing or zero for \['USD'\]"):
+        standardize(map_s3(lines, None), fx(("BRL", "1")), reporting_currency="USD", token_salt=SALT)
+    with pytest.raises(ValueError, match=r"not ISO 4217 currencies: \['R\$'\]"):
+        standardize(map_s3(lines, None), fx(("BRL", "1"), ("R$", "1")), token_salt=SALT)
+    out = standardize(map_s3(lines, None), fx(("BRL", "1")), token_salt=SALT)
+    assert {r["transaction_id"]: r["reason"] for r in out.checked.collect()} == {"u1": None, "u2": "no_fx_rate:currency"}
 
 
 def test_spark_token_matches_python_tokenize(result):
@@ -375,6 +407,9 @@ def hostile_files() -> dict[tuple[str, str], bytes]:
             '2,d-comma,"C,9",tok_db,,M8,5411,990,usd,us,MOB,00,2026-11-26 10:00:00-03,2026-11-26 14:00:00+00\n'
             "3,d-badcents,C8,tok_db,8888,M8,5411,12.5,BRL,BR,POS,00,2026-11-26T13:00:00+00:00,2026-11-26T14:00:00+00:00\n"
             "4,d-pix,C8,tok_db,8888,M8,5411,100,BRL,BR,PIX,05,2026-11-26T13:00:00+00:00,2026-11-26T14:00:00+00:00\n"
+            '5,d-multi,"C\n8",tok_db,8888,"LOJA\r\nNOVA, ""2""",5411,100,BRL,BR,POS,00,2026-11-26T13:00:00+00:00,'
+            "2026-11-26T14:00:00+00:00\n"  # staged: one record, its values intact
+            "6,d-short,C8\n"  # malformed
         ).encode(),
         ("kafka", "part-0000.jsonl"): "\n".join([
             envelope(0, event("e1", api_record("k-ok")), "k-ok"),  # staged
@@ -420,7 +455,8 @@ def test_hostile_records_get_their_reasons(hostile):
         ("s3", "missing_required:mcc"): 1, ("s3", "invalid_value:customer_id"): 1,
         ("s3", "invalid_value:merchant_id"): 1,
         ("api", "staged"): 2, ("api", "malformed_record"): 2, ("api", "invalid_timestamp"): 1,
-        ("db", "staged"): 2, ("db", "invalid_amount"): 1, ("db", "invalid_value:channel"): 1,
+        ("db", "staged"): 3, ("db", "invalid_amount"): 1, ("db", "invalid_value:channel"): 1,
+        ("db", "malformed_record"): 1,
         ("kafka", "staged"): 1, ("kafka", "duplicate"): 2, ("kafka", "invalid_value:status"): 1,
         ("kafka", "malformed_record"): 3,
     })
@@ -455,7 +491,63 @@ def test_api_db_and_kafka_shapes(hostile):
     c = staged["d-comma"]
     assert (c["customer_id"], c["amount"], c["amount_reporting"], c["channel"], c["status"], c["event_ts"]) == (
         "C,9", Decimal("9.90"), Decimal("52.97"), "mobile", "approved", datetime(2026, 11, 26, 13, 0, 0))
+    multi = staged["d-multi"]
+    assert (multi["customer_id"], multi["merchant_id"]) == ("C\n8", 'LOJA\r\nNOVA, "2"')
+    short = [r for r in hostile["rows"] if r["source"] == "db" and r["reason"] == "malformed_record"]
+    assert [r["raw_record"] for r in short] == ["6,d-short,C8"]
     k = staged["k-ok"]
     assert (k["source"], k["customer_id"], k["amount"]) == ("kafka", "C7", Decimal("10.50"))
     cut = [r for r in hostile["rows"] if r["source"] == "api" and r["reason"] == "malformed_record"]
     assert sorted(r["raw_record"][:12] for r in cut) == ['"{\\"transact', '{"data": [{"']
+
+
+def documented_reasons() -> set[str]:
+    """Reason codes of the table in docs/source-formats.md (`<column>` kept as a placeholder)."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "source-formats.md").read_text(encoding="utf-8")
+    table = text[text.index("## Quarantine reasons"):]
+    return set(re.findall(r"^\| `([a-z_]+(?::[a-z_<>]+)?)` \|", table, re.MULTILINE))
+
+
+def test_every_reason_standardize_gives_is_in_the_documented_table(result, hostile):
+    documented = documented_reasons()
+    seen = {r["reason"] for r in result["checked"] + hostile["rows"] if r["reason"]}
+    assert len(seen) > 25
+    for reason in seen:
+        assert reason in documented or reason.split(":")[0] + ":<column>" in documented, reason
+
+
+def test_documented_tie_breaks_are_the_code_s(spark):
+    """Rank two copies that differ from one documented step on (the later steps pulling the other
+    way): the copy the docs say wins is the one the code keeps."""
+    import re
+    from pathlib import Path
+
+    from fluxo.transforms._common import rank_copies
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "pipeline.md").read_text(encoding="utf-8")
+    rule = text[text.index("## Dedupe rule"):text.index("### Where each duplicate is dropped")]
+    columns = ["ingested_at", "source", "batch_id"] + re.findall(r"`([a-z_0-9]+)`", rule.split("4. then")[1].split(". So")[0])
+    assert "`api`, `db`, `kafka`, `s3`" in rule and "the smaller amount wins" in rule
+    assert sorted(columns) == sorted(c for c in TRANSACTION.names if c != "transaction_id")
+    low = {"string": "a", "timestamp": datetime(2026, 1, 1), "decimal(18,2)": Decimal("1.00")}
+    high = {"string": "b", "timestamp": datetime(2026, 1, 2), "decimal(18,2)": Decimal("2.00")}
+    low["source"], high["source"] = "api", "db"  # priority, not alphabetical: api before db before kafka before s3
+    rows = []
+    for step, name in enumerate(columns):
+        def value(column, winner):
+            kind = "source" if column == "source" else TRANSACTION.column(column).type
+            if columns.index(column) < step:
+                return low[kind]
+            if column == name:
+                return (low if winner else high)[kind]
+            return (high if winner else low)[kind]
+        for winner in (True, False):
+            rows.append(tuple(name if c == "transaction_id" else value(c, winner) for c in TRANSACTION.names))
+    ranked = rank_copies(spark.createDataFrame(rows, TRANSACTION.spark_schema()))
+    kept = {r["transaction_id"]: r for r in ranked.where("_copy_rank = 1").collect()}
+    for name in columns:
+        expected = low["source"] if name == "source" else low[TRANSACTION.column(name).type]
+        assert kept[name][name] == expected, name

@@ -1,6 +1,9 @@
-"""Run expectation suites over a Spark DataFrame with a GX 1.x Checkpoint and judge the result.
+"""Run expectation suites over Spark DataFrames with GX 1.x Checkpoints and judge the result.
 
-Critical failures stop the run (`QualityGateFailed`); warnings are only recorded.
+Each suite names what it validates in `meta.validates` (default `staged_transactions`, the
+day's staged rows; `day_profile` is the one-row-per-source profile of fluxo.quality.day) and may
+ask for its own `meta.result_format` (the day suite lists the offending sources). Critical
+failures stop the run (`QualityGateFailed`); warnings are only recorded.
 """
 
 from __future__ import annotations
@@ -10,7 +13,10 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from fluxo.tokenize import mask_pans
+
 RESULT_FORMAT = {"result_format": "SUMMARY"}
+STAGED = "staged_transactions"
 DOCS_SITE = "fluxo"
 RESULTS_STORE = "gx_validation_results"
 # Long value sets make failure messages unreadable; show the first few.
@@ -88,7 +94,10 @@ def describe_failure(record: dict) -> str:
         outcome = f"{record['unexpected_count']}{of} rows unexpected"
     else:
         outcome = f"observed {record['observed_value']!r}"
-    return f"{record['severity']} expectation failed: {call} — {outcome} (suite {record['suite']}, rule {record['rule']})"
+    if record.get("unexpected_rows"):
+        outcome += ": " + "; ".join(record["unexpected_rows"])
+    # what the run's log and error say is read by people: no card number in it (fluxo.tokenize)
+    return mask_pans(f"{record['severity']} expectation failed: {call} — {outcome} (suite {record['suite']}, rule {record['rule']})")
 
 
 def _column_name(kwargs: dict, meta: dict) -> str | None:
@@ -161,6 +170,9 @@ def _record(suite: dict, result: dict) -> dict:
     unexpected = outcome.get("unexpected_count")
     if unexpected is None and config["type"] == "unexpected_rows_expectation":
         unexpected = outcome.get("observed_value")
+    # With `unexpected_index_column_names` (the day suite), the offending rows named by those columns.
+    index_columns = outcome.get("unexpected_index_column_names") or []
+    rows = [", ".join(str(r.get(c)) for c in index_columns) for r in outcome.get("unexpected_index_list") or []]
     return {
         "suite": suite["name"],
         "expectation_type": config["type"],
@@ -173,53 +185,65 @@ def _record(suite: dict, result: dict) -> dict:
         "observed_value": outcome.get("observed_value") if unexpected is None else None,
         "exception": exception.get("exception_message") if exception.get("raised_exception") else None,
         "kwargs": written["kwargs"],
+        **({"unexpected_rows": rows} if rows else {}),
     }
 
 
-def validate(df, suites: list[dict], data_docs_dir: str | None = None, run_name: str | None = None) -> QualityReport:
-    """Validate a Spark DataFrame against suite dicts (see `load_suites`) in one GX Checkpoint run.
+def validate(frames, suites: list[dict], data_docs_dir: str | None = None, run_name: str | None = None) -> QualityReport:
+    """Validate Spark DataFrames against suite dicts (see `load_suites`), one GX Checkpoint per DataFrame.
 
-    With `data_docs_dir` (a local path), also builds a GX Data Docs site there and keeps the
-    GX results beside it (`../gx_validation_results`) so the site lists every run;
-    `run_name` labels the run in the site (e.g. `ingest_date=2026-11-20`).
+    `frames` maps what a suite validates (its `meta.validates`) to a DataFrame; a bare DataFrame
+    is the staged transactions. With `data_docs_dir` (a local path), also builds a GX Data Docs
+    site there and keeps the GX results beside it (`../gx_validation_results`) so the site lists
+    every run; `run_name` labels the run in the site (e.g. `ingest_date=2026-11-20`).
     """
     import great_expectations as gx
     from great_expectations.checkpoint.actions import UpdateDataDocsAction
     from great_expectations.core.run_identifier import RunIdentifier
 
     started = time.perf_counter()
+    frames = frames if isinstance(frames, dict) else {STAGED: frames}
     context = _context(data_docs_dir)
-    batch_definition = (
-        context.data_sources.add_spark("fluxo_spark")
-        .add_dataframe_asset("staged_transactions")
-        .add_batch_definition_whole_dataframe("run")
-    )
-    definitions = [
-        context.validation_definitions.add(
-            gx.ValidationDefinition(name=suite["name"], data=batch_definition, suite=context.suites.add(_gx_suite(suite)))
-        )
-        for suite in suites
-    ]
-    actions = [UpdateDataDocsAction(name="data_docs", site_names=[DOCS_SITE])] if data_docs_dir else []
-    checkpoint = context.checkpoints.add(
-        gx.Checkpoint(
-            name="quality_gate", validation_definitions=definitions, actions=actions, result_format=RESULT_FORMAT
-        )
-    )
-    result = checkpoint.run(batch_parameters={"dataframe": df}, run_id=RunIdentifier(run_name=run_name))
-
+    datasource = context.data_sources.add_spark("fluxo_spark")
     by_name = {suite["name"]: suite for suite in suites}
+    groups: dict[str, list[dict]] = {}
+    for suite in suites:
+        groups.setdefault(_validates(suite), []).append(suite)
     records = []
-    for run_result in result.run_results.values():
-        suite = by_name[run_result.suite_name]
-        records.extend(_record(suite, r.to_json_dict()) for r in run_result.results)
-    # The row count is what every column rule saw; rules that query the table report none of their own.
-    rows = max((r["element_count"] for r in records if r["element_count"] is not None), default=None)
+    for validates, group in groups.items():
+        if validates not in frames:
+            raise ValueError(f"suite {group[0]['name']!r} validates {validates!r}, which this run does not provide")
+        batch_definition = datasource.add_dataframe_asset(validates).add_batch_definition_whole_dataframe("run")
+        definitions = [
+            context.validation_definitions.add(
+                gx.ValidationDefinition(name=suite["name"], data=batch_definition, suite=context.suites.add(_gx_suite(suite)))
+            )
+            for suite in group
+        ]
+        actions = [UpdateDataDocsAction(name="data_docs", site_names=[DOCS_SITE])] if data_docs_dir else []
+        result_format = next((s["meta"]["result_format"] for s in group if (s.get("meta") or {}).get("result_format")),
+                             RESULT_FORMAT)
+        checkpoint = context.checkpoints.add(
+            gx.Checkpoint(name=f"quality_gate_{validates}", validation_definitions=definitions, actions=actions,
+                          result_format=result_format)
+        )
+        result = checkpoint.run(batch_parameters={"dataframe": frames[validates]}, run_id=RunIdentifier(run_name=run_name))
+        for run_result in result.run_results.values():
+            suite = by_name[run_result.suite_name]
+            records.extend(_record(suite, r.to_json_dict()) for r in run_result.results)
+    # The row count is what every column rule on the staged rows saw; rules that query the table report none.
+    staged = {s["name"] for s in groups.get(STAGED, [])}
+    rows = max((r["element_count"] for r in records if r["element_count"] is not None and r["suite"] in staged),
+               default=None)
     for r in records:
-        if r["element_count"] is None and r["unexpected_count"] is not None:
+        if r["element_count"] is None and r["unexpected_count"] is not None and r["suite"] in staged:
             r["element_count"] = rows
     # GX returns results in its own order; keep the order of the suite files.
     position = {(s["name"], e["meta"]["rule"]): n for n, (s, e) in enumerate((s, e) for s in suites for e in s["expectations"])}
     records.sort(key=lambda r: position.get((r["suite"], r["rule"]), len(position)))
     index = os.path.join(data_docs_dir, "index.html") if data_docs_dir else None
     return QualityReport(records=records, rows=rows, seconds=time.perf_counter() - started, data_docs_index=index)
+
+
+def _validates(suite: dict) -> str:
+    return (suite.get("meta") or {}).get("validates", STAGED)

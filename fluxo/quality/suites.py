@@ -8,15 +8,17 @@ next to the scripts), so editing a suite changes the next run with no code chang
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 from fluxo import storage
-from fluxo.contract import MAX_FUTURE_SKEW_SECONDS, TRANSACTION, Contract
+from fluxo.contract import MAX_FUTURE_SKEW_SECONDS, TRANSACTION, Contract, column_rules
 
 CONTRACT_SUITE = "transactions_contract"
 BUSINESS_SUITE = "transactions_business"
-DEFAULT_SUITES = (CONTRACT_SUITE, BUSINESS_SUITE)
+DAY_SUITE = "transactions_day"
+DEFAULT_SUITES = (CONTRACT_SUITE, BUSINESS_SUITE, DAY_SUITE)
 SEVERITIES = ("critical", "warning")
 
 # The suites of a checkout; stages are told where the suites are (`--expectations_root`).
@@ -27,11 +29,33 @@ def _expectation(type_: str, kwargs: dict, severity: str, rule: str) -> dict:
     return {"type": type_, "kwargs": kwargs, "meta": {"severity": severity, "rule": rule}}
 
 
+def _row_rule_expectations(column) -> list[dict]:
+    """One expectation per row rule of the column (both bounds of a column in one `range:` expectation)."""
+    kwargs_of = {
+        "required": lambda r: ("expect_column_values_to_not_be_null", {}),
+        "closed_set": lambda r: ("expect_column_values_to_be_in_set", {"value_set": list(r.value)}),
+        "pattern": lambda r: ("expect_column_values_to_match_regex", {"regex": r.value}),
+        "max_length": lambda r: ("expect_column_value_lengths_to_be_between", {"max_value": r.value}),
+        "min_exclusive": lambda r: ("expect_column_values_to_be_between", {"min_value": r.value, "strict_min": True}),
+        "max_inclusive": lambda r: ("expect_column_values_to_be_between", {"max_value": r.value}),
+    }
+    by_rule: dict[str, dict] = {}
+    for rule in column_rules(column):
+        type_, kwargs = kwargs_of[rule.kind](rule)
+        if rule.expectation in by_rule:
+            by_rule[rule.expectation]["kwargs"].update(kwargs)
+        else:
+            by_rule[rule.expectation] = _expectation(type_, {"column": column.name, **kwargs}, rule.severity, rule.expectation)
+    return list(by_rule.values())
+
+
 def build_contract_suite(contract: Contract = TRANSACTION, name: str = CONTRACT_SUITE) -> dict:
     """The suite that checks a DataFrame against the contract, one rule per contract property.
 
-    Rules on required columns are critical (a row without them cannot be used);
-    a pattern on an optional column is a warning (the row is still usable).
+    The row rules come from `Contract.row_rules` (required, closed sets, patterns, lengths,
+    bounds), the same list standardize quarantines by, so a staged row never breaks one; they
+    stay critical here as the gate's proof of that. A pattern on an optional column is a
+    warning (the row is still usable).
     """
     schema = contract.spark_schema()
     expectations = [
@@ -52,42 +76,7 @@ def build_contract_suite(contract: Contract = TRANSACTION, name: str = CONTRACT_
                 f"type:{column.name}",
             )
         )
-        if column.required:
-            expectations.append(
-                _expectation(
-                    "expect_column_values_to_not_be_null",
-                    {"column": column.name},
-                    "critical",
-                    f"required:{column.name}",
-                )
-            )
-        if column.allowed is not None:
-            expectations.append(
-                _expectation(
-                    "expect_column_values_to_be_in_set",
-                    {"column": column.name, "value_set": list(column.allowed)},
-                    "critical",
-                    f"closed_set:{column.name}",
-                )
-            )
-        if column.regex is not None:
-            expectations.append(
-                _expectation(
-                    "expect_column_values_to_match_regex",
-                    {"column": column.name, "regex": column.regex},
-                    "critical" if column.required else "warning",
-                    f"pattern:{column.name}",
-                )
-            )
-        if column.min_exclusive is not None:
-            expectations.append(
-                _expectation(
-                    "expect_column_values_to_be_between",
-                    {"column": column.name, "min_value": column.min_exclusive, "strict_min": True},
-                    "critical",
-                    f"min_exclusive:{column.name}",
-                )
-            )
+        expectations.extend(_row_rule_expectations(column))
     if len(contract.key) == 1:
         expectations.append(
             _expectation(
@@ -127,9 +116,31 @@ def build_contract_suite(contract: Contract = TRANSACTION, name: str = CONTRACT_
     }
 
 
+_STRING_LIST = re.compile(r'^( *)"(\w+)": \[\n((?: *"[^"\n]*",?\n)+) *\]', re.MULTILINE)
+
+
+def _wrap_string_lists(text: str, width: int = 100) -> str:
+    """Lists of strings (column and value sets: up to ~1,300 codes) filled into lines of `width`."""
+
+    def fill(match: re.Match) -> str:
+        indent, key = match.group(1), match.group(2)
+        items = [json.dumps(v, ensure_ascii=False) for v in json.loads("[" + match.group(3).rstrip(",\n") + "]")]
+        lines, line = [], ""
+        for item in items:
+            if line and len(indent) + 2 + len(line) + len(item) + 3 > width:
+                lines.append(line + ",")
+                line = ""
+            line = f"{line}, {item}" if line else item
+        lines.append(line)
+        body = "\n".join(f"{indent}  {entry}" for entry in lines)
+        return f'{indent}"{key}": [\n{body}\n{indent}]'
+
+    return _STRING_LIST.sub(fill, text)
+
+
 def suite_text(suite: dict) -> str:
     """The on-disk form of a suite (stable, so the drift test can compare text)."""
-    return json.dumps(suite, indent=2, ensure_ascii=False) + "\n"
+    return _wrap_string_lists(json.dumps(suite, indent=2, ensure_ascii=False)) + "\n"
 
 
 def _check(suite: dict, origin: str) -> dict:

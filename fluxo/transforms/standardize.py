@@ -14,17 +14,20 @@ Two layers, both pure Spark SQL functions (no Python UDFs):
   - s3 JSON (`*.jsonl[.gz]` one object per line; `*.json[.gz]` a JSON array, one
     object, or JSON lines): `map_s3_jsonl` / `map_s3_json_documents`;
   - api pages (`page-*.json`): `map_api_pages`;
-  - db COPY files (`part-*.csv`): `map_db_csv`;
+  - db COPY files (`part-*.csv`): `map_db_csv`, over records read by Spark's CSV reader
+    (`read_csv_records`: a quoted value may hold line breaks, so never line by line);
   - kafka envelopes (`*.jsonl`): `map_kafka`;
-* `standardize` validates candidates from any mapper against the contract in the
-  order of the reason table in docs/source-formats.md (first failing check wins),
-  normalises closed sets, tokenizes raw PANs, converts amounts to the reporting
-  currency and drops in-batch duplicates (same transaction_id; for Kafka also the
-  same event_id) by the dedupe rule in `fluxo.transforms._common.dedupe_order`.
+* `standardize` validates candidates from any mapper against every row rule of the contract
+  (`TRANSACTION.row_rules()`, the rules the contract expectation suite is generated from) in the
+  order of the reason table in docs/source-formats.md (first failing check wins), normalises
+  closed sets, tokenizes raw PANs, quarantines card numbers in identifiers, converts amounts to
+  the reporting currency and drops in-batch duplicates (same transaction_id; for Kafka also the
+  same event_id) by the dedupe rule in `fluxo.transforms._common.dedupe_order`. Every card
+  number in a quarantined record is masked (`fluxo.tokenize.mask_pans_sql`).
 
 Input text (`read_lines`, `read_documents`): `value`, `source_file`, `ingested_at`
 (the time the file landed in raw). Every record is accounted for:
-read = staged + quarantined + duplicates_dropped (CSV header lines and API page
+read = staged + quarantined + duplicates_in_batch (CSV header lines and API page
 envelopes are not records).
 
 Encoding: a line (or JSON document) that is not valid UTF-8 is decoded as latin-1.
@@ -36,11 +39,8 @@ A UTF-8 byte order mark is dropped.
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from decimal import Decimal
-from importlib import resources
 from typing import Callable, NamedTuple
 
 from pyspark.sql import Column, DataFrame
@@ -53,22 +53,24 @@ from fluxo.contract import (
     QUARANTINE,
     STATUS_SYNONYMS,
     TRANSACTION,
+    RowRule,
 )
+from fluxo.reference import fx_rates as packaged_fx_rates
 from fluxo.sources import REGISTRY
-from fluxo.tokenize import PAN_IN_TEXT, PAN_MASK, PAN_PATTERN, TOKEN_PREFIX
+from fluxo.tokenize import PAN_PATTERN, TOKEN_PREFIX, has_pan_sql, mask_pans_sql
 from fluxo.transforms._common import conform, rank_copies
 
 # Columns standardize derives itself; every other contract column comes from the source.
 DERIVED = ("source", "amount_reporting", "batch_id", "ingested_at")
 SOURCE_FIELDS = tuple(c for c in TRANSACTION.names if c not in DERIVED)
 LINE_COLUMNS = ("value", "source_file", "ingested_at")
-# Identifier columns without a pattern of their own: longer values are invalid (a
-# 1 MB string in a field is quarantined, never staged).
-MAX_ID_CHARS = 128
-ID_COLUMNS = ("transaction_id", "customer_id", "merchant_id", "card_token")
+# Free-text identifiers that reach curated data: one holding a card number is quarantined (pan_in_field).
+PAN_CHECKED_COLUMNS = ("transaction_id", "customer_id", "merchant_id")
+# The order in which the contract's value rules are checked (first failing wins; docs/source-formats.md).
+VALUE_CHECK_ORDER = ("channel", "status", "currency", "country", "mcc", "transaction_id", "customer_id",
+                     "merchant_id", "card_token", "card_last4")
 
 SAO_PAULO = "America/Sao_Paulo"
-TOKEN_PATTERN = r"^tok_[A-Za-z0-9_-]+$"
 # Canonical form of a decimal as text (what the BR format normalises to and what JSON carries).
 NUMBER_PATTERN = r"^[+-]?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?$"
 BR_NUMBER_PATTERN = r"^[+-]?([0-9]{1,3}(\.[0-9]{3})+|[0-9]+)(,[0-9]+)?$"
@@ -198,22 +200,51 @@ def read_documents(spark, files: list[str]) -> DataFrame:
     return _read_text(spark, files, whole=True)
 
 
+def read_csv_records(spark, files: list[str], width: int) -> DataFrame:
+    """Raw CSV files (PostgreSQL `COPY ... CSV`: `,`, `"` quoting, `""` inside quotes, `\\n` between
+    records) as logical records, parsed by Spark's CSV reader: a quoted field may hold line
+    breaks, delimiters and quotes. Header lines are records too (the mapper recognises them).
+
+    `_fields` holds the record's `width` fields as text, or null when the record does not have
+    `width` fields (or cannot be parsed); `value` is the whole record as text: Spark's own text
+    of a record it could not parse, else the record rendered back as CSV from its fields (same
+    fields, quoting only where needed, NULL and '' both empty)."""
+    if not files:
+        return _empty_lines(spark).withColumn("_fields", F.lit(None).cast("array<string>"))
+    names = [f"_c{i}" for i in range(width)]
+    records = (
+        spark.read.schema(", ".join(f"{n} string" for n in names) + ", _corrupt_record string")
+        .options(header=False, multiLine=True, lineSep="\n", quote='"', escape='"', mode="PERMISSIVE",
+                 columnNameOfCorruptRecord="_corrupt_record")
+        .csv(files)
+    )
+    parsed = F.col("_corrupt_record").isNull()
+    return records.select(
+        F.coalesce(F.col("_corrupt_record"), F.to_csv(F.struct(*names), {"quote": '"', "escape": '"'})).alias("value"),
+        F.col("_metadata.file_path").alias("source_file"),
+        F.col("_metadata.file_modification_time").alias("ingested_at"),
+        F.when(parsed, F.array(*names)).alias("_fields"),
+    )
+
+
 def load_fx_rates(spark, path: str | None = None) -> DataFrame:
     """FX rates (currency, rate_to_brl); default: the packaged development sample."""
     schema = "currency string, rate_to_brl decimal(20,10)"
     if path:
         return spark.read.csv(path, header=True, schema=schema)
-    text = resources.files("fluxo.reference").joinpath("fx_rates.csv").read_text(encoding="utf-8")
-    rows = [(r["currency"].strip(), Decimal(r["rate_to_brl"])) for r in csv.DictReader(io.StringIO(text))]
-    return spark.createDataFrame(rows, schema)
+    return spark.createDataFrame(sorted(packaged_fx_rates().items()), schema)
 
 
 def reporting_rate(fx_rates: DataFrame, reporting_currency: str) -> Decimal:
-    """BRL rate of the reporting currency, after checking every accepted currency has a rate."""
-    rates = {r["currency"].upper(): r["rate_to_brl"] for r in fx_rates.collect()}  # reference table: a few rows
-    missing = [c for c in (*CURRENCIES, reporting_currency) if not rates.get(c)]
+    """BRL rate of the reporting currency, after checking the table itself (a configuration error
+    stops the stage; a row in an ISO 4217 currency the table lacks is quarantined, `no_fx_rate:currency`)."""
+    rates = {(r["currency"] or "").strip().upper(): r["rate_to_brl"] for r in fx_rates.collect()}  # a few rows
+    not_iso = sorted(set(rates) - set(CURRENCIES))
+    if not_iso:
+        raise ValueError(f"FX rates for codes that are not ISO 4217 currencies: {not_iso}")
+    missing = sorted(c for c in {*rates, reporting_currency} if not rates.get(c) or rates[c] <= 0)
     if missing:
-        raise ValueError(f"FX rates missing or zero for {sorted(set(missing))}")
+        raise ValueError(f"FX rates missing or zero for {missing}")
     return Decimal(rates[reporting_currency])
 
 
@@ -380,8 +411,13 @@ def _map_csv(
     sep = F.coalesce(F.col("_sep"), F.lit(";" if ";" in default_header else ","))
     ncols = F.coalesce(F.col("_ncols"), F.lit(len(default_names)))
     line = F.col("raw_record")
-    fields = F.when(sep == ";", _csv_fields(line, ";")).otherwise(_csv_fields(line, ","))
-    well_formed = F.when(sep == ";", line.rlike(_csv_line_pattern(";"))).otherwise(line.rlike(_csv_line_pattern(",")))
+    # Records the CSV reader parsed (`read_csv_records`) keep its fields; text lines, and
+    # records it could not split into the expected width, are split here.
+    parsed = F.col("_fields") if "_fields" in rows.columns else F.lit(None).cast("array<string>")
+    fields = F.coalesce(parsed, F.when(sep == ";", _csv_fields(line, ";")).otherwise(_csv_fields(line, ",")))
+    well_formed = parsed.isNotNull() | F.when(sep == ";", line.rlike(_csv_line_pattern(";"))).otherwise(
+        line.rlike(_csv_line_pattern(","))
+    )
 
     def value(column: str) -> Column:
         pos = F.when(has_header, F.col(f"_pos_{column}")).otherwise(F.lit(default_pos.get(column, 0)))
@@ -408,9 +444,10 @@ def map_s3_csv(lines: DataFrame, default_batch_id: str = "") -> DataFrame:
                     parse_sao_paulo_datetime)
 
 
-def map_db_csv(lines: DataFrame, default_batch_id: str = "") -> DataFrame:
-    """db COPY CSV (amount_cents, channel/status codes, timestamptz) -> candidates; header lines removed."""
-    return _map_csv(lines, "db", DB_CSV_ALIASES, DB_CSV_HEADER, default_batch_id, parse_cents, parse_iso_offset)
+def map_db_csv(records: DataFrame, default_batch_id: str = "") -> DataFrame:
+    """db COPY CSV records (`read_csv_records`: amount_cents, channel/status codes, timestamptz) ->
+    candidates; header records removed."""
+    return _map_csv(records, "db", DB_CSV_ALIASES, DB_CSV_HEADER, default_batch_id, parse_cents, parse_iso_offset)
 
 
 # --- JSON -----------------------------------------------------------------------------
@@ -552,8 +589,13 @@ def raw_day_files(list_files, lake, ingest_date: str) -> dict[str, list[str]]:
     }
 
 
-# How each raw shape of fluxo.sources is read and mapped to candidates.
-READERS = {"lines": read_lines, "documents": read_documents}
+# How each raw shape of fluxo.sources is read and mapped to candidates. "csv" is PostgreSQL's COPY
+# CSV, the db shape's (its width: the columns of DB_CSV_FIELDS).
+READERS = {
+    "lines": read_lines,
+    "documents": read_documents,
+    "csv": lambda spark, files: read_csv_records(spark, files, len(DB_CSV_FIELDS)),
+}
 MAPPERS = {
     "s3_csv": map_s3_csv,
     "s3_jsonl": map_s3_jsonl,
@@ -576,6 +618,23 @@ def map_raw_day(spark, files: dict[str, list[str]], default_batch_id: str = "") 
 
 
 # --- canonical validation -----------------------------------------------------------
+
+
+def rule_violated(rule: RowRule, value: Column) -> Column:
+    """True where `value` breaks the contract's row rule (null where the rule does not apply, as in GX)."""
+    if rule.kind == "required":
+        return value.isNull()
+    if rule.kind == "closed_set":
+        return ~value.isin(*rule.value)
+    if rule.kind == "pattern":
+        return ~value.rlike(rule.value)
+    if rule.kind == "max_length":
+        return F.length(value) > rule.value
+    if rule.kind == "min_exclusive":
+        return value <= rule.value
+    if rule.kind == "max_inclusive":
+        return value > rule.value
+    raise ValueError(f"no check for row rule kind {rule.kind!r}")
 
 
 def _lookup(synonyms: dict[str, str], raw: Column) -> Column:
@@ -601,30 +660,32 @@ def standardize(
     fx = F.broadcast(
         fx_rates.select(F.upper(F.trim("currency")).alias("_fx_currency"), F.col("rate_to_brl").alias("_rate_to_brl"))
     )
-    c = (
-        c.withColumn("_channel", _lookup(CHANNEL_SYNONYMS, F.col("channel")))
-        .withColumn("_status", _lookup(STATUS_SYNONYMS, F.col("status")))
-        .withColumn("_currency", F.upper(F.col("currency")))
-        .withColumn("_country", F.upper(F.col("country")))
-        .withColumn(
-            "_card_token",
-            F.when(is_pan, F.concat(F.lit(TOKEN_PREFIX), F.substring(F.sha2(F.concat(F.lit(token_salt), card), 256), 1, 32)))
-            .when(card.rlike(TOKEN_PATTERN), card),
-        )
-        .withColumn("_card_last4", F.when(is_pan, F.substring(card, -4, 4)).otherwise(F.col("card_last4")))
-        .join(fx, F.col("_currency") == F.col("_fx_currency"), "left")
-        .withColumn(
-            "_amount_reporting",
-            F.round(F.col("_amount") * F.col("_rate_to_brl") / F.lit(rate_out).cast("decimal(20,10)"), 2).try_cast(
-                "decimal(18,2)"
-            ),
-        )
+    # Canonical values as the contract sees them. A value outside its closed set stays as it
+    # came (not null), so the set's rule names it; amount_reporting keeps full precision until
+    # its bounds are checked (conform casts it to decimal(18,2) afterwards).
+    canonical = {
+        "event_ts": F.col("_event_ts"),
+        "amount": F.col("_amount"),
+        "amount_reporting": F.round(
+            F.col("_amount") * F.col("_rate_to_brl") / F.lit(rate_out).cast("decimal(20,10)"), 2
+        ),
+        "card_token": F.when(
+            is_pan, F.concat(F.lit(TOKEN_PREFIX), F.substring(F.sha2(F.concat(F.lit(token_salt), card), 256), 1, 32))
+        ).otherwise(card),
+        "card_last4": F.when(is_pan, F.substring(card, -4, 4)).otherwise(F.col("card_last4")),
+        "currency": F.upper(F.col("currency")),
+        "country": F.upper(F.col("country")),
+        "channel": F.coalesce(_lookup(CHANNEL_SYNONYMS, F.col("channel")), F.lower(F.col("channel"))),
+        "status": F.coalesce(_lookup(STATUS_SYNONYMS, F.col("status")), F.lower(F.col("status"))),
+    }
+    c = c.join(fx, F.upper(F.col("currency")) == F.col("_fx_currency"), "left").select(
+        "*", *[expr.alias(f"_canonical_{n}") for n, expr in canonical.items()]
     )
 
-    def pattern(column: str) -> str:
-        return TRANSACTION.column(column).regex or ".*"
+    def value(name: str) -> Column:
+        return F.col(f"_canonical_{name}") if name in canonical else F.col(name)
 
-    # The mapper's own verdict (malformed_record, unknown_column) comes first.
+    # First failing check wins, in the order of the reason table (docs/source-formats.md).
     checks: list[tuple[Column, str | Column]] = [(F.col("_defect").isNotNull(), F.col("_defect"))]
     checks += [(F.col(n).isNull(), f"missing_required:{n}") for n in SOURCE_FIELDS if n in TRANSACTION.required]
     checks += [
@@ -635,33 +696,24 @@ def standardize(
             F.col("_event_ts") > F.col("ingested_at") + F.make_dt_interval(secs=F.lit(MAX_FUTURE_SKEW_SECONDS)),
             "future_event_ts",
         ),
-        (F.col("_channel").isNull(), "invalid_value:channel"),
-        (F.col("_status").isNull(), "invalid_value:status"),
-        (~F.col("_currency").isin(*CURRENCIES), "invalid_value:currency"),
-        (~F.col("_country").rlike(pattern("country")), "invalid_value:country"),
-        (~F.col("mcc").rlike(pattern("mcc")), "invalid_value:mcc"),
-        *[(F.length(n) > MAX_ID_CHARS, f"invalid_value:{n}") for n in ID_COLUMNS if n != "card_token"],
-        (F.length("card_token") > MAX_ID_CHARS, "invalid_value:card_token"),
-        (F.col("_card_token").isNull(), "invalid_value:card_token"),
-        (~F.coalesce(F.col("_card_last4").rlike(pattern("card_last4")), F.lit(True)), "invalid_value:card_last4"),
-        # Only an overflow of decimal(18,2) after conversion is left here.
-        (F.col("_amount_reporting").isNull(), "invalid_amount"),
     ]
-    reason = F.coalesce(*[F.when(cond, code if isinstance(code, Column) else F.lit(code)) for cond, code in checks])
+    # A card number where an identifier belongs would be stored in clear past raw.
+    checks += [(has_pan_sql(F.col(n)), f"pan_in_field:{n}") for n in PAN_CHECKED_COLUMNS]
+    # Then every row rule of the contract (the rules the quality gate's contract suite checks),
+    # so no row that would break one reaches the gate.
+    rules = TRANSACTION.row_rules()
+    values_first = [r for n in VALUE_CHECK_ORDER for r in rules if r.column == n and r.kind != "required"]
+    converted = [r for r in rules if r.column == "amount_reporting" and r.kind != "required"]
+    checks += [(rule_violated(r, value(r.column)), r.reason) for r in values_first]
+    checks += [(F.col("_rate_to_brl").isNull(), "no_fx_rate:currency")]
+    checks += [(rule_violated(r, value(r.column)), r.reason) for r in converted]
+    # The remaining rules (required on every column, ...) are caught above by a more precise
+    # reason; they stay as the last resort, so each contract row rule has a check here.
+    checks += [(rule_violated(r, value(r.column)), r.reason) for r in rules if r not in values_first + converted]
+    reason = F.coalesce(*[F.when(cond, F.lit(code) if isinstance(code, str) else code) for cond, code in checks])
 
-    canonical = {
-        "event_ts": F.col("_event_ts"),
-        "amount": F.col("_amount"),
-        "amount_reporting": F.col("_amount_reporting"),
-        "card_token": F.col("_card_token"),
-        "card_last4": F.col("_card_last4"),
-        "currency": F.col("_currency"),
-        "country": F.col("_country"),
-        "channel": F.col("_channel"),
-        "status": F.col("_status"),
-    }
     checked = c.select(
-        *[canonical.get(n, F.col(n)).alias(n) for n in TRANSACTION.names],
+        *[value(n).alias(n) for n in TRANSACTION.names],
         reason.alias("reason"),
         F.col("raw_record"),
         F.col("source_file"),
@@ -682,18 +734,18 @@ def standardize(
     valid = F.col("reason").isNull()
 
     staged = conform(checked.where(valid & ~F.col("_duplicate")), TRANSACTION)
+    # People read quarantine: no card number in it is readable (fluxo.tokenize, masked as <pan ****1111>).
     quarantine = conform(
         checked.where(~valid)
-        .withColumn("raw_record", F.regexp_replace("raw_record", PAN_IN_TEXT, PAN_MASK.format(last4="$1")))
+        .withColumn("raw_record", mask_pans_sql(F.col("raw_record")))
+        .withColumn("source_file", mask_pans_sql(F.col("source_file")))
         .withColumn("quarantined_at", F.current_timestamp()),
         QUARANTINE,
     )
     return Standardized(staged=staged, quarantine=quarantine, checked=checked)
 
 
-def standardize_stats(checked: DataFrame) -> dict:
-    """Counts of one standardize run from the checked rows (one small aggregation)."""
-    rows = checked.groupBy("reason", "_duplicate").count().collect()
+def _counts(rows) -> dict:
     by_reason: dict[str, int] = {}
     staged = duplicates = 0
     for r in rows:
@@ -705,10 +757,22 @@ def standardize_stats(checked: DataFrame) -> dict:
             staged += r["count"]
     quarantined = sum(by_reason.values())
     return {
-        "stage": "standardize",
         "read": staged + quarantined + duplicates,
         "staged": staged,
         "quarantined": quarantined,
         "quarantine_by_reason": dict(sorted(by_reason.items())),
-        "duplicates_dropped": duplicates,
+        "duplicates_in_batch": duplicates,
     }
+
+
+def standardize_stats(checked: DataFrame) -> dict:
+    """Counts of one standardize run from the checked rows (one small aggregation), in all and per source.
+
+    `duplicates_in_batch`: copies dropped here, inside the day's batch (the same transaction
+    again in one source or another, a Kafka redelivery); `duplicates_dropped` repeats it for the
+    readers of the earlier name (the run audit).
+    """
+    rows = checked.groupBy("source", "reason", "_duplicate").count().collect()
+    total = _counts(rows)
+    by_source = {s: _counts([r for r in rows if r["source"] == s]) for s in sorted({r["source"] for r in rows})}
+    return {"stage": "standardize", **total, "duplicates_dropped": total["duplicates_in_batch"], "by_source": by_source}

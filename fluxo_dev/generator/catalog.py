@@ -4,14 +4,13 @@ each source spells channels and statuses. Pure data; the samplers live in
 
 from __future__ import annotations
 
-import csv
 from decimal import Decimal
 from pathlib import Path
 
 from fluxo import reference
-from fluxo.contract import CHANNELS, CURRENCIES, DEFAULT_REPORTING_CURRENCY, STATUSES
+from fluxo.contract import CHANNELS, CURRENCIES as ISO_4217, DEFAULT_REPORTING_CURRENCY, STATUSES
 
-FX_RATES_PATH = Path(reference.__file__).parent / "fx_rates.csv"
+FX_RATES_PATH = Path(reference.__file__).parent / reference.FX_RATES_FILE
 
 # (mcc, description, median amount in BRL, lognormal sigma, share of merchants,
 #  channel mix in contract.CHANNELS order: pos, ecommerce, atm, mobile, moto)
@@ -55,6 +54,8 @@ MARKETS: tuple[tuple[str, str, float], ...] = (
     ("GB", "GBP", 0.015),
 )
 COUNTRIES = tuple(m[0] for m in MARKETS)
+# The currencies the synthetic business trades in (each has a rate in fluxo/reference/fx_rates.csv).
+CURRENCIES = tuple(dict.fromkeys(m[1] for m in MARKETS))
 HOME_COUNTRY = "BR"
 
 STATUS_SHARES = (0.85, 0.12, 0.03)  # contract.STATUSES order
@@ -84,14 +85,13 @@ DB_INVALID_VALUES = {"channel": ("KIOSK", "PIX", "XX"), "status": ("99", "P0", "
 INVALID_AMOUNTS_BR = ("N/D", "12,34,56", "abc", "#VALOR!")
 INVALID_AMOUNTS_DOT = ("N/A", "1.234.56", "abc", "12,50")
 
-assert set(c for _, c, _ in MARKETS) <= set(CURRENCIES)
+assert set(CURRENCIES) <= set(ISO_4217)
 assert len(CSV_CHANNEL) == len(CHANNELS) == len(DB_CHANNEL) and len(CSV_STATUS) == len(STATUSES)
 
 
 def load_fx_rates(path: Path = FX_RATES_PATH) -> dict[str, Decimal]:
     """1 unit of currency = rate BRL (the reference file's quoting)."""
-    with open(path, newline="") as f:
-        rates = {row["currency"]: Decimal(row["rate_to_brl"]) for row in csv.DictReader(f)}
+    rates = reference.parse_fx_rates(Path(path).read_text(encoding="utf-8"))
     missing = set(CURRENCIES) - rates.keys()
     if missing:
         raise ValueError(f"{path} lacks FX rates for {sorted(missing)}")

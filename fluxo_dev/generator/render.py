@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fluxo.contract import CHANNELS, CURRENCIES, STATUSES
+from fluxo.contract import CHANNELS, STATUSES
 
 from . import catalog as cat
 from .defects import (
@@ -40,7 +40,7 @@ BAD_ISO_TIMESTAMP = ((5, 10, "02-31"), (5, 10, "02-30"), (8, 10, "32"), (5, 7, "
 DB_ID_EPOCH = date(2020, 1, 1).toordinal()
 
 MCC_VALUES = pa.array(cat.MCC_CODES)
-CURRENCY_VALUES = pa.array(CURRENCIES)
+CURRENCY_VALUES = pa.array(cat.CURRENCIES)
 COUNTRY_VALUES = pa.array(cat.COUNTRIES)
 _DB_INVALID = {**cat.INVALID_VALUES, **cat.DB_INVALID_VALUES}
 _SLOT = dict(invalid=1, amount=2, timestamp=3, channel=4, status=5, offset=6, grouping=7, malformed=8, last4=9, lag=10)

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fluxo.contract import CHANNELS, CURRENCIES, FRAUD_RULES, STATUSES
+from fluxo.contract import CHANNELS, FRAUD_RULES, STATUSES
 from fluxo.tokenize import card_token
 
 from . import catalog as cat
@@ -28,7 +28,7 @@ MIN_ROWS_PER_DAY = 200  # room for the planted fraud scenarios (at most 180 rows
 MCC_MEDIAN_CENTS = np.array([round(p[2] * 100) for p in cat.MCC_PROFILES], dtype=np.int64)
 MCC_SIGMA = np.array([p[3] for p in cat.MCC_PROFILES])
 MCC_CHANNEL_CDF = np.cumsum(np.array([p[5] for p in cat.MCC_PROFILES]), axis=1)
-MARKET_CURRENCY = np.array([CURRENCIES.index(m[1]) for m in cat.MARKETS], dtype=np.int8)
+MARKET_CURRENCY = np.array([cat.CURRENCIES.index(m[1]) for m in cat.MARKETS], dtype=np.int8)
 CHANNEL = {c: i for i, c in enumerate(CHANNELS)}
 STATUS = {s: i for i, s in enumerate(STATUSES)}
 # Diurnal profile in São Paulo local hours (UTC-3), from night lull to lunch/evening peaks.
@@ -168,9 +168,9 @@ def build_dimensions(seed: int, rows_per_day: int, token_salt: str) -> Dimension
 
 
 def fx_scaled(rates: dict[str, Decimal]) -> tuple[np.ndarray, int]:
-    """Rates of contract.CURRENCIES as exact integers times 10**scale."""
-    scale = max(max(0, -rates[c].as_tuple().exponent) for c in CURRENCIES)
-    scaled = np.array([int(rates[c] * 10**scale) for c in CURRENCIES], dtype=np.int64)
+    """Rates of catalog.CURRENCIES as exact integers times 10**scale."""
+    scale = max(max(0, -rates[c].as_tuple().exponent) for c in cat.CURRENCIES)
+    scaled = np.array([int(rates[c] * 10**scale) for c in cat.CURRENCIES], dtype=np.int64)
     return scaled, scale
 
 
@@ -183,7 +183,7 @@ class DayTransactions:
     merchant: np.ndarray
     mcc: np.ndarray
     market: np.ndarray
-    currency: np.ndarray  # index into contract.CURRENCIES
+    currency: np.ndarray  # index into catalog.CURRENCIES
     cents: np.ndarray  # amount in minor units of `currency`, > 0
     channel: np.ndarray
     status: np.ndarray

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 from airflow.sdk import BaseNotifier
 
+from fluxo.tokenize import mask_pans
 from fluxo_platform.settings import FluxoSettings
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,9 @@ def alert_body(event: str, severity: str, title: str, text: str, context: Mappin
     return {
         "event": event,
         "severity": severity,
-        "title": title,
-        "text": text,
+        # an alert quotes errors and findings, and is read by people: no card number in it
+        "title": mask_pans(title),
+        "text": mask_pans(text),
         "dag_id": _field(dag_run, "dag_id") or _field(dag, "dag_id"),
         # a deadline alert's context holds the REST API's form of the run (`dag_run_id`)
         "run_id": context.get("run_id") or _field(dag_run, "run_id") or _field(dag_run, "dag_run_id"),
@@ -58,7 +60,7 @@ def send_alert(event: str, title: str, text: str, severity: str = "warning", con
     """POST one alert now (from a task); returns the body sent, or logged when no webhook is set."""
     body = alert_body(event, severity, title, text, context)
     target = _target(url)
-    log.warning("ALERT %s [%s] %s: %s", event, severity, title, text)
+    log.warning("ALERT %s [%s] %s: %s", event, severity, body["title"], body["text"])
     if not target:
         log.warning("no FLUXO_ALERT_WEBHOOK_URL set: the %s alert above was not sent anywhere", event)
         return body

@@ -9,7 +9,9 @@ Every extractor follows the same order, so nothing is lost and nothing doubles d
 
 A crash between 2 and 3 re-extracts the same records next time; they land again in a
 new batch and the curate stage keeps one row per transaction_id. Records that cannot be
-read go to `quarantine/ingest_date=D/stage=extract/source=S/batch=B.jsonl` with a reason.
+read go to `quarantine/ingest_date=D/stage=extract/source=S/batch=B.jsonl` with a reason;
+people read quarantine, so every card number in the record and the detail is masked here
+(`fluxo.tokenize.mask_pans`), whatever the extractor passes.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import pyarrow.fs as pafs
 
 from fluxo_platform import lakefs
 from fluxo.lake import Lake
+from fluxo.tokenize import mask_pans
 
 
 def new_batch_id(source: str) -> str:
@@ -65,8 +68,8 @@ class LandingBatch:
     def quarantine(self, reason: str, raw: bytes | str, detail: str = "") -> None:
         text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
         self.quarantined.append(
-            {"source": self.source, "batch_id": self.batch_id, "reason": reason, "detail": detail,
-             "raw_record": text, "quarantined_at": datetime.now(timezone.utc).isoformat()}
+            {"source": self.source, "batch_id": self.batch_id, "reason": reason, "detail": mask_pans(detail),
+             "raw_record": mask_pans(text), "quarantined_at": datetime.now(timezone.utc).isoformat()}
         )
 
     def publish(self) -> dict:

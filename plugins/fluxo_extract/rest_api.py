@@ -60,7 +60,7 @@ from airflow.providers.http.hooks.http import HttpHook
 
 from fluxo.lake import Lake
 from fluxo_platform.settings import get_settings
-from fluxo.tokenize import mask_pans
+from fluxo.tokenize import has_pan, mask_pans
 from fluxo_extract.landing import ExtractState, LandingBatch
 from fluxo_platform.warehouse import warehouse_connection
 
@@ -68,6 +68,7 @@ log = logging.getLogger(__name__)
 
 SOURCE = "api"
 MALFORMED_PREFIX = "malformed:"
+PAN_ID_PREFIX = "pan-id:"
 STREAM = "transactions"
 ENDPOINT = "transactions"
 DEFAULT_TIMEOUT = 30.0
@@ -273,7 +274,7 @@ class PartnerApi:
                 self._pause(attempt)
                 continue
             if status >= 400:
-                raise PartnerApiError(f"partner API refused {prepped.url}: HTTP {status} {body[:200]!r}")
+                raise PartnerApiError(mask_pans(f"partner API refused {prepped.url}: HTTP {status} {body[:200]!r}"))
             try:
                 return body, parse_page(body.decode("utf-8"))
             except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
@@ -305,7 +306,8 @@ def _version(record) -> tuple[str, datetime] | None:
     if not isinstance(tid, str) or not tid or not isinstance(updated, str):
         return None
     try:
-        return tid, _utc(updated)
+        # a card number as an id is remembered by a hash: the watermark lives in the warehouse
+        return (PAN_ID_PREFIX + hashlib.sha256(tid.encode()).hexdigest()[:24] if has_pan(tid) else tid), _utc(updated)
     except ValueError:
         return None
 
@@ -365,8 +367,7 @@ def _extract(ingest_date: str, api: PartnerApi, state: ExtractState, page_limit:
                 body, (records, raws, cursor) = api.fetch(params)
             except MalformedPage as bad:
                 # Quarantine the body and stop at the last good page (the safe point); see the module doc.
-                batch.quarantine("malformed_page", mask_pans(bad.body.decode("utf-8", errors="replace")),
-                                 f"{bad.detail}; request {json.dumps(params)}")
+                batch.quarantine("malformed_page", bad.body, f"{bad.detail}; request {json.dumps(params)}")
                 counts["malformed_pages"] += 1
                 break
             counts["pages"] += 1
@@ -382,7 +383,7 @@ def _extract(ingest_date: str, api: PartnerApi, state: ExtractState, page_limit:
                     if marker in watermark.seen_malformed:
                         counts["skipped_seen"] += 1
                         continue
-                    batch.quarantine("malformed_record", mask_pans(record if isinstance(record, str) else raw),
+                    batch.quarantine("malformed_record", record if isinstance(record, str) else raw,
                                      "not an object with transaction_id and updated_at")
                     counts["quarantined"] += 1
                     (malformed_at_next if position is None else page_versions).append((marker, position))

@@ -26,7 +26,16 @@ File-level hostility is decided here; rows are the standardize stage's business:
 * `empty_file`: a 0-byte object, or a gzip that decompresses to nothing;
 * `unreadable_file`: a gzip that does not decompress (truncated, corrupt, not gzip at all),
   checked while streaming with zlib (bounded output, so a gzip bomb cannot fill memory).
-  The received bytes are kept under `quarantine/ingest_date=D/stage=extract/source=s3/files/`.
+
+People read quarantine and a partner file may hold raw card numbers, so the received bytes of a
+quarantined gzip are not kept: `quarantine/ingest_date=D/stage=extract/source=s3/files/batch=B/<name>.masked.txt`
+holds a readable rendering instead (what inflates of it, or the bytes themselves when nothing does,
+as text, UTF-8 or else latin-1 line by line, every PAN-shaped sequence masked by
+`fluxo.tokenize.mask_pans`, at most MAX_RENDERED_BYTES), and the quarantine record gives the
+object's URI, ETag, size and the SHA-256 of the bytes received. Keeping the original would need an
+encrypted, access-restricted area with its own retention — a second PCI DSS scope — for bytes
+that cannot be read anyway; the partner re-sends a fixed file, which lands as a changed object.
+Log lines and quarantine details are masked too.
 
 Quarantined objects go into the manifest too (not retried until they change; the manifest
 has no reason column, so the reason is in the batch's quarantine file and in
@@ -65,6 +74,7 @@ from botocore.exceptions import ClientError
 from fluxo_platform import lakefs
 from fluxo.lake import Lake
 from fluxo.sources import REGISTRY
+from fluxo.tokenize import mask_pans, mask_pans_bytes
 from fluxo_platform.settings import get_settings
 from fluxo_extract.landing import ExtractState, LandingBatch
 from fluxo_platform.warehouse import warehouse_connection
@@ -77,23 +87,31 @@ MAX_NAME = 200  # file systems cap a name at 255 bytes; ".gz" may still be appen
 CHUNK = 8 * 1024 * 1024
 # Bounded inflate per step while checking a gzip: memory stays flat whatever the ratio.
 INFLATE_STEP = 1024 * 1024
+# A quarantined file's masked rendering stops after this much text.
+MAX_RENDERED_BYTES = 16 * 1024 * 1024
+RENDERED_SUFFIX = ".masked.txt"
 VANISHED = {"PreconditionFailed", "NoSuchKey", "404", "412"}
 
 
 class GzipCheck:
-    """Inflate a gzip stream chunk by chunk (multi-member aware) to prove it is complete."""
+    """Inflate a gzip stream chunk by chunk (multi-member aware) to prove it is complete;
+    `sink`, when given, receives the inflated bytes."""
 
-    def __init__(self) -> None:
+    def __init__(self, sink=None) -> None:
         self._inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
         self.inflated_bytes = 0
         self.error = ""
+        self._sink = sink
 
     def feed(self, data: bytes) -> None:
         if self.error:
             return
         try:
             while data:
-                self.inflated_bytes += len(self._inflater.decompress(data, INFLATE_STEP))
+                inflated = self._inflater.decompress(data, INFLATE_STEP)
+                self.inflated_bytes += len(inflated)
+                if self._sink is not None and inflated:
+                    self._sink(inflated)
                 data = self._inflater.unconsumed_tail
                 if not data and self._inflater.eof:
                     data = self._inflater.unused_data
@@ -109,6 +127,37 @@ class GzipCheck:
         if not self.error and not self._inflater.eof:
             self.error = "truncated gzip: the stream ends before its end-of-stream marker"
         return self.error
+
+
+class _MaskedRendering:
+    """Bytes -> text lines with every PAN-shaped sequence masked, written to `out`, at most MAX_RENDERED_BYTES."""
+
+    def __init__(self, out) -> None:
+        self.out, self.pending, self.written, self.full = out, b"", 0, False
+
+    def write(self, data: bytes) -> None:
+        *lines, self.pending = (self.pending + data).split(b"\n")
+        for line in lines:
+            self._emit(line + b"\n")
+        if len(self.pending) > MAX_RENDERED_BYTES:  # one endless line
+            self._emit(self.pending)
+            self.pending = b""
+
+    def close(self) -> None:
+        if self.pending:
+            self._emit(self.pending)
+        self.pending = b""
+
+    def _emit(self, line: bytes) -> None:
+        if self.full:
+            return
+        text = mask_pans_bytes(line).encode("utf-8")
+        if self.written + len(text) > MAX_RENDERED_BYTES:
+            text = text[: MAX_RENDERED_BYTES - self.written].decode("utf-8", errors="ignore").encode("utf-8")
+            text += b"\n[rendering cut at MAX_RENDERED_BYTES]\n"
+            self.full = True
+        self.out.write(text)
+        self.written += len(text)
 
 
 def _objects(objects: list, *_ignored) -> list:
@@ -170,7 +219,7 @@ class _Landing:
         self.batch.quarantine(reason, kept or uri, f"{uri} (etag {etag}, {size} bytes): {detail}")
         self.manifest.append((self.bucket, key, etag, size))
         self.reasons[reason] += 1
-        log.warning("quarantined %s as %s: %s", uri, reason, detail)
+        log.warning("quarantined %s as %s: %s", mask_pans(uri), reason, mask_pans(detail))
 
     def land(self, key: str, etag: str, size: int, name: str) -> None:
         if size == 0:
@@ -183,7 +232,8 @@ class _Landing:
             if code not in VANISHED:
                 raise
             self.skipped_changed += 1
-            log.warning("s3://%s/%s changed or vanished since listing (%s): left for the next run", self.bucket, key, code)
+            log.warning("%s changed or vanished since listing (%s): left for the next run",
+                        mask_pans(f"s3://{self.bucket}/{key}"), code)
             return
         if not self._dir_ready:
             self.fs.create_dir(self.incoming, recursive=True)
@@ -201,13 +251,14 @@ class _Landing:
                 out.write(chunk)
                 written += len(chunk)
         if written != size:  # a cut connection, not bad data: fail the run so it is retried
-            raise OSError(f"s3://{self.bucket}/{key}: received {written} of {size} bytes")
+            raise OSError(mask_pans(f"s3://{self.bucket}/{key}: received {written} of {size} bytes"))
         if check:
             error = check.finish()
             if error or check.inflated_bytes == 0:
-                kept = self._keep_quarantined(path, name)
+                kept, digest = self._keep_masked_rendering(path, name)
                 reason = "unreadable_file" if error else "empty_file"
-                self.quarantine(key, etag, size, reason, error or "the gzip holds no bytes", kept)
+                detail = f"{error or 'the gzip holds no bytes'}; sha256 {digest}; kept as a masked text rendering"
+                self.quarantine(key, etag, size, reason, detail, kept)
                 return
             if not name.lower().endswith(".gz"):
                 self.fs.move(path, f"{path}.gz")
@@ -216,20 +267,30 @@ class _Landing:
         self.manifest.append((self.bucket, key, etag, size))
         self.landed_bytes += written
 
-    def _keep_quarantined(self, path: str, name: str) -> str:
-        """Move the received bytes out of the batch into the quarantine zone; returns where."""
+    def _keep_masked_rendering(self, path: str, name: str) -> tuple[str, str]:
+        """Write the masked text rendering of a received file into the quarantine zone and drop the
+        bytes (see the module doc); returns where it went and the SHA-256 of the bytes."""
         target_uri = (
             f"{self.batch.lake.quarantine(self.batch.ingest_date, 'extract')}/source={SOURCE}"
-            f"/files/batch={self.batch.batch_id}/{name}"
+            f"/files/batch={self.batch.batch_id}/{name}{RENDERED_SUFFIX}"
         )
         fs, target = lakefs.resolve(target_uri)
         fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
-        if isinstance(self.fs, pafs.LocalFileSystem):
-            self.fs.move(path, target)
-        else:
-            self.fs.copy_file(path, target)
-            self.fs.delete_file(path)
-        return target_uri
+        digest = hashlib.sha256()
+        with fs.open_output_stream(target, compression=None) as out:
+            render = _MaskedRendering(out)
+            inflate = GzipCheck(sink=render.write)
+            with self.fs.open_input_stream(path, compression=None) as received:
+                while chunk := received.read(CHUNK):
+                    digest.update(chunk)
+                    inflate.feed(chunk)
+            if inflate.inflated_bytes == 0:  # not gzip at all (or nothing in it): the bytes themselves, as text
+                with self.fs.open_input_stream(path, compression=None) as received:
+                    while (chunk := received.read(CHUNK)) and not render.full:
+                        render.write(chunk)
+            render.close()
+        self.fs.delete_file(path)
+        return target_uri, digest.hexdigest()
 
     def discard(self) -> None:
         if self.fs.get_file_info(self.incoming).type == pafs.FileType.Directory:
@@ -281,7 +342,7 @@ def _land(ingest_date: str, lake: Lake, hook: S3Hook, conn, bucket: str, prefixe
     seen = _already_landed(conn, bucket, [(k, e) for k, e, _, _ in candidates])
     new = [c for c in candidates if (c[0], c[1]) not in seen]
     if unsupported:
-        log.warning("skipped %d objects that are not CSV/JSON: %s", len(unsupported), unsupported[:10])
+        log.warning("skipped %d objects that are not CSV/JSON: %s", len(unsupported), mask_pans(str(unsupported[:10])))
 
     batch = LandingBatch(lake, SOURCE, ingest_date)
     landing = _Landing(hook.get_conn(), bucket, batch)

@@ -4,7 +4,8 @@ Before a stage starts, the operator takes the stage's **inputs fingerprint**: th
 fluxo library and the stage's script), the suites, the stage's arguments (all but the run id),
 the results documents and inputs fingerprints of the stages it follows (so a change anywhere
 upstream reaches every later stage), and what it reads from the lake itself: the raw
-files of its ingest date (name, size, modification time) for a stage that reads raw. A stage that
+files of its ingest date (name, size, modification time) for a stage that reads raw, standardize's
+results of every day for one that compares the day with recent days (the quality gate). A stage that
 reads the curated Delta table also needs the table at the version it left it (any commit since,
 another day's curate too, runs it again). After a successful run the operator stores the
 fingerprint as the stage's **inputs record** (`Lake.stage_inputs`); the next run with the same
@@ -32,6 +33,8 @@ from fluxo.sources import REGISTRY
 from fluxo_platform import glue_package, lakefs
 
 RAW, CURATED = "raw", "curated"
+# standardize's results of every day (the quality gate judges a day's volume against recent days)
+DAY_HISTORY = "day_history"
 # Arguments that name a run, not what it reads.
 _RUN_ARGUMENTS = ("--run_id", "--JOB_RUN_ID")
 
@@ -78,6 +81,14 @@ def raw_listing(lake: Lake, ingest_date: str) -> list[tuple[str, int, str]]:
     return sorted(found)
 
 
+def results_listing(lake: Lake, stage: str = "standardize") -> list[tuple[str, int, str]]:
+    """(path, size, modified) of a stage's results document of every ingest date."""
+    fs, base = lakefs.resolve(lake.work("stats"))
+    selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
+    return sorted((info.path, info.size, str(info.mtime)) for info in fs.get_file_info(selector)
+                  if info.type == pafs.FileType.File and info.base_name == f"{stage}.json")
+
+
 def curated_version(lake: Lake) -> int | None:
     table = lakefs.open_delta(lake.curated_transactions)
     return None if table is None else table.version()
@@ -92,7 +103,8 @@ def stage_inputs(script: Path, args: Mapping[str, str], upstream: Iterable[str],
                                 (lakefs.read_json(lake.stage_inputs(ingest_date, stage)) or {}).get("fingerprint"))
                         for stage in sorted(upstream)}
     parts = [code_version(script), arguments, upstream_results,
-             raw_listing(lake, ingest_date) if RAW in reads else None]
+             raw_listing(lake, ingest_date) if RAW in reads else None,
+             results_listing(lake) if DAY_HISTORY in reads else None]
     return StageInputs(_digest(parts), curated_version(lake) if CURATED in reads else None)
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from fluxo_platform import lakefs
 import fluxo_extract
-from fluxo_glue.rerun import CURATED, RAW
+from fluxo_glue.rerun import CURATED, DAY_HISTORY, RAW
 from fluxo.contract import METRIC_GRAINS
 from fluxo.sources import REGISTRY
 from fluxo.lake import Lake
@@ -51,7 +51,7 @@ class GlueStage:
 # counts the alerts per metric grain.
 GLUE_STAGES: dict[str, GlueStage] = {stage.name: stage for stage in (
     GlueStage("standardize", (), (RAW,), rows_in="read", rows_out="staged", quarantined="quarantined"),
-    GlueStage("quality_gate", ("standardize",), rows_in="rows", rows_out="rows", retries=0),
+    GlueStage("quality_gate", ("standardize",), (DAY_HISTORY,), rows_in="rows", rows_out="rows", retries=0),
     GlueStage("curate", ("quality_gate",), (CURATED,), rows_in="staged", rows_out="curated_new"),
     GlueStage("fraud", ("curate",), (CURATED,), rows_in="rows", rows_out="alerts"),
     GlueStage("aggregate", ("curate", "fraud"), (CURATED,), rows_out="metric_rows"),

@@ -19,6 +19,7 @@ from airflow.sdk.definitions.callback import AsyncCallback
 from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 
 from fluxo.sources import SOURCE_NAMES
+from fluxo.tokenize import mask_pans
 from fluxo_platform.settings import get_settings
 from fluxo_platform.warehouse import warehouse_connection
 
@@ -141,9 +142,10 @@ def _active(run_state, dag_id: str, run_id: str) -> bool:
 
 
 def remember_error(context) -> None:
-    """on_failure_callback of every task: keep the task's own error message for the run audit."""
+    """on_failure_callback of every task: keep the task's own error message for the run audit
+    (card numbers masked: the message is stored in the warehouse and sent in alerts)."""
     ti, exc = context["ti"], context.get("exception")
-    message = (str(exc) if exc is not None else "") or type(exc).__name__
+    message = mask_pans(str(exc) if exc is not None else "") or type(exc).__name__
     ti.xcom_push(key=ERROR_KEY, value={
         "task": ti.task_id,
         "message": message[:_ERROR_CHARS],
