@@ -52,3 +52,23 @@ def rows_per_day_for(records: int, source: str, work: Path, day: date, seed: int
                       **generate_kwargs)
     shutil.rmtree(work / "calibration", ignore_errors=True)
     return round(records / (sample["records"] / 20_000))
+
+
+def curated_from_truth(truth, ingested_at):
+    """The generator's canonical truth as curated rows (TRANSACTION, lineage filled in) plus event_date."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from fluxo.contract import TRANSACTION
+
+    n = truth.num_rows
+    ts = pa.timestamp("us", tz="UTC")
+    lineage = {
+        "source": pa.nulls(n, pa.string()).fill_null("s3"),
+        "batch_id": pa.nulls(n, pa.string()).fill_null("bench"),
+        "ingested_at": pa.nulls(n, ts).fill_null(pa.scalar(ingested_at, ts)),
+    }
+    curated = pa.Table.from_arrays([lineage[c] if c in lineage else truth.column(c) for c in TRANSACTION.names],
+                                   schema=TRANSACTION.arrow_schema())
+    return curated.append_column(
+        "event_date", pc.cast(pc.cast(curated.column("event_ts"), pa.timestamp("us")), pa.date32()))

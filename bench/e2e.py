@@ -22,6 +22,7 @@ from datetime import date
 from pathlib import Path
 
 from _common import bench_services, rows_per_day_for
+from fluxo_dev.demo import print_fraud_report
 
 AIRFLOW_BIN = Path(sys.executable).parent / "airflow"
 
@@ -88,6 +89,8 @@ def run(args, home: Path, timings: dict[str, float]) -> int:
     print(f"{'rerun of the unchanged day':<40}{rerun_wall:>9.1f}   ({rerun_wall / dag_wall:.2f} of the first run,"
           f" {skipped} stages skipped)")
     print(f"throughput: {read / dag_wall:,.0f} records/s through the whole DAG")
+    print("fraud alerts against the generator's planted fraud:")
+    print_fraud_report(settings.database_url, home / "generated", [args.day])
     return 0
 
 

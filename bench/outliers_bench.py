@@ -33,8 +33,9 @@ import pyarrow.compute as pc  # noqa: E402
 import pyarrow.dataset as ds  # noqa: E402
 
 from fluxo import history  # noqa: E402
-from fluxo.contract import OUTLIER_METHODS, TRANSACTION  # noqa: E402
+from fluxo.contract import OUTLIER_METHODS  # noqa: E402
 from fluxo_dev.generator import generate  # noqa: E402
+from _common import curated_from_truth  # noqa: E402
 from fluxo.lake import Lake  # noqa: E402
 
 INGEST_DATE = "2026-12-31"
@@ -47,22 +48,12 @@ def build_lake(root: Path, rows: int, days: int) -> pa.Table:
     generate(root / "gen", date(2026, 11, 1), days=days, rows_per_day=rows * 22 // (10 * days), seed=5,
              sources=("s3",), token_salt="bench")
     truth = ds.dataset(root / "gen" / "truth", format="parquet").to_table().slice(0, rows)
-    n = truth.num_rows
-    ts = pa.timestamp("us", tz="UTC")
-    lineage = {
-        "source": pa.nulls(n, pa.string()).fill_null("s3"),
-        "batch_id": pa.nulls(n, pa.string()).fill_null("bench"),
-        "ingested_at": pa.nulls(n, ts).fill_null(pa.scalar(datetime(2026, 12, 31, tzinfo=timezone.utc), ts)),
-    }
-    curated = pa.Table.from_arrays(
-        [lineage[c] if c in lineage else truth.column(c) for c in TRANSACTION.names], schema=TRANSACTION.arrow_schema()
-    )
-    days_col = pc.cast(pc.cast(curated.column("event_ts"), pa.timestamp("us")), pa.date32())
+    curated = curated_from_truth(truth, datetime(2026, 12, 31, tzinfo=timezone.utc))
     lake = Lake(str(root / "lake"))
-    ds.write_dataset(curated.append_column("event_date", days_col), lake.curated_transactions, format="parquet",
+    ds.write_dataset(curated, lake.curated_transactions, format="parquet",
                      partitioning=ds.partitioning(pa.schema([("event_date", pa.date32())]), flavor="hive"))
-    ds.write_dataset(curated, lake.staged(INGEST_DATE), format="parquet")
-    print(f"lake: {n} curated rows over {days} days in {time.perf_counter() - started:.1f} s (generate + write)")
+    ds.write_dataset(curated.drop_columns(["event_date"]), lake.staged(INGEST_DATE), format="parquet")
+    print(f"lake: {curated.num_rows} curated rows over {days} days in {time.perf_counter() - started:.1f} s (generate + write)")
     return truth.select(["transaction_id", "is_outlier", "fraud_pattern"])
 
 

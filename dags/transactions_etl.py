@@ -1,4 +1,4 @@
-"""Daily transactions ETL: extract 4 sources -> standardize -> quality gate -> curate -> aggregate + outliers -> warehouse -> audit.
+"""Daily transactions ETL: extract 4 sources -> standardize -> quality gate -> curate -> fraud + outliers -> aggregate -> warehouse -> audit.
 
 Runs on a daily schedule, or by hand from the trigger form (run date, sources, full refresh).
 One run processes at a time, whatever its type; each Glue stage runs locally or on AWS Glue
@@ -14,7 +14,7 @@ from airflow.sdk import PokeReturnValue, TaskGroup, chain, dag, get_current_cont
 from fluxo_alerts import RunFailureNotifier, WebhookNotifier
 from fluxo_alerts.checks import check_volume
 from fluxo_glue import FluxoGlueJobOperator
-from fluxo_tasks import assets, audit, outliers, pipeline, run
+from fluxo_tasks import assets, audit, fraud, outliers, pipeline, run
 
 from fluxo.sources import REGISTRY
 
@@ -65,6 +65,12 @@ def transactions_etl():
         assets.annotate(context, "load_outlier_summary", ingest_date, loaded["dates"])
         return loaded
 
+    @task(outlets=assets.OUTLETS["load_fraud_alerts"], **LIMITS["load"])
+    def load_fraud_alerts(ingest_date: str, **context) -> dict:
+        loaded = fraud.load_fraud_alerts(ingest_date, context["run_id"], context["ti"].xcom_pull(task_ids="fraud"))
+        assets.annotate(context, "load_fraud_alerts", ingest_date, loaded["dates"])
+        return loaded
+
     # a day with no records at all warns and skips the later stages (nothing to judge or curate); a day
     # whose records were all quarantined goes on to the quality gate, which stops it naming the source
     @task.short_circuit(ignore_downstream_trigger_rules=False, **LIMITS["check"])
@@ -98,6 +104,7 @@ def transactions_etl():
         for stage in pipeline.GLUE_STAGES.values()
     }
     metrics_loaded, outliers_loaded, volume = load_warehouse(day), load_outlier_summary(day), check_day_volume(day)
+    alerts_loaded = load_fraud_alerts(day)
     audited = record_audit()
 
     chain(plan, slot, extract, glue["standardize"], volume, glue["quality_gate"])
@@ -106,8 +113,9 @@ def transactions_etl():
             glue[upstream] >> glue[stage.name]
     glue["aggregate"] >> metrics_loaded
     glue["outliers"] >> outliers_loaded
+    glue["fraud"] >> alerts_loaded
     # (not after the volume check itself: its short circuit would skip the audit too; the stages after it wait for it)
-    [*glue.values(), metrics_loaded, outliers_loaded] >> audited >> fail_run_if_a_stage_failed()
+    [*glue.values(), metrics_loaded, outliers_loaded, alerts_loaded] >> audited >> fail_run_if_a_stage_failed()
 
 
 transactions_etl()

@@ -226,6 +226,13 @@ QUARANTINE = Contract(
     ),
 )
 
+# The fraud-flag measures of every metric grain: how many of the group's transactions the fraud
+# stage alerted on (fluxo.contract.FRAUD_ALERT, read by aggregate), and their share.
+_FRAUD_MEASURES = (
+    Column("fraud_alert_count", "long", True, "Transactions of the group with a fraud alert"),
+    Column("fraud_alert_rate", "double", True, "fraud_alert_count / transaction_count"),
+)
+
 DAILY_METRICS = Contract(
     name="daily_metrics",
     key=("event_date",),
@@ -243,6 +250,7 @@ DAILY_METRICS = Contract(
         Column("distinct_customers", "long", True),
         Column("distinct_merchants", "long", True),
         Column("reporting_currency", "string", True),
+        *_FRAUD_MEASURES,
     ),
 )
 
@@ -270,6 +278,7 @@ def _grain_measures() -> tuple[Column, ...]:
         Column("approval_rate", "double", True, "approved / all"),
         Column("distinct_customers", "long", True, "Exact count of distinct customer_id"),
         Column("reporting_currency", "string", True),
+        *_FRAUD_MEASURES,
     )
 
 
@@ -336,5 +345,60 @@ OUTLIER_SUMMARY = Contract(
         Column("outlier_count", "long", True, "Flagged transactions"),
         Column("max_score", "double", True, "Largest |score| of the group"),
         Column("amount_reporting_total", "decimal(18,2)", True, "Sum of amount_reporting of the flagged rows"),
+    ),
+)
+
+
+# --- fraud alerts --------------------------------------------------------------------
+# The rules of the fraud stage (their thresholds and weights are data: expectations/fraud_rules.json,
+# read by fluxo.fraud_rules), and FRAUD_ALERT: one row per transaction at least one rule flagged,
+# with every feature as evidence. It is the Delta table Lake.fraud_alerts and the warehouse table
+# fraud.alerts alike; features a row has no value for (no history yet, not card present…) are null.
+FRAUD_RULES = (
+    "velocity_10min", "merchants_1h", "amount_vs_median", "unusual_country", "impossible_travel",
+    "card_testing", "duplicate_charge", "night_high_risk_mcc",
+)
+FRAUD_SEVERITIES = ("critical", "warning")
+FRAUD_ALERT = Contract(
+    name="fraud_alert",
+    key=("event_date", "transaction_id"),
+    columns=(
+        Column("event_date", "date", True, "UTC day of event_ts (the table's partition)"),
+        _tx("transaction_id"),
+        _tx("event_ts"),
+        _tx("customer_id"),
+        _tx("card_token"),
+        _tx("merchant_id"),
+        _tx("mcc"),
+        _tx("country"),
+        _tx("channel"),
+        _tx("status"),
+        _tx("amount"),
+        _tx("currency"),
+        _tx("amount_reporting"),
+        Column("rules", "string", True, "The rules that fired, comma-separated, in alphabetical order"),
+        Column("rule_count", "long", True, "How many rules fired"),
+        Column("score", "double", True, "1 - product of (1 - weight) over the rules that fired"),
+        Column("severity", "string", True, "The highest severity among the rules that fired", allowed=FRAUD_SEVERITIES),
+        Column("txns_10min", "long", True, "The card's transactions in [event_ts - 10 min, event_ts], this one included"),
+        Column("txns_1h", "long", True, "The card's transactions in [event_ts - 1 h, event_ts]"),
+        Column("merchants_10min", "long", True, "Distinct merchants of the card in [event_ts - 10 min, event_ts]"),
+        Column("merchants_1h", "long", True, "Distinct merchants of the card in [event_ts - 1 h, event_ts]"),
+        Column("customer_history_txns", "long", False, "The customer's transactions in the history window before event_ts"),
+        Column("customer_median", "double", False, "Median amount_reporting of those transactions"),
+        Column("amount_to_median", "double", False, "amount_reporting / customer_median (with enough history)"),
+        Column("card_present_history", "long", False, "The card's card-present transactions in the history window"),
+        Column("usual_country", "string", False, "The country of most of them"),
+        Column("prior_country_txns", "long", False, "Of them, those in this transaction's country (card present only)"),
+        Column("prev_country", "string", False, "Country of the card's previous card-present transaction, if another"),
+        Column("travel_minutes", "double", False, "Minutes since that transaction"),
+        Column("min_travel_minutes", "double", False, "Minimum travel time between the two countries (reference data)"),
+        Column("travel_time_ratio", "double", False, "travel_minutes / min_travel_minutes"),
+        Column("small_declines_before", "long", False, "Small declined attempts of the card just before this approval"),
+        Column("duplicate_charges", "long", False, "Other approved charges: same card, merchant and amount, shortly before"),
+        Column("local_hour", "long", False, "Hour of event_ts in the merchant country's time zone"),
+        Column("night_high_risk_amount", "decimal(18,2)", False, "amount_reporting of a high-risk MCC at local night"),
+        Column("detected_at", "timestamp", True, "When the run that produced these values ran (UTC)"),
+        Column("run_id", "string", True, "Run that produced these values"),
     ),
 )

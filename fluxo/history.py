@@ -1,7 +1,9 @@
 """The history zone: Delta tables of flagged transactions, written by Spark (as AWS Glue does).
 
 `Lake(root).outlier_history` holds one row per (transaction_id, method) that a detector
-flagged (`OUTLIER`), partitioned by event_date.
+flagged (`OUTLIER`), and `Lake(root).fraud_alerts` one row per transaction a fraud rule
+flagged (`FRAUD_ALERT`, keyed by (event_date, transaction_id)), both partitioned by event_date
+and both written by the same rule.
 
 Write rule (`merge_flagged`), so a rerun of a day adds nothing:
 - MERGE on the table's key;
@@ -26,15 +28,27 @@ from typing import Any
 from pyspark.sql import DataFrame
 
 from fluxo import delta_tables
-from fluxo.contract import OUTLIER, Contract
+from fluxo.contract import FRAUD_ALERT, OUTLIER, Contract
 from fluxo.transforms._common import conform
 
 PARTITION_BY = ("event_date",)
 OUTLIER_SCORE_FIELDS = ("score", "threshold", "baseline", "scale")
+# An alert is "changed" when anything but its run bookkeeping differs (rules, score, evidence).
+FRAUD_ALERT_FIELDS = tuple(n for n in FRAUD_ALERT.names if n not in (*FRAUD_ALERT.key, "detected_at", "run_id"))
 
 
 def _sql_date(d: str | date) -> str:
     return f"DATE '{date.fromisoformat(str(d)).isoformat()}'"
+
+
+def read_days(spark, uri: str, dates: list[str], contract: Contract) -> DataFrame:
+    """The rows of a history table on the given event dates (empty, typed, when the table is absent)."""
+    from pyspark.sql import functions as F
+
+    if not dates or not delta_tables.is_table(spark, uri):
+        return spark.createDataFrame([], contract.spark_schema())
+    days = [date.fromisoformat(d) for d in dates]
+    return conform(spark.read.format("delta").load(uri).where(F.col("event_date").isin(days)), contract)
 
 
 def merge_flagged(

@@ -56,9 +56,15 @@ class Lake:
         return self._join("history", "outliers")
 
     @property
+    def fraud_alerts(self) -> str:
+        """The Delta history of fraud alerts (fluxo.contract.FRAUD_ALERT), next to the outliers."""
+        return self._join("history", "fraud_alerts")
+
+    @property
     def delta_tables(self) -> dict[str, str]:
         """Every Delta table of the lake, by name (what lake maintenance compacts and vacuums)."""
-        return {"curated_transactions": self.curated_transactions, "outlier_history": self.outlier_history}
+        return {"curated_transactions": self.curated_transactions, "outlier_history": self.outlier_history,
+                "fraud_alerts": self.fraud_alerts}
 
     def quality(self, ingest_date: str) -> str:
         return self._join("quality", f"ingest_date={ingest_date}")

@@ -131,6 +131,39 @@ def print_run_summary(database_url: str, days: list[date]) -> None:
             print("      quarantined by reason: " + ", ".join(f"{k}={v}" for k, v in sorted(reasons.items())))
 
 
+def print_fraud_report(database_url: str, generated: Path, days: list[date], top: int = 5) -> dict:
+    """Precision and recall of the warehouse's fraud alerts against the generator's planted fraud,
+    per rule and overall, and the day's top alerts by score."""
+    import psycopg
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from fluxo.contract import FRAUD_RULES
+    from fluxo_dev.fraud_reference import format_scores, precision_recall
+
+    truth = pq.read_table(generated / "truth" / "transactions.parquet",
+                          columns=["transaction_id", "event_ts", "fraud_pattern", "is_outlier"])
+    with psycopg.connect(database_url) as conn:
+        alerts = conn.execute("SELECT transaction_id, rules FROM metrics.fraud_alerts WHERE event_date = ANY(%s)",
+                              (days,)).fetchall()
+        best = conn.execute(
+            "SELECT event_date, transaction_id, score, severity, rules, amount_reporting, country, mcc"
+            " FROM metrics.fraud_alerts WHERE event_date = %s ORDER BY score DESC, transaction_id LIMIT %s",
+            (days[-1], top)).fetchall()
+    on_days = pc.is_in(pc.cast(pc.cast(truth.column("event_ts"), "timestamp[us]"), "date32"),
+                       value_set=pa.array(days, "date32"))
+    truth = truth.filter(on_days).to_pylist()
+    labels = {r["transaction_id"]: r["fraud_pattern"] for r in truth if r["fraud_pattern"]}
+    outliers = {r["transaction_id"] for r in truth if r["is_outlier"]}
+    scores = precision_recall({t: set(r.split(",")) for t, r in alerts}, labels, list(FRAUD_RULES), outliers)
+    print("    " + format_scores(scores).replace("\n", "\n    "))
+    print(f"    top alerts of {days[-1]}:")
+    for day, tid, score, severity, rules, amount, country, mcc in best:
+        print(f"      {tid}  score {score:.2f} {severity:<8} {amount:>10} {country} mcc {mcc}  {rules}")
+    return scores
+
+
 def call_api(env: dict, first: date, last: date, log_dir: Path) -> dict:
     import httpx
 
@@ -228,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
 
         t = step("rows per stage (from the audit record in audit.pipeline_runs)")
         print_run_summary(settings.database_url, days)
+        t = step("Fraud alerts scored against the generator's planted fraud")
+        print_fraud_report(settings.database_url, generated, days)
+        done(t)
 
         print(f"\n    lake:          {settings.lake_root}")
         print(f"    curated:       {settings.lake_root}/curated/transactions/  (Delta table, partitioned by event_date)")

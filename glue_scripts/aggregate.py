@@ -9,6 +9,8 @@ read once and in full (the metrics cover every transaction of those days, not on
 run's). Each grain of fluxo.contract.METRIC_GRAINS overwrites
 work/metrics/<grain>/ingest_date=D/: `daily` from one aggregation, the finer grains
 (merchant, MCC, country x channel, hour) from one grouping-sets aggregation.
+The fraud-flag counts come from the alerts the fraud stage (which runs before) MERGEd into
+the Delta table Lake.fraud_alerts for those dates; without alerts every count is 0.
 Stats: work/stats/ingest_date=D/aggregate.json (rows per grain).
 """
 
@@ -16,8 +18,11 @@ from __future__ import annotations
 
 from pyspark import StorageLevel
 
+from fluxo import history
+from fluxo.contract import FRAUD_ALERT
+
 from fluxo.glue_runtime import curated_input, run_stage, start_stage, write_stats
-from fluxo.transforms.aggregate import GROUPED_GRAINS, daily_metrics, grain_metrics, grain_rows
+from fluxo.transforms.aggregate import GROUPED_GRAINS, daily_metrics, grain_metrics, grain_rows, with_fraud_flags
 from fluxo.transforms.curate import read_days
 
 STAGE = "aggregate"
@@ -35,7 +40,9 @@ def main() -> None:
     dates, version = curated_input(rt)
 
     # Two aggregations read the same partitions: read the Parquet once.
-    curated = read_days(spark, lake.curated_transactions, dates, version).persist(StorageLevel.MEMORY_AND_DISK)
+    alerts = history.read_days(spark, lake.fraud_alerts, dates, FRAUD_ALERT)
+    curated = with_fraud_flags(read_days(spark, lake.curated_transactions, dates, version), alerts).persist(
+        StorageLevel.MEMORY_AND_DISK)
     rows: dict[str, int] = {}
     daily = daily_metrics(curated, currency)
     daily.coalesce(1).write.mode("overwrite").parquet(lake.metrics("daily", ingest_date))

@@ -9,7 +9,7 @@ from decimal import ROUND_HALF_UP, Decimal
 import pandas as pd
 
 from fluxo.contract import DAILY_METRICS, PERCENTILES, STATUSES, TRANSACTION
-from fluxo.transforms.aggregate import GROUPED_GRAINS, daily_metrics, grain_metrics, grain_rows
+from fluxo.transforms.aggregate import GROUPED_GRAINS, daily_metrics, grain_metrics, grain_rows, with_fraud_flags
 
 
 def curated_rows(n=300, seed=7):
@@ -120,10 +120,11 @@ def percentile_of(sorted_amounts: list, p: float):
     return sorted_amounts[max(math.ceil(p * len(sorted_amounts)), 1) - 1]
 
 
-def duckdb_grains(rows, currency):
+def duckdb_grains(rows, currency, alerted=frozenset()):
     import duckdb
 
     frame = pd.DataFrame(rows)
+    frame["fraud"] = frame["transaction_id"].isin(alerted)
     frame["amount_reporting"] = frame["amount_reporting"].astype(str)
     con = duckdb.connect()
     con.register("curated", frame)
@@ -132,7 +133,7 @@ def duckdb_grains(rows, currency):
         keys = ", ".join(contract.key)
         query = f"""
             WITH t AS (SELECT CAST(event_ts AS DATE) AS event_date, date_trunc('hour', event_ts) AS event_hour,
-                              merchant_id, mcc, country, channel, customer_id, status,
+                              merchant_id, mcc, country, channel, customer_id, status, fraud,
                               CAST(amount_reporting AS DECIMAL(18,2)) AS amount
                        FROM curated)
             SELECT {keys}, count(*) AS transaction_count, sum(amount) AS amount_total,
@@ -142,7 +143,9 @@ def duckdb_grains(rows, currency):
                    count(*) FILTER (WHERE status = 'declined') AS declined_count,
                    count(*) FILTER (WHERE status = 'reversed') AS reversed_count,
                    count(*) FILTER (WHERE status = 'approved') / count(*) AS approval_rate,
-                   count(DISTINCT customer_id) AS distinct_customers
+                   count(DISTINCT customer_id) AS distinct_customers,
+                   count(*) FILTER (WHERE fraud) AS fraud_alert_count,
+                   count(*) FILTER (WHERE fraud) / count(*) AS fraud_alert_rate
             FROM t GROUP BY {keys}"""
         grain = {}
         result = con.execute(query)
@@ -162,8 +165,11 @@ def duckdb_grains(rows, currency):
 def test_grain_metrics_match_duckdb(spark):
     rows = varied_rows()
     df = spark.createDataFrame([tuple(r[c] for c in TRANSACTION.names) for r in rows], TRANSACTION.spark_schema())
-    metrics = grain_metrics(df, "BRL").cache()
-    want = duckdb_grains(rows, "BRL")
+    # the fraud stage alerted on every third transaction (twice on one of them: one flag)
+    alerted = {r["transaction_id"] for r in rows[::3]}
+    alerts = spark.createDataFrame([(t,) for t in [*sorted(alerted), rows[0]["transaction_id"]]], "transaction_id string")
+    metrics = grain_metrics(with_fraud_flags(df, alerts), "BRL").cache()
+    want = duckdb_grains(rows, "BRL", alerted)
     for name, contract in GROUPED_GRAINS.items():
         frame = grain_rows(metrics, name)
         assert [(f.name, f.dataType) for f in frame.schema.fields] == [
@@ -178,7 +184,7 @@ def test_grain_metrics_match_duckdb(spark):
                 if column in contract.key:
                     continue
                 value = values[column]
-                if column == "approval_rate":
+                if column in ("approval_rate", "fraud_alert_rate"):
                     assert abs(row[column] - float(value)) < 1e-12, (name, key, column)
                 else:
                     assert row[column] == value, (name, key, column, row[column], value)

@@ -129,7 +129,7 @@ def _metric_row(day: date, count: int, total: str) -> dict:
         "amount_avg": (Decimal(total) / count).quantize(Decimal("0.01")), "amount_min": Decimal("0.10"),
         "amount_max": Decimal("9999999999999999.99"), "approved_count": approved, "declined_count": 1,
         "reversed_count": 1, "approval_rate": approved / count, "distinct_customers": count - 1,
-        "distinct_merchants": 3, "reporting_currency": "BRL",
+        "distinct_merchants": 3, "reporting_currency": "BRL", "fraud_alert_count": 1, "fraud_alert_rate": 1 / count,
     }
 
 

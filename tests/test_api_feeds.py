@@ -33,7 +33,8 @@ SCREENSHOT = REPO_ROOT / "docs" / "img" / "dashboard.png"
 
 @pytest.fixture(scope="module")
 def credentials(api) -> tuple[str, str]:
-    return api.new_client("feeds", "metrics:read", "runs:read", "quality:read", "outliers:read", "transactions:read")
+    return api.new_client("feeds", "metrics:read", "runs:read", "quality:read", "outliers:read", "transactions:read",
+                          "fraud:read")
 
 
 @pytest.fixture(scope="module")

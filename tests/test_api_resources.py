@@ -19,7 +19,7 @@ import psycopg
 import pyarrow as pa
 import pytest
 
-from fluxo.contract import OUTLIER, TRANSACTION
+from fluxo.contract import FRAUD_ALERT, OUTLIER, TRANSACTION
 from fluxo.history import merge_flagged
 from fluxo_platform.lakefs import delta_history
 from fluxo.lake import Lake
@@ -309,3 +309,81 @@ def test_the_audit_writer_waits_when_full_retries_and_drops_nothing():
     assert [row[1] for row in stored] == [f"r{i}" for i in range(20)]
     assert {row[4] for row in stored} == {"/x" + "\\" * 2 + "x00"}  # COPY text of the escaped NUL
     assert max(waits) >= 0.4  # a put waited while the writer backed off from the refusals
+
+
+# --- fraud alerts (warehouse) --------------------------------------------------------------------
+
+
+def _alert(i: int, rules: str, score: float) -> dict:
+    row = {c.name: None for c in FRAUD_ALERT.columns}
+    ts = datetime(DAY.year, DAY.month, DAY.day, 3, i, tzinfo=timezone.utc)
+    row.update(_transaction(i))
+    row.update(event_date=DAY, event_ts=ts, rules=rules, rule_count=len(rules.split(",")), score=score,
+               severity="critical" if "impossible_travel" in rules else "warning", txns_10min=1, txns_1h=1,
+               merchants_10min=1, merchants_1h=1, detected_at=ts, run_id="test-api-fraud",
+               night_high_risk_amount=Decimal("2500.00") if "night" in rules else None,
+               travel_time_ratio=0.4 if "impossible_travel" in rules else None)
+    return {c: row[c] for c in FRAUD_ALERT.names}
+
+
+@pytest.fixture(scope="module")
+def fraud_alerts(warehouse_url):
+    from fluxo_platform.warehouse import replace_days
+
+    rows = [_alert(1, "night_high_risk_mcc", 0.5), _alert(2, "impossible_travel,night_high_risk_mcc", 0.95),
+            _alert(3, "impossible_travel", 0.9)]
+    table = pa.Table.from_pylist(rows, FRAUD_ALERT.arrow_schema())
+    with psycopg.connect(warehouse_url, autocommit=True) as conn:
+        replace_days(conn, "metrics", "fraud_alerts", table)
+    yield rows
+    with psycopg.connect(warehouse_url, autocommit=True) as conn:
+        replace_days(conn, "metrics", "fraud_alerts", FRAUD_ALERT.arrow_schema().empty_table(), days=[DAY])
+
+
+def test_fraud_alerts_by_rule_and_score_and_one_with_its_evidence(api, fraud_alerts):
+    headers = api.bearer("risk", "fraud:read")
+    listed = httpx.get(f"{api.base_url}/fraud/alerts", params=WINDOW, headers=headers)
+    assert listed.status_code == 200, listed.text
+    assert [r["transaction_id"] for r in listed.json()] == ["tx-0001", "tx-0002", "tx-0003"]
+    assert listed.json()[1]["card_token"].startswith("tok_") and listed.json()[1]["score"] == 0.95
+    travel = httpx.get(f"{api.base_url}/fraud/alerts", params={**WINDOW, "rule": "impossible_travel",
+                                                              "min_score": 0.92}, headers=headers)
+    assert [r["transaction_id"] for r in travel.json()] == ["tx-0002"]
+    paged = httpx.get(f"{api.base_url}/fraud/alerts", params={**WINDOW, "limit": 2}, headers=headers)
+    assert len(paged.json()) == 2 and paged.headers["link"].startswith(f"<{api.base_url}/fraud/alerts?")
+    assert httpx.get(f"{api.base_url}/fraud/alerts", params={**WINDOW, "rule": "no_such_rule"},
+                     headers=headers).status_code == 422
+    one = httpx.get(f"{api.base_url}/fraud/alerts/tx-0002", headers=headers)
+    assert one.status_code == 200, one.text
+    assert one.json()["evidence"] == [
+        {"rule": "impossible_travel", "feature": "travel_time_ratio", "value": 0.4},
+        {"rule": "night_high_risk_mcc", "feature": "night_high_risk_amount", "value": "2500.00"}]
+    assert httpx.get(f"{api.base_url}/fraud/alerts/tx-9999", headers=headers).status_code == 404
+    # fraud:read is a scope of its own
+    other = api.bearer("metrics-only", "metrics:read")
+    for path in ("/fraud/alerts", "/fraud/alerts/tx-0002"):
+        assert httpx.get(api.base_url + path, params=WINDOW, headers=other).status_code == 403, path
+
+
+def test_the_demo_scores_warehouse_alerts_against_the_ground_truth(fraud_alerts, warehouse_url, tmp_path, capsys):
+    """`make demo`/`make bench` print precision and recall per rule from the warehouse's alerts."""
+    import pyarrow.parquet as pq
+
+    from fluxo_dev.demo import print_fraud_report
+
+    ts = datetime(DAY.year, DAY.month, DAY.day, 3, tzinfo=timezone.utc)
+    truth = pa.Table.from_pylist([
+        {"transaction_id": "tx-0001", "event_ts": ts, "fraud_pattern": "night_high_risk_mcc", "is_outlier": False},
+        {"transaction_id": "tx-0002", "event_ts": ts, "fraud_pattern": "impossible_travel", "is_outlier": False},
+        {"transaction_id": "tx-0003", "event_ts": ts, "fraud_pattern": None, "is_outlier": False},
+        {"transaction_id": "tx-0004", "event_ts": ts, "fraud_pattern": "card_testing", "is_outlier": False},
+    ])
+    (tmp_path / "truth").mkdir()
+    pq.write_table(truth, tmp_path / "truth" / "transactions.parquet")
+    scores = print_fraud_report(warehouse_url, tmp_path, [DAY])
+    assert scores["impossible_travel"] == {"planted": 1, "alerts": 2, "true_positives": 1, "precision": 0.5,
+                                                "recall": 1.0}
+    assert scores["night_high_risk_mcc"]["precision"] == 0.5 and scores["card_testing"]["recall"] == 0.0
+    assert scores["overall"] == {"planted": 3, "alerts": 3, "true_positives": 2, "precision": 2 / 3, "recall": 2 / 3}
+    out = capsys.readouterr().out
+    assert "impossible_travel" in out and "top alerts of 1999-03-01" in out and "tx-0002  score 0.95" in out

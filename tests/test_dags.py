@@ -71,11 +71,13 @@ def test_transactions_etl_runs_stages_in_order(bag):
         "standardize": extract,
         "quality_gate": ["standardize"],
         "curate": ["quality_gate"],
-        "aggregate": ["curate"],
+        "fraud": ["curate"],
+        "aggregate": ["curate", "fraud"],
         "outliers": ["curate"],
         "load_warehouse": ["aggregate"],
         "load_outlier_summary": ["outliers"],
-        "record_audit": ["load_warehouse", "load_outlier_summary"],
+        "load_fraud_alerts": ["fraud"],
+        "record_audit": ["load_warehouse", "load_outlier_summary", "load_fraud_alerts"],
     }
     for task, upstream in after.items():
         assert set(upstream) <= set(dag["upstream"][task]), f"{task} must run after {upstream}"
@@ -116,16 +118,19 @@ def test_curated_and_warehouse_outputs_are_assets(bag):
     outlets = bag["dags"]["transactions_etl"]["outlets"]
     assert outlets["curate"] == ["fluxo.curated.transactions"]
     assert outlets["outliers"] == ["fluxo.history.outliers"]
+    assert outlets["fraud"] == ["fluxo.history.fraud_alerts"]
+    assert outlets["load_fraud_alerts"] == ["fluxo.warehouse.metrics.fraud_alerts"]
     assert "fluxo.warehouse.metrics.daily_transactions" in outlets["load_warehouse"]
     assert outlets["load_outlier_summary"] == ["fluxo.warehouse.metrics.outlier_summary"]
 
 
-def test_a_fraud_stage_would_be_one_registry_line():
+def test_the_fraud_stage_is_one_registry_line():
     from fluxo_tasks import pipeline
 
     stages = pipeline.GLUE_STAGES
-    assert list(stages) == ["standardize", "quality_gate", "curate", "aggregate", "outliers"]
+    assert list(stages) == ["standardize", "quality_gate", "curate", "fraud", "aggregate", "outliers"]
+    assert stages["fraud"].after == ("curate",) and "fraud" in stages["aggregate"].after
     # every stage has its script, and the audit reads its counts by the registry's keys
     for name in stages:
         assert (REPO_ROOT / "glue_scripts" / f"{name}.py").is_file()
-    assert pipeline.STAGES[-2:] == pipeline.LOAD_TASKS
+    assert pipeline.STAGES[-len(pipeline.LOAD_TASKS):] == pipeline.LOAD_TASKS

@@ -21,7 +21,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from fluxo.contract import CHANNEL_SYNONYMS, CURRENCIES, STATUS_SYNONYMS, TRANSACTION
+from fluxo.contract import FRAUD_RULES, CHANNEL_SYNONYMS, CURRENCIES, STATUS_SYNONYMS, TRANSACTION
 from fluxo_dev.generator import DEFECTS, api_cursor, generate, truth_schema, upload_landing
 from fluxo_dev.generator.catalog import MCC_CODES, MCC_PROFILES, load_fx_rates
 from fluxo.tokenize import card_token, is_raw_pan
@@ -319,26 +319,19 @@ def test_fraud_and_outliers_are_planted(run):
     by_pattern = defaultdict(list)
     for r in rows:
         by_pattern[r["fraud_pattern"]].append(r)
-    assert {"card_testing", "velocity_country", "high_amount_mcc"} <= set(by_pattern)
-
-    bursts = defaultdict(list)
-    for r in by_pattern["card_testing"]:
-        bursts[r["card_token"], r["event_ts"].date()].append(r)
-    for burst in bursts.values():
-        assert 10 <= len(burst) <= 30
-        assert burst[-1]["event_ts"] - burst[0]["event_ts"] <= timedelta(minutes=10)
-        assert all(r["amount_reporting"] <= 5 for r in burst)
-    testing = by_pattern["card_testing"]
-    assert sum(r["status"] == "declined" for r in testing) / len(testing) > 0.6
-
-    by_card = defaultdict(list)
-    for r in by_pattern["velocity_country"]:
-        by_card[r["card_token"]].append(r)
-    for legs in by_card.values():
-        home = [r for r in legs if r["country"] == "BR"]
-        abroad = [r for r in legs if r["country"] != "BR"]
-        assert home and abroad
-        assert min(abs(a["event_ts"] - h["event_ts"]) for a in abroad for h in home) <= timedelta(minutes=30)
+    # every fraud rule has planted positives and near misses, well under 1 % of the transactions
+    assert set(FRAUD_RULES) <= set(by_pattern)
+    near = {r["near_miss"] for r in rows if r["near_miss"]}
+    assert near == set(FRAUD_RULES)
+    assert sum(len(by_pattern[rule]) for rule in FRAUD_RULES) < 0.01 * len(rows)
+    # each scenario runs on a card of its own: no ordinary row on a planted card
+    planted_cards = {r["card_token"] for r in rows if r["fraud_pattern"] or r["near_miss"]}
+    ordinary = [r for r in rows if r["card_token"] in planted_cards and not (r["fraud_pattern"] or r["near_miss"])]
+    assert all(r["channel"] in ("pos", "atm", "ecommerce") for r in ordinary)
+    for r in by_pattern["night_high_risk_mcc"]:
+        assert r["mcc"] in ("5944", "7995", "4829") and r["amount_reporting"] > 2000
+    # abroad, ordinary traffic is card-not-present: card-present abroad is what the travel rules plant
+    assert all(r["channel"] == "ecommerce" for r in rows if r["country"] != "BR" and r["card_token"] not in planted_cards)
 
     medians = {p[0]: Decimal(str(p[2])) for p in MCC_PROFILES}
     for r in by_pattern["high_amount_mcc"]:

@@ -19,7 +19,7 @@ import duckdb
 import psycopg
 import pytest
 
-from fluxo.contract import TRANSACTION
+from fluxo.contract import FRAUD_ALERT, TRANSACTION
 from fluxo.lake import Lake
 from fluxo_platform.lakefs import read_delta
 from tests.conftest import AIRFLOW_BIN, reset_sources
@@ -156,12 +156,56 @@ def test_audit_counts_add_up(first_run, generated, warehouse_url):
         assert n <= by_reason.get(reason, 0), f"{reason}: {n} quarantined, {by_reason.get(reason, 0)} planted"
 
 
+FRAUD_COLUMNS = [c for c in FRAUD_ALERT.names]
+
+
+def warehouse_alerts(url: str) -> list[tuple]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(f"SELECT {', '.join(FRAUD_COLUMNS)} FROM metrics.fraud_alerts"
+                            " ORDER BY event_date, transaction_id").fetchall()
+
+
+def history_alerts(lake_root: str):
+    return read_delta(Lake(lake_root).fraud_alerts, FRAUD_ALERT.arrow_schema()).sort_by(
+        [("event_date", "ascending"), ("transaction_id", "ascending")])
+
+
+def test_fraud_alerts_equal_an_independent_computation(first_run, pipeline_env, generated, warehouse_url):
+    """The warehouse's alerts are what DuckDB computes from the curated rows with the same suite
+    (fluxo_dev.fraud_reference: SQL, not the Spark stage's code); the audit counts them, aggregate
+    counts them per grain, and they score against the generator's planted fraud."""
+    from fluxo.fraud_rules import load_rules
+    from fluxo_dev.demo import print_fraud_report
+    from fluxo_dev.fraud_reference import reference_alerts
+
+    with psycopg.connect(warehouse_url) as conn:
+        alerts_audited, counts = conn.execute(
+            "SELECT fraud_alerts, counts FROM audit.pipeline_runs WHERE run_id = %s", (first_run.run_id,)).fetchone()
+        per_day = dict(conn.execute("SELECT event_date, fraud_alert_count FROM metrics.daily_transactions").fetchall())
+    dates = counts["stage_stats"]["fraud"]["dates"]
+    rows = warehouse_alerts(warehouse_url)
+    found = {r[FRAUD_COLUMNS.index("transaction_id")]: set(r[FRAUD_COLUMNS.index("rules")].split(",")) for r in rows
+             if r[0].isoformat() in dates}
+    con = duckdb.connect()
+    con.register("source", curated_rows(pipeline_env["FLUXO_LAKE_ROOT"]))
+    assert found and found == reference_alerts(con, dates, load_rules())
+    assert alerts_audited == len(found)
+    for day in dates:
+        assert per_day[date.fromisoformat(day)] == sum(1 for r in rows if r[0].isoformat() == day)
+    # the planted fraud of the generated day: every rule's positives are found (the demo's report)
+    scores = print_fraud_report(warehouse_url, generated, [DAY])
+    assert scores["overall"]["recall"] == 1.0 and scores["overall"]["planted"] >= 24, scores
+    # the same alerts are in the Delta history, each with its evidence
+    assert history_alerts(pipeline_env["FLUXO_LAKE_ROOT"]).num_rows == len(rows)
+
+
 def test_rerun_changes_nothing(first_run, pipeline_env, warehouse_url):
     """A rerun of the unchanged day skips every Glue stage (and says so), and changes nothing."""
     from fluxo_tasks.pipeline import GLUE_STAGES
 
     lake_root = pipeline_env["FLUXO_LAKE_ROOT"]
     before_curated, before_metrics = curated_rows(lake_root), warehouse_metrics(warehouse_url)
+    before_alerts, before_history = warehouse_alerts(warehouse_url), history_alerts(lake_root)
     proc = run_dag(pipeline_env, DAY)
     assert proc.returncode == 0, proc.stderr[-4000:]
     with psycopg.connect(warehouse_url) as conn:
@@ -177,6 +221,9 @@ def test_rerun_changes_nothing(first_run, pipeline_env, warehouse_url):
     ids = after_curated.column("transaction_id").to_pylist()
     assert len(ids) == len(set(ids)), "curated data holds duplicate transaction ids"
     assert warehouse_metrics(warehouse_url) == before_metrics
+    # fraud alerts: row-identical in the warehouse and the Delta history (nothing doubled or re-stamped)
+    assert before_alerts and warehouse_alerts(warehouse_url) == before_alerts
+    assert history_alerts(lake_root).equals(before_history)
 
 
 def test_api_serves_the_warehouse_numbers(first_run, warehouse_url, api_server):
@@ -201,6 +248,15 @@ def test_api_serves_the_warehouse_numbers(first_run, warehouse_url, api_server):
         exp = expected[date.fromisoformat(row["event_date"])]
         assert row["transaction_count"] == exp["transaction_count"]
         assert Decimal(str(row["amount_total"])) == exp["amount_total"]
+    fraud = httpx.get(f"{base}/fraud/alerts", params={"from": "2026-11-01", "to": "2026-11-30", "limit": 1000},
+                      headers={"Authorization": f"Bearer {token}"})
+    assert fraud.status_code == 200, fraud.text
+    served = [(a["event_date"], a["transaction_id"], a["rules"]) for a in fraud.json()]
+    columns = FRAUD_COLUMNS
+    assert served == [(r[0].isoformat(), r[columns.index("transaction_id")], r[columns.index("rules")])
+                      for r in warehouse_alerts(warehouse_url)]
+    one = httpx.get(f"{base}/fraud/alerts/{served[0][1]}", headers={"Authorization": f"Bearer {token}"}).json()
+    assert [e["rule"] for e in one["evidence"]] == served[0][2].split(",")
 
 
 def test_critical_expectation_failure_stops_the_run(first_run, pipeline_env, warehouse_url):

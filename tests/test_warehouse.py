@@ -36,6 +36,25 @@ def test_daily_metrics_table_matches_the_contract(warehouse_url):
         assert columns.get(name) == sql_type, f"metrics.daily_transactions.{name}: {columns.get(name)} != {sql_type}"
 
 
+def test_fraud_alerts_table_matches_the_contract_and_is_day_partitioned(warehouse_url):
+    from fluxo.contract import FRAUD_ALERT
+
+    with psycopg.connect(warehouse_url) as conn:
+        columns = dict(conn.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = 'metrics' AND table_name = 'fraud_alerts'").fetchall())
+        partitioned = conn.execute(
+            "SELECT partstrat FROM pg_partitioned_table WHERE partrelid = 'metrics.fraud_alerts'::regclass").fetchone()
+        mart = {r[0] for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'mart'"
+            " AND table_name = 'fraud_alerts'").fetchall()}
+    assert set(columns) == {*FRAUD_ALERT.names, "loaded_at"}
+    for name, sql_type in FRAUD_ALERT.sql_types().items():
+        assert columns[name] == sql_type, f"metrics.fraud_alerts.{name}: {columns[name]} != {sql_type}"
+    assert partitioned == ("l",)
+    assert {"transaction_id", "card_token", "rules", "score"} <= mart and "run_id" not in mart
+
+
 def _metrics(day: date, count: int) -> pa.Table:
     row = {
         "event_date": day, "transaction_count": count, "amount_total": Decimal("100.00") * count,
@@ -117,6 +136,11 @@ def test_a_replaced_day_keeps_its_primary_key(warehouse_url):
         replace_days(conn, "metrics", "daily_transactions", _metrics(day, 0).slice(0, 0), days=[day])
 
 
+def _before_0009(rows: pa.Table) -> pa.Table:
+    """Metric rows as the tables had them before the fraud-flag measures (migration 0009)."""
+    return rows.drop_columns(["fraud_alert_count", "fraud_alert_rate"])
+
+
 def test_day_partition_migration_keeps_existing_rows_and_views(warehouse_url):
     """0006 on a warehouse that already has facts: rows, views and the BI grant survive."""
     from fluxo_platform.warehouse.migrate import available
@@ -134,7 +158,7 @@ def test_day_partition_migration_keeps_existing_rows_and_views(warehouse_url):
                 conn.execute(migrations[version])
             for day in (date(2026, 1, 1), date(2026, 1, 2)):
                 copy_into(conn, sql.Identifier("metrics", "daily_transactions"),
-                          with_constants(_metrics(day, 5), {"run_id": "old"}))
+                          with_constants(_before_0009(_metrics(day, 5)), {"run_id": "old"}))
             conn.execute("INSERT INTO metrics.outlier_summary (event_date, method, mcc, outlier_count, max_score,"
                          " amount_reporting_total, run_id) VALUES ('2026-01-01', 'mad_zscore', '5411', 2, 9.5, 10, 'old')")
             conn.execute(migrations["0006_day_partitions"])
@@ -143,7 +167,8 @@ def test_day_partition_migration_keeps_existing_rows_and_views(warehouse_url):
             partitions = _partitions(conn, "metrics.daily_transactions")
             bi_reads = conn.execute(
                 "SELECT has_table_privilege('fluxo_bi_reader', 'mart.daily_transactions', 'SELECT')").fetchone()[0]
-            replace_days(conn, "metrics", "daily_transactions", _metrics(date(2026, 1, 1), 6), extra={"run_id": "new"})
+            replace_days(conn, "metrics", "daily_transactions", _before_0009(_metrics(date(2026, 1, 1), 6)),
+                         extra={"run_id": "new"})
             swapped = conn.execute("SELECT transaction_count FROM mart.daily_transactions ORDER BY event_date").fetchall()
         assert daily == [(date(2026, 1, 1), 5), (date(2026, 1, 2), 5)]
         assert outliers == [(2,)]

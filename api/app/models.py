@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema, create_model
 
-from fluxo.contract import DAILY_METRICS, METRIC_GRAINS, OUTLIER, OUTLIER_SUMMARY, TRANSACTION, Column, Contract
+from fluxo.contract import DAILY_METRICS, FRAUD_ALERT, METRIC_GRAINS, OUTLIER, OUTLIER_SUMMARY, TRANSACTION, Column, Contract
 
 
 def _decimal(precision: int, scale: int) -> Any:
@@ -59,6 +59,19 @@ GRAIN_MODELS = {
     for grain, (contract, _table) in METRIC_GRAINS.items() if grain != "daily"
 }
 OutlierSummaryRow = model_from_contract(OUTLIER_SUMMARY, "OutlierSummaryRow")
+FraudAlert = model_from_contract(FRAUD_ALERT, "FraudAlert")
+
+
+class FraudEvidence(BaseModel):
+    rule: str
+    feature: str
+    value: Any
+
+
+class FraudAlertDetail(FraudAlert):
+    """An alert with, per rule that fired, the feature it judged and that feature's value."""
+
+    evidence: list[FraudEvidence]
 
 
 class Token(BaseModel):

@@ -3,15 +3,8 @@
 Each `EntitySet` here gets a REST route with CSV export (app.api.lists), and, when it has a
 contract, an OData entity set (app.api.routes.odata). The dashboard draws each `Series`.
 
-Adding the fraud alerts (another issue) is, once `fluxo.contract` has FRAUD_ALERT and the
-warehouse has the table:
-
-    EntitySet("FraudAlerts", "/fraud/alerts", "fraud:read", ("fraud", "alerts"),
-              "Fraud alerts per day", contract=FRAUD_ALERT, filters=fraud_filters,
-              series=(Series("Fraud alerts", "alert_count"),), tag="fraud",
-              response_model=model_from_contract(FRAUD_ALERT, "FraudAlert"))
-
-and, if it lives in a router of its own, one `include_router` line in app.api.main.
+The fraud alerts (FRAUD_ALERTS, router app.api.routes.fraud) are one of them: their filters
+`rule` and `min_score` are not equalities (app.core.entities.ListHas / AtLeast).
 """
 
 from __future__ import annotations
@@ -20,9 +13,9 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Query
 
-from app.core.entities import EntitySet, Series
-from app.models import GRAIN_MODELS, DailyMetric, OutlierSummaryRow
-from fluxo.contract import CHANNELS, METRIC_GRAINS, OUTLIER_METHODS, OUTLIER_SUMMARY
+from app.core.entities import AtLeast, EntitySet, ListHas, Series
+from app.models import GRAIN_MODELS, DailyMetric, FraudAlert, OutlierSummaryRow
+from fluxo.contract import CHANNELS, FRAUD_ALERT, FRAUD_RULES, METRIC_GRAINS, OUTLIER_METHODS, OUTLIER_SUMMARY
 
 MCC = Annotated[str | None, Query(pattern=r"^[0-9]{4}$", description="Merchant category code")]
 
@@ -43,6 +36,13 @@ async def country_channel_filters(
 
 async def outlier_filters(method: Literal[OUTLIER_METHODS] | None = None, mcc: MCC = None) -> dict[str, Any]:
     return {"method": method, "mcc": mcc}
+
+
+async def fraud_filters(
+    rule: Annotated[Literal[FRAUD_RULES] | None, Query(description="Alerts in which this rule fired")] = None,
+    min_score: Annotated[float | None, Query(ge=0, le=1, description="Alerts scoring at least this")] = None,
+) -> dict[str, Any]:
+    return {"rules": None if rule is None else ListHas(rule), "score": None if min_score is None else AtLeast(min_score)}
 
 
 async def quality_filters(
@@ -99,5 +99,11 @@ RUNS = EntitySet(
     series=(Series("Quarantined per day", "counts.quarantined", per_day="max"),
             Series("Duplicates dropped per day", "counts.duplicates_dropped", per_day="max")))
 
-ENTITY_SETS: tuple[EntitySet, ...] = (*METRICS, QUALITY, RUNS)
+FRAUD_ALERTS = EntitySet(
+    "FraudAlerts", "/fraud/alerts", "fraud:read", ("metrics", "fraud_alerts"),
+    "Fraud alerts of the day window with the rules that fired, score and evidence, by day and transaction id",
+    contract=FRAUD_ALERT, filters=fraud_filters,
+    tag="fraud", cache=False, response_model=FraudAlert)
+
+ENTITY_SETS: tuple[EntitySet, ...] = (*METRICS, QUALITY, RUNS, FRAUD_ALERTS)
 ODATA_SETS = {e.name: e for e in ENTITY_SETS if e.odata and e.contract is not None}

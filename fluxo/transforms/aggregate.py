@@ -13,7 +13,8 @@ Amounts are over `amount_reporting` (the reporting currency chosen at standardiz
 within n / 10,000 of the exact percentile's rank, and exact for groups of fewer than
 10,000 rows (every merchant/MCC/hour group at 5M rows a day is within 0.01 % of rank).
 The exact `percentile` would buffer every distinct amount of a group in one task.
-No fraud-flag rate yet: curated rows carry no fraud flag.
+`fraud_alert_count` / `fraud_alert_rate`: the group's transactions the fraud stage alerted on
+(`with_fraud_flags` marks them from its alerts; without alerts every count is 0).
 """
 
 from __future__ import annotations
@@ -43,13 +44,32 @@ GROUPED_GRAINS: dict[str, Contract] = {
 _GRAIN_ID = "_grain"
 
 
+FRAUD_FLAG = "_fraud"
+
+
 def _count_status(status: str):
     return F.count(F.when(F.col("status") == status, 1))
 
 
+def with_fraud_flags(curated: DataFrame, alerts: DataFrame | None) -> DataFrame:
+    """The curated rows with `_fraud` = whether the fraud stage alerted on the transaction."""
+    if alerts is None:
+        return curated.withColumn(FRAUD_FLAG, F.lit(False))
+    flagged = alerts.select("transaction_id").distinct().withColumn(FRAUD_FLAG, F.lit(True))
+    return curated.join(flagged, "transaction_id", "left").withColumn(
+        FRAUD_FLAG, F.coalesce(F.col(FRAUD_FLAG), F.lit(False)))
+
+
+def _count_fraud(curated: DataFrame):
+    flag = F.col(FRAUD_FLAG) if FRAUD_FLAG in curated.columns else F.lit(False)
+    return F.count(F.when(flag, 1)).alias("fraud_alert_count")
+
+
 def _with_rates(metrics: DataFrame, reporting_currency: str) -> DataFrame:
+    total = F.col("transaction_count").cast("double")
     return metrics.withColumn(
-        "approval_rate", F.col("approved_count").cast("double") / F.col("transaction_count").cast("double")
+        "approval_rate", F.col("approved_count").cast("double") / total
+    ).withColumn("fraud_alert_rate", F.col("fraud_alert_count").cast("double") / total
     ).withColumn("reporting_currency", F.lit(reporting_currency))
 
 
@@ -67,6 +87,7 @@ def daily_metrics(curated: DataFrame, reporting_currency: str) -> DataFrame:
         _count_status("reversed").alias("reversed_count"),
         F.count_distinct("customer_id").alias("distinct_customers"),
         F.count_distinct("merchant_id").alias("distinct_merchants"),
+        _count_fraud(curated),
     )
     return conform(_with_rates(metrics, reporting_currency), DAILY_METRICS).orderBy("event_date")
 
@@ -90,6 +111,7 @@ def grain_metrics(curated: DataFrame, reporting_currency: str) -> DataFrame:
         F.date_trunc("hour", "event_ts").alias("event_hour"),
         *[c for c in columns if c not in ("event_date", "event_hour")],
         "customer_id", "status", "amount_reporting",
+        (F.col(FRAUD_FLAG) if FRAUD_FLAG in curated.columns else F.lit(False)).alias(FRAUD_FLAG),
     )
     sets = [list(contract.key) for contract in GROUPED_GRAINS.values()]
     percentiles = F.percentile_approx(amount, list(PERCENTILES.values()), PERCENTILE_ACCURACY)
@@ -108,6 +130,7 @@ def grain_metrics(curated: DataFrame, reporting_currency: str) -> DataFrame:
         # sets is rewritten into an expand keyed by customer, where every percentile digest is
         # built per (group, customer) — measured many times slower.
         F.size(F.collect_set("customer_id")).cast("long").alias("distinct_customers"),
+        _count_fraud(base),
     )
     # grouping_id sets bit (n-1-i) when columns[i] is NOT grouped: map each id back to its grain.
     grain = F.lit(None).cast("string")

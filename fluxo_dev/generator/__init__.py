@@ -17,11 +17,11 @@ with source in S and expected == "valid"; every valid record of a transaction
 renders the same canonical values.
 """
 
-from .core import LABELS_SCHEMA, generate, parse_sources, truth_schema, upload_landing
+from .core import LABELS_SCHEMA, canonical_days, generate, parse_sources, truth_schema, upload_landing
 from .defects import DEFAULT_DEFECT_RATES, DEFECTS, QUARANTINED
 from .render import api_cursor
 
 __all__ = [
-    "DEFAULT_DEFECT_RATES", "DEFECTS", "LABELS_SCHEMA", "QUARANTINED", "api_cursor", "generate", "parse_sources",
+    "DEFAULT_DEFECT_RATES", "DEFECTS", "LABELS_SCHEMA", "QUARANTINED", "api_cursor", "canonical_days", "generate", "parse_sources",
     "truth_schema", "upload_landing",
 ]

@@ -50,7 +50,8 @@ def truth_schema() -> pa.Schema:
     schema = TRANSACTION.arrow_schema()
     for name in LINEAGE_COLUMNS:
         schema = schema.remove(schema.get_field_index(name))
-    return schema.append(pa.field("fraud_pattern", pa.string())).append(pa.field("is_outlier", pa.bool_(), nullable=False))
+    return (schema.append(pa.field("fraud_pattern", pa.string())).append(pa.field("near_miss", pa.string()))
+            .append(pa.field("is_outlier", pa.bool_(), nullable=False)))
 
 
 def cents_to_decimal(cents: np.ndarray) -> pa.Array:
@@ -84,6 +85,20 @@ def _write(out_dir: Path, relpath: str, chunks: list) -> None:
     with open(path, "wb") as f:
         for chunk in chunks:
             f.write(chunk)
+
+
+def canonical_days(days: Mapping[date, int], seed: int = 42, universe_rows: int | None = None,
+                   token_salt: str = "bench") -> pa.Table:
+    """The ground truth only (canonical transactions, no source files, no defects) of each day with
+    its own number of transactions, in one universe of cards and customers sized for
+    `universe_rows` a day (default: the largest day): a scored day with its lighter history."""
+    fx = fx_scaled(cat.load_fx_rates())
+    dims = build_dimensions(seed, universe_rows or max(days.values()), token_salt)
+    parts = []
+    for day, rows in sorted(days.items()):
+        tx = build_day(dims, day, rows, seed, fx)
+        parts.append(_truth(tx, dims, np.full(len(tx), NONE), np.ones(len(tx), dtype=bool), fx))
+    return pa.concat_tables(parts)
 
 
 def generate(
@@ -232,6 +247,7 @@ def _truth(tx, dims, kind: np.ndarray, valid: np.ndarray, fx) -> pa.Table:
         "channel": pa.array(CHANNELS).take(tx.channel[idx]),
         "status": pa.array(STATUSES).take(tx.status[idx]),
         "fraud_pattern": fraud,
+        "near_miss": pa.array(list(FRAUD_PATTERNS), pa.string()).take(tx.near_miss[idx].astype(np.int64)),
         "is_outlier": pa.array(tx.is_outlier(fx)[idx]),
     }
     schema = truth_schema()

@@ -12,15 +12,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fluxo.contract import CHANNELS, STATUSES
+from fluxo.contract import CHANNELS, FRAUD_RULES, STATUSES
 from fluxo.tokenize import card_token
 
 from . import catalog as cat
+from . import fraud_scenarios
 
-FRAUD_PATTERNS = (None, "card_testing", "velocity_country", "high_amount_mcc")
-NO_FRAUD, CARD_TESTING, VELOCITY_COUNTRY, HIGH_AMOUNT_MCC = range(4)
+# The label of a planted fraud row: the rule of expectations/fraud_rules.json it must fire
+# (fraud_scenarios.py plants a positive and a near miss per rule).
+FRAUD_PATTERNS = (None, *FRAUD_RULES)
+NO_FRAUD = 0
 DAY_SECONDS = 86_400
-MIN_ROWS_PER_DAY = 100
+MIN_ROWS_PER_DAY = 200  # room for the planted fraud scenarios (at most 180 rows a day at the least)
 
 MCC_MEDIAN_CENTS = np.array([round(p[2] * 100) for p in cat.MCC_PROFILES], dtype=np.int64)
 MCC_SIGMA = np.array([p[3] for p in cat.MCC_PROFILES])
@@ -112,6 +115,7 @@ class Dimensions:
     merchant_mcc: np.ndarray  # index into catalog.MCC_PROFILES
     merchant_market: np.ndarray  # index into catalog.MARKETS
     pools: list[tuple[np.ndarray, np.ndarray]]  # per market: merchant indices, popularity cdf
+    scenario_card_start: int = 0  # cards from here on are fraud scenarios' own (card_cdf gives them no weight)
 
 
 def build_dimensions(seed: int, rows_per_day: int, token_salt: str) -> Dimensions:
@@ -119,11 +123,19 @@ def build_dimensions(seed: int, rows_per_day: int, token_salt: str) -> Dimension
     n_customers = max(500, rows_per_day // 6)
     n_cards = n_customers + n_customers // 4  # every customer has a card, some two
     card_customer = np.concatenate([np.arange(n_customers), rng.integers(0, n_customers, n_cards - n_customers)])
-    card_cdf = np.cumsum(rng.lognormal(0.0, 1.0, n_cards))
+    # how often each card is used: skewed, but no card above ~2x the average (about ten a day): a
+    # card used a hundred times a day is a fraud pattern, not ordinary traffic
+    card_cdf = np.cumsum(np.minimum(rng.lognormal(0.0, 1.0, n_cards), 2.0))
     pans = luhn_pans(rng, n_cards)
+    # the fraud scenarios' cards and customers, from a generator of their own (ordinary data unchanged)
+    n_scenario = fraud_scenarios.POOL_DAYS * fraud_scenarios.scenario_cards_per_day(rows_per_day)
+    scenario_rng = np.random.default_rng([seed, 1])
+    pans = pa.concat_arrays([pans, luhn_pans(scenario_rng, n_scenario)])
+    card_customer = np.concatenate([card_customer, n_customers + np.arange(n_scenario)])
+    card_cdf = np.concatenate([card_cdf, np.full(n_scenario, card_cdf[-1])])
     tokens = pa.array([card_token(p, token_salt) for p in pans.to_pylist()], pa.string())
     pan_last4 = pc.utf8_slice_codeunits(pans, start=-4)
-    last4_unknown = rng.random(n_cards) < 0.03
+    last4_unknown = np.concatenate([rng.random(n_cards) < 0.03, np.zeros(n_scenario, dtype=bool)])
     card_last4 = pc.if_else(pa.array(last4_unknown), pa.scalar(None, pa.string()), pan_last4)
 
     n_merchants = max(400, rows_per_day // 40)
@@ -140,7 +152,7 @@ def build_dimensions(seed: int, rows_per_day: int, token_salt: str) -> Dimension
         idx = np.flatnonzero(merchant_market == m)
         pools.append((idx, np.cumsum(popularity[idx])))
     return Dimensions(
-        customer_ids=prefixed_ids("C", np.arange(1, n_customers + 1), 7),
+        customer_ids=prefixed_ids("C", np.arange(1, n_customers + n_scenario + 1), 7),
         card_customer=card_customer,
         card_cdf=card_cdf,
         card_pans=pans,
@@ -151,6 +163,7 @@ def build_dimensions(seed: int, rows_per_day: int, token_salt: str) -> Dimension
         merchant_mcc=merchant_mcc,
         merchant_market=merchant_market,
         pools=pools,
+        scenario_card_start=n_cards,
     )
 
 
@@ -176,6 +189,8 @@ class DayTransactions:
     status: np.ndarray
     fraud: np.ndarray  # index into FRAUD_PATTERNS
     planted_outlier: np.ndarray
+    near_miss: np.ndarray  # index into FRAUD_PATTERNS: the rule a planted near miss must not fire
+    in_scenario: np.ndarray  # a row of a planted fraud scenario (its history too)
 
     def __len__(self) -> int:
         return len(self.cents)
@@ -183,7 +198,7 @@ class DayTransactions:
     @property
     def planted(self) -> np.ndarray:
         """Fraud and outlier rows stay clean so the truth always holds them."""
-        return (self.fraud != NO_FRAUD) | self.planted_outlier
+        return self.in_scenario | self.planted_outlier
 
     def reporting_cents(self, fx: tuple[np.ndarray, int]) -> np.ndarray:
         scaled, scale = fx
@@ -232,13 +247,17 @@ def build_day(dims: Dimensions, day: date, rows_per_day: int, seed: int, fx: tup
         raise ValueError(f"rows_per_day must be at least {MIN_ROWS_PER_DAY}")
     rng = np.random.default_rng([seed, day.toordinal()])
     n = rows_per_day
-    burst_sizes = rng.integers(10, 31, max(1, n // 20_000))
-    n_velocity = max(1, n // 5_000)
-    n_high = max(1, n // 10_000)
-    n_normal = n - int(burst_sizes.sum()) - 2 * n_velocity - n_high
+    scenario_rng = np.random.default_rng([seed, day.toordinal(), 1])
+    scenarios = fraud_scenarios.plant(
+        scenario_rng, dims, day, rows_per_day, STATUS, CHANNEL,
+        lambda mccs, k: _home_merchants_with(scenario_rng, dims, mccs, k),
+        lambda market, k: scenario_rng.choice(dims.pools[market][0], k),
+    )
+    n_normal = n - sum(len(p["ts"]) for p in scenarios)
     parts: list[dict[str, np.ndarray]] = []
 
-    # Ordinary traffic.
+    # Ordinary traffic. Abroad a card is used online (card present abroad is what the travel rules
+    # look at, and fraud_scenarios plants it).
     market = pick(rng, np.cumsum([m[2] for m in cat.MARKETS]), n_normal)
     merchant = _merchants_in(rng, dims, market)
     mcc = dims.merchant_mcc[merchant]
@@ -247,52 +266,19 @@ def build_day(dims: Dimensions, day: date, rows_per_day: int, seed: int, fx: tup
     brl_cents[outliers] = MCC_MEDIAN_CENTS[mcc[outliers]] * rng.uniform(60, 300, len(outliers))
     planted_outlier = np.zeros(n_normal, dtype=bool)
     planted_outlier[outliers] = True
+    # (cash is drawn at home: an ATM abroad is card present)
+    atm_abroad = np.flatnonzero((market != 0) & (mcc == cat.MCC_CODES.index(cat.ATM_MCC)))
+    market[atm_abroad] = 0
+    merchant[atm_abroad] = _home_merchants_with(rng, dims, (cat.ATM_MCC,), len(atm_abroad))
+    mcc = dims.merchant_mcc[merchant]
+    channel = np.where(market == 0, _channels(rng, mcc), CHANNEL["ecommerce"])
     parts.append(dict(
         ts=_diurnal_seconds(rng, n_normal), card=pick(rng, dims.card_cdf, n_normal), merchant=merchant, mcc=mcc,
-        market=market, brl_cents=brl_cents, channel=_channels(rng, mcc),
+        market=market, brl_cents=brl_cents, channel=channel,
         status=pick(rng, np.cumsum(cat.STATUS_SHARES), n_normal), fraud=np.full(n_normal, NO_FRAUD),
-        outlier=planted_outlier,
+        outlier=planted_outlier, near_miss=np.full(n_normal, NO_FRAUD), scenario=np.zeros(n_normal, dtype=bool),
     ))
-
-    # Card testing: bursts of tiny e-commerce charges on one card within minutes, mostly declined.
-    burst = np.repeat(np.arange(len(burst_sizes)), burst_sizes)
-    k = len(burst)
-    burst_start = rng.integers(0, DAY_SECONDS - 3600, len(burst_sizes))
-    merchant = _home_merchants_with(rng, dims, (cat.CARD_TESTING_MCC,), len(burst_sizes))[burst]
-    parts.append(dict(
-        ts=burst_start[burst] + rng.integers(0, 600, k), card=pick(rng, dims.card_cdf, len(burst_sizes))[burst],
-        merchant=merchant, mcc=dims.merchant_mcc[merchant], market=np.zeros(k, dtype=np.int64),
-        brl_cents=rng.integers(50, 501, k).astype(float), channel=np.full(k, CHANNEL["ecommerce"]),
-        status=np.where(rng.random(k) < 0.8, STATUS["declined"], STATUS["approved"]),
-        fraud=np.full(k, CARD_TESTING), outlier=np.zeros(k, dtype=bool),
-    ))
-
-    # Velocity: the same card at home and abroad within 30 minutes.
-    card = pick(rng, dims.card_cdf, n_velocity)
-    t_home = rng.integers(0, DAY_SECONDS - 1800, n_velocity)
-    abroad = rng.integers(1, len(cat.MARKETS), n_velocity)
-    market = np.concatenate([np.zeros(n_velocity, dtype=np.int64), abroad])
-    merchant = _merchants_in(rng, dims, market)
-    mcc = dims.merchant_mcc[merchant]
-    # Abroad the card is present (pos, or cash at an ATM): it cannot be a card-not-present mistake.
-    abroad_channel = np.where(mcc[n_velocity:] == cat.MCC_CODES.index(cat.ATM_MCC), CHANNEL["atm"], CHANNEL["pos"])
-    channel = np.concatenate([_channels(rng, mcc[:n_velocity]), abroad_channel])
-    parts.append(dict(
-        ts=np.concatenate([t_home, t_home + rng.integers(120, 1800, n_velocity)]), card=np.concatenate([card, card]),
-        merchant=merchant, mcc=mcc, market=market, brl_cents=_natural_brl_cents(rng, mcc), channel=channel,
-        status=np.where(rng.random(2 * n_velocity) < 0.9, STATUS["approved"], STATUS["declined"]),
-        fraud=np.full(2 * n_velocity, VELOCITY_COUNTRY), outlier=np.zeros(2 * n_velocity, dtype=bool),
-    ))
-
-    # High amount at a merchant category the business rarely sees.
-    merchant = _home_merchants_with(rng, dims, cat.HIGH_RISK_MCCS, n_high)
-    mcc = dims.merchant_mcc[merchant]
-    parts.append(dict(
-        ts=_diurnal_seconds(rng, n_high), card=pick(rng, dims.card_cdf, n_high), merchant=merchant, mcc=mcc,
-        market=np.zeros(n_high, dtype=np.int64), brl_cents=rng.uniform(2_500_000, 6_000_000, n_high),
-        channel=_channels(rng, mcc), status=np.where(rng.random(n_high) < 0.7, STATUS["approved"], STATUS["declined"]),
-        fraud=np.full(n_high, HIGH_AMOUNT_MCC), outlier=np.zeros(n_high, dtype=bool),
-    ))
+    parts += scenarios
 
     col = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
     currency = MARKET_CURRENCY[col["market"]]
@@ -312,4 +298,6 @@ def build_day(dims: Dimensions, day: date, rows_per_day: int, seed: int, fx: tup
         status=col["status"].astype(np.int64),
         fraud=col["fraud"].astype(np.int8),
         planted_outlier=col["outlier"],
+        near_miss=col["near_miss"].astype(np.int8),
+        in_scenario=col["scenario"],
     )

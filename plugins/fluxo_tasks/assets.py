@@ -23,13 +23,17 @@ OUTLIER_HISTORY = _asset("history.outliers", "lake/history/outliers")
 WAREHOUSE_METRICS = [_asset(f"warehouse.metrics.{table}", f"warehouse/metrics/{table}")
                      for _contract, table in METRIC_GRAINS.values()]
 OUTLIER_SUMMARY = _asset("warehouse.metrics.outlier_summary", "warehouse/metrics/outlier_summary")
+FRAUD_HISTORY = _asset("history.fraud_alerts", "lake/history/fraud_alerts")
+FRAUD_ALERTS = _asset("warehouse.metrics.fraud_alerts", "warehouse/metrics/fraud_alerts")
 
 # task id -> the assets it updates
 OUTLETS: dict[str, list[Asset]] = {
     "curate": [CURATED],
     "outliers": [OUTLIER_HISTORY],
+    "fraud": [FRAUD_HISTORY],
     "load_warehouse": WAREHOUSE_METRICS,
     "load_outlier_summary": [OUTLIER_SUMMARY],
+    "load_fraud_alerts": [FRAUD_ALERTS],
 }
 
 

@@ -80,7 +80,7 @@ def stage_rows(task_states: dict[str, str], results: dict[str, dict | None]) -> 
         }
     for task_id in LOAD_TASKS:
         got = results.get(task_id) or {}
-        stages[task_id] = {"rows_out": got.get("metric_rows", got.get("summary_rows")),
+        stages[task_id] = {"rows_out": next((got[k] for k in ("metric_rows", "summary_rows", "alert_rows") if k in got), None),
                            "duration_s": got.get("duration_s")}
     for task_id, row in stages.items():
         row["state"] = task_states.get(task_id)

@@ -17,28 +17,32 @@ log = logging.getLogger(__name__)
 STAGE = "outliers"
 
 
-@timed
-def load_outlier_summary(ingest_date: str, run_id: str, result: dict | None = None) -> dict:
-    """COPY work/metrics/outlier_summary/ingest_date=D into metrics.outlier_summary.
+def load_day_results(stage: str, name: str, contract, ingest_date: str, run_id: str,
+                     result: dict | None = None) -> dict:
+    """COPY work/metrics/<name>/ingest_date=D into metrics.<name>, replacing whole event dates.
 
-    `result` is the outliers task's XCom (its stats say which event dates it recomputed);
-    without it the stage's results document for the ingest date is read.
-
-    Each event date the outliers stage recomputed (the `dates` of its stats) is replaced
-    as a whole, in one transaction: a (date, method, mcc) that no longer has outliers
-    disappears, and a rerun never duplicates.
+    `result` is the stage task's XCom (its stats say which event dates it recomputed); without it
+    the stage's results document for the ingest date is read. Each event date the stage
+    recomputed (the `dates` of its stats) is replaced as a whole, in one transaction: a group
+    that vanished disappears (a day left empty is emptied), and a rerun never duplicates.
     """
     lake = Lake(get_settings().lake_root)
-    stats = (result or {}).get("stats") or lakefs.read_json(lake.stats(ingest_date, STAGE))
+    stats = (result or {}).get("stats") or lakefs.read_json(lake.stats(ingest_date, stage))
     if stats is None:
-        raise FileNotFoundError(f"no outliers stats for ingest date {ingest_date}: run the outliers stage first")
+        raise FileNotFoundError(f"no {stage} stats for ingest date {ingest_date}: run the {stage} stage first")
     dates = [date.fromisoformat(d) for d in stats.get("dates", [])]
-    summary = lakefs.read_parquet(lake.metrics("outlier_summary", ingest_date))
-    summary = OUTLIER_SUMMARY.arrow_schema().empty_table() if summary is None else summary.select(OUTLIER_SUMMARY.names)
+    rows = lakefs.read_parquet(lake.metrics(name, ingest_date))
+    rows = contract.arrow_schema().empty_table() if rows is None else rows.select(contract.names)
+    extra = {} if "run_id" in contract.names else {"run_id": run_id}  # alerts carry the run that scored them
     with warehouse_connection() as conn:
-        # `days`: a recomputed day left with no outliers is emptied too
-        result = replace_days(conn, "metrics", "outlier_summary", summary, "event_date", {"run_id": run_id}, days=dates)
-    copied, cleared = result["copied"], result["replaced"]
-    log.info("loaded %d outlier summary rows for %s (event dates %s, %d replaced)",
-             copied, ingest_date, stats.get("dates"), cleared)
-    return {"summary_rows": copied, "replaced": cleared, "dates": stats.get("dates", [])}
+        result = replace_days(conn, "metrics", name, rows, "event_date", extra, days=dates)
+    log.info("loaded %d %s rows for %s (event dates %s, %d replaced)",
+             result["copied"], name, ingest_date, stats.get("dates"), result["replaced"])
+    return {"rows": result["copied"], "replaced": result["replaced"], "dates": stats.get("dates", [])}
+
+
+@timed
+def load_outlier_summary(ingest_date: str, run_id: str, result: dict | None = None) -> dict:
+    """COPY work/metrics/outlier_summary/ingest_date=D into metrics.outlier_summary (`load_day_results`)."""
+    loaded = load_day_results(STAGE, "outlier_summary", OUTLIER_SUMMARY, ingest_date, run_id, result)
+    return {"summary_rows": loaded["rows"], "replaced": loaded["replaced"], "dates": loaded["dates"]}

@@ -47,17 +47,19 @@ class GlueStage:
         return {**defaults, **({"retries": self.retries} if self.retries is not None else {})}
 
 
-# Adding a stage (e.g. fraud) is one line here plus its glue_scripts/<name>.py.
+# Adding a stage is one line here plus its glue_scripts/<name>.py. aggregate waits for fraud: it
+# counts the alerts per metric grain.
 GLUE_STAGES: dict[str, GlueStage] = {stage.name: stage for stage in (
     GlueStage("standardize", (), (RAW,), rows_in="read", rows_out="staged", quarantined="quarantined"),
     GlueStage("quality_gate", ("standardize",), (DAY_HISTORY,), rows_in="rows", rows_out="rows", retries=0),
     GlueStage("curate", ("quality_gate",), (CURATED,), rows_in="staged", rows_out="curated_new"),
-    GlueStage("aggregate", ("curate",), (CURATED,), rows_out="metric_rows"),
+    GlueStage("fraud", ("curate",), (CURATED,), rows_in="rows", rows_out="alerts"),
+    GlueStage("aggregate", ("curate", "fraud"), (CURATED,), rows_out="metric_rows"),
     GlueStage("outliers", ("curate",), (CURATED,), rows_out="flagged_rows"),
 )}
 # The fraud stage's results document names its alert count under this key.
 FRAUD_STAGE, FRAUD_ALERTS_KEY = "fraud", "alerts"
-LOAD_TASKS = ("load_warehouse", "load_outlier_summary")
+LOAD_TASKS = ("load_warehouse", "load_outlier_summary", "load_fraud_alerts")
 # Every task whose failure fails the run (the audit and the final check read their states).
 STAGES = (*EXTRACT_TASKS.values(), *GLUE_STAGES, *LOAD_TASKS)
 # Extraction options that make a source start from scratch (full refresh) without touching its state.

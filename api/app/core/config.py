@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     client_id: str | None = None
     client_secret: SecretStr | None = None
     # Space-delimited, as OAuth2 writes scopes.
-    client_scopes: str = " ".join(s for s in KNOWN_SCOPES if s != "fraud:read")
+    client_scopes: str = " ".join(KNOWN_SCOPES)
 
     # --- failed client authentication: lockout and rate limit ----------------------------------
     lockout_threshold: int = Field(default=5, gt=0)

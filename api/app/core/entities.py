@@ -8,7 +8,7 @@ a code change; JSON and CSV only). PostgreSQL renders the JSON of each row, so a
 one query and no per-value Python work; decimals come out exactly (REST: as strings with
 their scale, the documented encoding; OData: as numbers).
 
-Adding a resource (e.g. the fraud alerts) is one `EntitySet(...)` in `app.resources`.
+Adding a resource is one `EntitySet(...)` in `app.resources` (the fraud alerts are one).
 """
 
 from __future__ import annotations
@@ -93,6 +93,20 @@ def json_object(entity: EntitySet, columns: list[str] | None = None,
     return sql.SQL("json_build_object({})::text").format(sql.SQL(", ").join(parts))
 
 
+@dataclass(frozen=True)
+class AtLeast:
+    """A filter value meaning `column >= value` (instead of equality)."""
+
+    value: Any
+
+
+@dataclass(frozen=True)
+class ListHas:
+    """A filter value meaning: the comma-separated list in `column` holds `value`."""
+
+    value: str
+
+
 @dataclass
 class Query:
     """WHERE conditions and parameters for one entity set."""
@@ -107,10 +121,19 @@ class Query:
         return self
 
     def equal(self, filters: dict[str, Any]) -> Query:
+        """column = value for each filter given (AtLeast: >=; ListHas: an item of a comma-separated list)."""
         for column, value in filters.items():
-            if value is not None:
+            if value is None:
+                continue
+            if isinstance(value, AtLeast):
+                self.where.append(sql.SQL("{} >= %s").format(sql.Identifier("r", column)))
+                value = value.value
+            elif isinstance(value, ListHas):
+                self.where.append(sql.SQL("%s = ANY(string_to_array({}, ','))").format(sql.Identifier("r", column)))
+                value = value.value
+            else:
                 self.where.append(sql.SQL("{} = %s").format(sql.Identifier("r", column)))
-                self.params.append(value)
+            self.params.append(value)
         return self
 
     def after(self, key_values: list[Any] | None) -> Query:

@@ -1,0 +1,135 @@
+"""Fraud stage at scale: the Glue script over a scored day of N curated rows with 30 days of history,
+against DuckDB running the same rules (fluxo_dev.fraud_reference) on the same data, and the alerts
+scored against the generator's planted fraud.
+
+    .venv/bin/python bench/fraud_bench.py [--rows 1000000 5000000] [--history-days 30] [--history-share 0.1]
+
+For each N: the generator's canonical truth (one universe of cards and customers) for the scored
+day (N rows) and `--history-days` earlier days of N x `--history-share` rows each becomes a curated
+Delta table (written with delta-rs, partitioned by event_date, as curate leaves it). Then:
+- the fraud script in its own process, like a Glue run (JVM start included), and the stage's own
+  timings (features, Delta MERGE, GX checkpoint) from its results document;
+- DuckDB: every rule's feature and flag over the same rows, from Parquet files of the same days;
+- that both flag the same transactions, and precision / recall per rule against the ground truth.
+Prints the cost per scored row of each N relative to the first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import pyarrow as pa  # noqa: E402
+import pyarrow.compute as pc  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+from fluxo.fraud_rules import load_rules  # noqa: E402
+from fluxo.lake import Lake  # noqa: E402
+from fluxo_dev.fraud_reference import format_scores, precision_recall, reference_alerts  # noqa: E402
+from fluxo_dev.generator import canonical_days  # noqa: E402
+from _common import curated_from_truth  # noqa: E402
+
+DAY = date(2026, 11, 30)
+INGEST_DATE = DAY.isoformat()
+
+
+def build_lake(root: Path, rows: int, history_days: int, history_share: float) -> pa.Table:
+    from deltalake import write_deltalake
+
+    started = time.perf_counter()
+    days = {DAY - timedelta(days=k): max(200, int(rows * history_share)) for k in range(1, history_days + 1)}
+    days[DAY] = rows
+    truth = canonical_days(days, seed=7, universe_rows=rows)
+    curated = curated_from_truth(truth, datetime(2026, 12, 1, tzinfo=timezone.utc))
+    generated = time.perf_counter() - started
+    lake = Lake(str(root / "lake"))
+    write_deltalake(lake.curated_transactions, curated, partition_by=["event_date"])
+    pq.write_table(curated, root / "curated.parquet")
+    (root / "lake" / "work" / "stats" / f"ingest_date={INGEST_DATE}").mkdir(parents=True, exist_ok=True)
+    print(f"N={rows:,}: {curated.num_rows:,} curated rows ({rows:,} on {DAY}, {len(days) - 1} days of history) "
+          f"generated in {generated:.1f} s, written in {time.perf_counter() - started - generated:.1f} s")
+    return truth.select(["transaction_id", "event_ts", "fraud_pattern", "is_outlier"])
+
+
+def run_stage(root: Path) -> tuple[float, dict]:
+    env = dict(os.environ, PYTHONPATH=str(REPO), FLUXO_SPARK_MASTER="local[2]", FLUXO_SPARK_DRIVER_MEMORY="6g",
+               FLUXO_SPARK_SHUFFLE_PARTITIONS="8")
+    env.pop("PYSPARK_GATEWAY_PORT", None)
+    argv = [sys.executable, str(REPO / "glue_scripts" / "fraud.py"), "--JOB_NAME", "fraud",
+            "--lake_root", str(root / "lake"), "--ingest_date", INGEST_DATE, "--event_dates", INGEST_DATE,
+            "--run_id", "bench", "--data_docs", "false"]
+    started = time.perf_counter()
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    if proc.returncode:
+        raise SystemExit(proc.stderr[-3000:])
+    stats = json.loads((root / "lake" / "work" / "stats" / f"ingest_date={INGEST_DATE}" / "fraud.json").read_text())
+    return elapsed, stats
+
+
+def stage_alerts(root: Path) -> dict[str, set[str]]:
+    table = pq.read_table(Path(Lake(str(root / "lake")).metrics("fraud_alerts", INGEST_DATE)),
+                          columns=["transaction_id", "rules"])
+    return {t: set(r.split(",")) for t, r in zip(table.column("transaction_id").to_pylist(),
+                                                   table.column("rules").to_pylist())}
+
+
+def duckdb_run(root: Path, rules) -> tuple[float, dict[str, set[str]]]:
+    import duckdb
+
+    started = time.perf_counter()
+    con = duckdb.connect()
+    con.execute(f"CREATE VIEW source AS SELECT * FROM read_parquet('{root / 'curated.parquet'}')")
+    found = reference_alerts(con, [INGEST_DATE], rules)
+    return time.perf_counter() - started, found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 5_000_000])
+    parser.add_argument("--history-days", type=int, default=30)
+    parser.add_argument("--history-share", type=float, default=0.1, help="rows of a history day / N")
+    args = parser.parse_args()
+    rules = load_rules()
+    print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} (1/5/15 min)")
+    per_row = {}
+    for rows in args.rows:
+        with tempfile.TemporaryDirectory(prefix="fluxo-fraud-bench-") as tmp:
+            root = Path(tmp)
+            truth = build_lake(root, rows, args.history_days, args.history_share)
+            wall, stats = run_stage(root)
+            spark_alerts = stage_alerts(root)
+            duck_s, duck_alerts = duckdb_run(root, rules)
+            seconds = stats["seconds"]
+            print(f"  fraud stage: {wall:.1f} s wall (JVM start included); inside: features {seconds['features']:.1f} s, "
+                  f"delta merge {seconds['delta_merge']:.1f} s, alerts parquet {seconds['write']:.1f} s, "
+                  f"GX checkpoint {seconds['gx_checkpoint']:.1f} s; {stats['alerts']:,} alerts over {stats['rows']:,} rows")
+            print(f"  duckdb, same rules, same rows: {duck_s:.1f} s; stage / duckdb = {wall / duck_s:.1f}x; "
+                  f"same alerts: {spark_alerts == duck_alerts} ({len(duck_alerts):,})")
+            day = truth.filter(pc.equal(pc.cast(pc.cast(truth.column("event_ts"), pa.timestamp("us")), pa.date32()),
+                                        pa.scalar(DAY, pa.date32())))
+            labels = {t: p for t, p in zip(day.column("transaction_id").to_pylist(),
+                                           day.column("fraud_pattern").to_pylist()) if p}
+            outliers = {t for t, o in zip(day.column("transaction_id").to_pylist(),
+                                          day.column("is_outlier").to_pylist()) if o}
+            print("  " + format_scores(precision_recall(spark_alerts, labels, rules.names, outliers)).replace(
+                "\n", "\n  "))
+            per_row[rows] = wall / rows
+    first = args.rows[0]
+    for rows in args.rows[1:]:
+        print(f"cost per scored row at {rows:,} / at {first:,}: {per_row[rows] / per_row[first]:.2f}")
+    print(f"load after: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,283 @@
+"""Fraud features and flags over curated transactions (Spark SQL functions only, no UDF).
+
+`features(rows, dates, rules, reference)` scores the curated rows of `dates` with the look-back
+their features need, read by the caller from the curated table (`look_back_days`): the day
+before each scored day for the short windows (a burst that crosses midnight is seen whole) and
+`history_days` before it for the customer and card history. Every feature of a row uses only
+rows at or before its own `event_ts` — no look-ahead. Times are `event_ts` in microseconds.
+
+Per card, one window pass (partitioned by card_token, ordered by event time):
+- `txns_10min`, `txns_1h`: the card's transactions in [t - 10 min, t] and [t - 1 h, t], itself
+  included (every status: attempts count);
+- `merchants_10min`, `merchants_1h`: distinct merchants in the same windows;
+- `small_declines_before` (card_testing; approved rows only): the card's declined attempts with
+  amount_reporting <= `small_amount` in [t - `window_minutes`, t);
+- `duplicate_charges` (duplicate_charge; approved rows only): the card's other approved
+  transactions with the same merchant, currency and amount in [t - `window_minutes`, t], ties in
+  time included, so two charges in the same second flag each other;
+- `prev_country`, `travel_minutes`, `min_travel_minutes`, `travel_time_ratio` (impossible_travel;
+  card-present rows only): the card's previous card-present transaction strictly before t; when
+  it was in another country, the minutes since then and their ratio to the pair's minimum travel
+  time (`fluxo/reference/country_travel_minutes.csv`; a pair with minimum 0 — a land border — or
+  missing from it is not judged).
+Two range self-joins, only for the scored rows:
+- customer (amount_vs_median): the customer's transactions in [t - `history_days`, t):
+  `customer_history_txns`, their exact `customer_median` of amount_reporting, and
+  `amount_to_median` = amount_reporting / customer_median when there are at least `min_history`;
+- card (unusual_country; card-present rows): the card's card-present transactions in
+  [t - `history_days`, t): `card_present_history`, `usual_country` (the most frequent; on a tie the
+  first in alphabetical order) and, with at least `min_history` of them, `prior_country_txns` = how
+  many were in this row's country.
+And per row: `local_hour` in the merchant country's time zone (`country_timezones.csv`) and
+`night_high_risk_amount` = amount_reporting when the MCC is one of `mccs` and the local hour is in
+[night_start_hour, night_end_hour) (wrapping past midnight when start > end).
+
+`alerts(features, rules, ...)` keeps the rows at least one rule flags (`Rule.fires`, the GX
+semantics of the rule's expectation), with the rules that fired, the score
+1 - Π(1 - weight) and the highest severity (fluxo.contract.FRAUD_ALERT).
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import math
+from datetime import date, datetime, timedelta
+from importlib import resources
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from fluxo.contract import FRAUD_ALERT, TRANSACTION
+from fluxo.fraud_rules import FraudRules
+from fluxo.transforms._common import conform, event_date
+
+MINUTE = 60_000_000  # microseconds
+DAY = 24 * 60 * MINUTE
+FEATURES = (
+    "txns_10min", "txns_1h", "merchants_10min", "merchants_1h", "customer_history_txns", "customer_median",
+    "amount_to_median", "card_present_history", "usual_country", "prior_country_txns", "prev_country",
+    "travel_minutes", "min_travel_minutes", "travel_time_ratio", "small_declines_before", "duplicate_charges",
+    "local_hour", "night_high_risk_amount",
+)
+TRAVEL_CSV, TIMEZONES_CSV = "country_travel_minutes.csv", "country_timezones.csv"
+
+
+# --- reference data ------------------------------------------------------------------------------
+
+
+def reference_rows(name: str) -> list[dict[str, str]]:
+    """Rows of a CSV shipped in fluxo/reference (read from the package, so also from the Glue zip)."""
+    text = resources.files("fluxo.reference").joinpath(name).read_text(encoding="utf-8")
+    return list(csv.DictReader(line for line in text.splitlines() if line and not line.startswith("#")))
+
+
+def travel_minutes_table() -> dict[frozenset, float]:
+    return {frozenset((r["country_a"], r["country_b"])): float(r["min_minutes"]) for r in reference_rows(TRAVEL_CSV)}
+
+
+def timezone_table() -> dict[str, str]:
+    return {r["country"]: r["timezone"] for r in reference_rows(TIMEZONES_CSV)}
+
+
+def look_back_days(dates: list[str], rules: FraudRules) -> tuple[list[str], list[str]]:
+    """(every day to read, the days the short windows need) for scoring `dates`: each scored day,
+    the days before it its short windows reach (at least one) and `history_days` before it."""
+    longest = max(rules.window_minutes, *travel_minutes_table().values())
+    short = max(1, math.ceil(longest / (24 * 60)))
+    every, recent = set(), set()
+    for d in dates:
+        day = date.fromisoformat(d)
+        recent |= {(day - timedelta(days=k)).isoformat() for k in range(short + 1)}
+        every |= {(day - timedelta(days=k)).isoformat() for k in range(max(short, rules.history_days) + 1)}
+    return sorted(every), sorted(recent)
+
+
+# --- features ------------------------------------------------------------------------------------
+
+
+def _micros() -> Column:
+    return F.unix_micros(F.col("event_ts"))
+
+
+def _null(type_: str) -> Column:
+    return F.lit(None).cast(type_)
+
+
+def _card_window_features(recent: DataFrame, rules: FraudRules, travel: DataFrame) -> DataFrame:
+    card = Window.partitionBy("card_token").orderBy("_t")
+    approved = F.col("status") == "approved"
+    cols = {
+        "txns_10min": F.count(F.lit(1)).over(card.rangeBetween(-10 * MINUTE, 0)),
+        "txns_1h": F.count(F.lit(1)).over(card.rangeBetween(-60 * MINUTE, 0)),
+        "merchants_10min": F.size(F.collect_set("merchant_id").over(card.rangeBetween(-10 * MINUTE, 0))),
+        "merchants_1h": F.size(F.collect_set("merchant_id").over(card.rangeBetween(-60 * MINUTE, 0))),
+    }
+    testing = rules.get("card_testing")
+    if testing:
+        p = testing.params
+        small_decline = (F.col("status") == "declined") & (F.col("amount_reporting") <= F.lit(p["small_amount"]))
+        before = F.sum(F.when(small_decline, 1).otherwise(0)).over(card.rangeBetween(-p["window_minutes"] * MINUTE, -1))
+        cols["small_declines_before"] = F.when(approved, F.coalesce(before, F.lit(0)))
+    duplicate = rules.get("duplicate_charge")
+    if duplicate:
+        recent_charges = F.collect_list(F.struct("merchant_id", "currency", "amount", "status", "transaction_id")).over(
+            card.rangeBetween(-duplicate.params["window_minutes"] * MINUTE, 0))
+        same = F.filter(recent_charges, lambda x: (x["merchant_id"] == F.col("merchant_id"))
+                        & (x["currency"] == F.col("currency")) & (x["amount"] == F.col("amount"))
+                        & (x["status"] == "approved") & (x["transaction_id"] != F.col("transaction_id")))
+        cols["duplicate_charges"] = F.when(approved, F.size(same))
+    travel_rule = rules.get("impossible_travel")
+    if travel_rule:
+        present = F.col("channel").isin(list(travel_rule.params["card_present_channels"]))
+        earlier = card.rangeBetween(Window.unboundedPreceding, -1)
+        cols["_cp"] = present
+        cols["_prev_country"] = F.last(F.when(present, F.col("country")), ignorenulls=True).over(earlier)
+        cols["_prev_t"] = F.last(F.when(present, F.col("_t")), ignorenulls=True).over(earlier)
+    out = recent.withColumn("_t", _micros()).select("*", *[c.alias(n) for n, c in cols.items()])
+    if travel_rule:
+        moved = F.col("_cp") & F.col("_prev_country").isNotNull() & (F.col("_prev_country") != F.col("country"))
+        pair = travel.select(F.col("a").alias("_pa"), F.col("b").alias("_pb"), "min_travel_minutes")
+        out = (
+            out.withColumn("prev_country", F.when(moved, F.col("_prev_country")))
+            .withColumn("travel_minutes", F.when(moved, (F.col("_t") - F.col("_prev_t")) / F.lit(float(MINUTE))))
+            .join(F.broadcast(pair), (F.least("prev_country", "country") == F.col("_pa"))
+                  & (F.greatest("prev_country", "country") == F.col("_pb")), "left")
+            .withColumn("travel_time_ratio", F.when(F.col("min_travel_minutes") > 0,
+                                                    F.col("travel_minutes") / F.col("min_travel_minutes")))
+        )
+    return out
+
+
+def _customer_history(scored: DataFrame, rows: DataFrame, rules: FraudRules) -> DataFrame | None:
+    rule = rules.get("amount_vs_median")
+    if not rule:
+        return None
+    span = rule.params["history_days"] * DAY
+    c = scored.select("transaction_id", "customer_id", _micros().alias("_ct"))
+    h = rows.select(F.col("customer_id").alias("_hc"), _micros().alias("_ht"),
+                    F.col("amount_reporting").cast("double").alias("_ha"))
+    joined = c.join(h, (F.col("customer_id") == F.col("_hc")) & (F.col("_ht") >= F.col("_ct") - span)
+                    & (F.col("_ht") < F.col("_ct")))
+    return joined.groupBy("transaction_id").agg(
+        F.count(F.lit(1)).alias("customer_history_txns"), F.median("_ha").alias("customer_median"))
+
+
+def _card_country_history(scored: DataFrame, rows: DataFrame, rules: FraudRules) -> DataFrame | None:
+    rule = rules.get("unusual_country")
+    if not rule:
+        return None
+    span = rule.params["history_days"] * DAY
+    channels = list(rule.params["card_present_channels"])
+    c = scored.where(F.col("channel").isin(channels)).select(
+        "transaction_id", F.col("card_token").alias("_cc"), _micros().alias("_ct"), F.col("country").alias("_cn"))
+    h = rows.where(F.col("channel").isin(channels)).select(
+        F.col("card_token").alias("_hc"), _micros().alias("_ht"), F.col("country").alias("_hn"))
+    joined = c.join(h, (F.col("_cc") == F.col("_hc")) & (F.col("_ht") >= F.col("_ct") - span)
+                    & (F.col("_ht") < F.col("_ct")))
+    per_country = joined.groupBy("transaction_id", "_cn", "_hn").agg(F.count(F.lit(1)).alias("_n"))
+    return per_country.groupBy("transaction_id").agg(
+        F.sum("_n").alias("card_present_history"),
+        F.coalesce(F.sum(F.when(F.col("_hn") == F.col("_cn"), F.col("_n"))), F.lit(0)).alias("_same_country"),
+        # the most frequent country; on a tie the first alphabetically
+        F.min(F.struct((-F.col("_n")).alias("_rank"), F.col("_hn")))["_hn"].alias("usual_country"),
+    )
+
+
+def _local_time_features(df: DataFrame, rules: FraudRules, timezones: DataFrame) -> DataFrame:
+    local = df.join(F.broadcast(timezones.select(F.col("country").alias("_tzc"), F.col("timezone").alias("_tz"))),
+                    F.col("country") == F.col("_tzc"), "left")
+    hour = F.when(F.col("_tz").isNotNull(), F.hour(F.from_utc_timestamp("event_ts", F.col("_tz")))).cast("long")
+    local = local.withColumn("local_hour", hour)
+    rule = rules.get("night_high_risk_mcc")
+    if rule:
+        p = rule.params
+        start, end = p["night_start_hour"], p["night_end_hour"]
+        h = F.col("local_hour")
+        night = (h >= start) & (h < end) if start <= end else (h >= start) | (h < end)
+        risky = F.col("mcc").isin(list(p["mccs"])) & night
+        local = local.withColumn("night_high_risk_amount", F.when(risky, F.col("amount_reporting")))
+    return local
+
+
+def reference_frames(spark) -> tuple[DataFrame, DataFrame]:
+    """(travel: a, b, min_travel_minutes with a < b; timezones: country, timezone) as small DataFrames."""
+    travel = spark.createDataFrame(
+        [(min(pair), max(pair), minutes) for pair, minutes in travel_minutes_table().items()],
+        "a string, b string, min_travel_minutes double")
+    timezones = spark.createDataFrame(list(timezone_table().items()), "country string, timezone string")
+    return travel, timezones
+
+
+def features(rows: DataFrame, dates: list[str], rules: FraudRules, reference: tuple[DataFrame, DataFrame]) -> DataFrame:
+    """The curated rows of `dates` with every feature (FEATURES), from `rows` = the curated rows of
+    `look_back_days(dates, rules)[0]` (more days are harmless; fewer miss history)."""
+    travel, timezones = reference
+    _every, recent_days = look_back_days(dates, rules)
+    rows = conform(rows, TRANSACTION).withColumn("event_date", event_date())
+    in_scored_days = F.col("event_date").isin([date.fromisoformat(d) for d in dates])
+    recent = rows.where(F.col("event_date").isin([date.fromisoformat(d) for d in recent_days]))
+    scored = _card_window_features(recent, rules, travel).where(in_scored_days)
+    # the history joins start from the plain rows, so the card window is computed once
+    candidates = rows.where(in_scored_days)
+
+    customer = _customer_history(candidates, rows, rules)
+    if customer is not None:
+        rule = rules["amount_vs_median"]
+        scored = scored.join(customer, "transaction_id", "left").withColumn(
+            "customer_history_txns", F.coalesce("customer_history_txns", F.lit(0)))
+        enough = (F.col("customer_history_txns") >= rule.params["min_history"]) & (F.col("customer_median") > 0)
+        scored = scored.withColumn("amount_to_median", F.when(
+            enough, F.col("amount_reporting").cast("double") / F.col("customer_median")))
+    country = _card_country_history(candidates, rows, rules)
+    if country is not None:
+        rule = rules["unusual_country"]
+        present = F.col("channel").isin(list(rule.params["card_present_channels"]))
+        scored = scored.join(country, "transaction_id", "left").withColumn(
+            "card_present_history", F.when(present, F.coalesce("card_present_history", F.lit(0))))
+        enough = F.col("card_present_history") >= rule.params["min_history"]
+        scored = scored.withColumn("prior_country_txns", F.when(enough, F.col("_same_country")))
+    scored = _local_time_features(scored, rules, timezones)
+
+    types = {f.name: f.dataType for f in FRAUD_ALERT.spark_schema().fields}
+    present = set(scored.columns)
+    return scored.select(
+        *TRANSACTION.names, "event_date",
+        *[(F.col(n) if n in present else F.lit(None)).cast(types[n]).alias(n) for n in FEATURES],
+    )
+
+
+# --- flags ---------------------------------------------------------------------------------------
+
+
+def rule_counts(features_df: DataFrame, rules: FraudRules) -> dict[str, int]:
+    """How many rows each rule flags, in one aggregation."""
+    row = features_df.agg(*[F.count(F.when(r.fires(), 1)).alias(r.name) for r in rules.rules]).collect()[0]
+    return {r.name: int(row[r.name]) for r in rules.rules}
+
+
+def alerts(features_df: DataFrame, rules: FraudRules, run_id: str, detected_at: datetime) -> DataFrame:
+    """The rows at least one rule flags, typed as FRAUD_ALERT."""
+    fired = F.array_sort(F.filter(F.array(*[F.when(r.fires(), F.lit(r.name)) for r in rules.rules]),
+                                  lambda name: name.isNotNull()))
+    keep = functools.reduce(lambda a, b: a * b, [F.when(r.fires(), F.lit(1.0 - r.weight)).otherwise(F.lit(1.0))
+                                                 for r in rules.rules])
+    critical = functools.reduce(lambda a, b: a | b, [r.fires() for r in rules.rules if r.severity == "critical"],
+                                F.lit(False))
+    flagged = (
+        features_df.withColumn("_fired", fired)
+        .where(F.size("_fired") > 0)
+        .withColumn("rules", F.array_join("_fired", ","))
+        .withColumn("rule_count", F.size("_fired").cast(T.LongType()))
+        .withColumn("score", F.round(F.lit(1.0) - keep, 6))
+        .withColumn("severity", F.when(critical, F.lit("critical")).otherwise(F.lit("warning")))
+        .withColumn("detected_at", F.lit(detected_at).cast("timestamp"))
+        .withColumn("run_id", F.lit(run_id))
+    )
+    return conform(flagged, FRAUD_ALERT)
+
+
+def alert_flags(alerts_df: DataFrame) -> DataFrame:
+    """(transaction_id, _fraud = 1) per alerted transaction, for aggregate's flag counts."""
+    return alerts_df.select("transaction_id").distinct().withColumn("_fraud", F.lit(1))
