@@ -1,13 +1,13 @@
-"""Outliers stage at scale: Glue script wall time over N curated rows, Delta MERGE times, a DuckDB
-reference for the group statistics, and recall / false positives against the generator's truth.
+"""Outliers stage at scale: Glue script wall time over N curated rows (its Delta MERGE timed inside),
+a DuckDB reference for the group statistics, and recall / false positives against the generator's truth.
 
     .venv/bin/python bench/outliers_bench.py [--rows 1000000] [--days 10]
 
-The generator's truth (canonical rows + labels) becomes a curated lake (event_date partitions)
-and the staged folder of one ingest date touching every day, so the script scores all N rows
+The generator's truth (canonical rows + labels) becomes the curated Delta table (event_date
+partitions), and the script scores every day of it (`--event_dates`), so all N rows are scored
 against baselines over the same N rows. Then:
-- the script (own JVM, like a Glue run) first run into an empty Delta table, then a rerun (no-op MERGE);
-- delta-rs MERGE alone: N flagged rows into an empty table, the same rows again, and a 10% change;
+- the script (own JVM, like a Glue run) first run into an empty Delta table, then a rerun (a MERGE
+  that changes nothing); its results document times detection, summary and the Delta MERGE;
 - DuckDB (bench-only reference): quartiles + MAD of ln(amount) per (mcc, currency) and the MAD
   flags on the same Parquet;
 - recall of planted outliers (truth.is_outlier) and the false-positive rate on normal rows.
@@ -29,20 +29,21 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import pyarrow as pa  # noqa: E402
-import pyarrow.compute as pc  # noqa: E402
 import pyarrow.dataset as ds  # noqa: E402
 
-from fluxo import history  # noqa: E402
+from deltalake import write_deltalake  # noqa: E402
+
 from fluxo.contract import OUTLIER_METHODS  # noqa: E402
 from fluxo_dev.generator import generate  # noqa: E402
 from _common import curated_from_truth  # noqa: E402
 from fluxo.lake import Lake  # noqa: E402
+from fluxo_platform.lakefs import read_outliers  # noqa: E402
 
 INGEST_DATE = "2026-12-31"
 
 
-def build_lake(root: Path, rows: int, days: int) -> pa.Table:
-    """Curated partitions + one staged batch from the generator's truth; returns the truth labels."""
+def build_lake(root: Path, rows: int, days: int) -> tuple[pa.Table, list[str]]:
+    """The curated Delta table from the generator's truth; returns the truth labels and its days."""
     started = time.perf_counter()
     # Single-source truth holds about half of rows_per_day (the rest would arrive by other sources).
     generate(root / "gen", date(2026, 11, 1), days=days, rows_per_day=rows * 22 // (10 * days), seed=5,
@@ -50,20 +51,19 @@ def build_lake(root: Path, rows: int, days: int) -> pa.Table:
     truth = ds.dataset(root / "gen" / "truth", format="parquet").to_table().slice(0, rows)
     curated = curated_from_truth(truth, datetime(2026, 12, 31, tzinfo=timezone.utc))
     lake = Lake(str(root / "lake"))
-    ds.write_dataset(curated, lake.curated_transactions, format="parquet",
-                     partitioning=ds.partitioning(pa.schema([("event_date", pa.date32())]), flavor="hive"))
-    ds.write_dataset(curated.drop_columns(["event_date"]), lake.staged(INGEST_DATE), format="parquet")
+    write_deltalake(lake.curated_transactions, curated, partition_by=["event_date"])
     print(f"lake: {curated.num_rows} curated rows over {days} days in {time.perf_counter() - started:.1f} s (generate + write)")
-    return truth.select(["transaction_id", "is_outlier", "fraud_pattern"])
+    event_dates = sorted({d.isoformat() for d in curated.column("event_date").unique().to_pylist()})
+    return truth.select(["transaction_id", "is_outlier", "fraud_pattern"]), event_dates
 
 
-def run_script(root: Path, label: str) -> dict:
+def run_script(root: Path, label: str, event_dates: list[str]) -> dict:
     env = dict(os.environ, PYTHONPATH=str(REPO), FLUXO_SPARK_MASTER="local[2]", FLUXO_SPARK_DRIVER_MEMORY="4g",
                FLUXO_SPARK_SHUFFLE_PARTITIONS="8")
     env.pop("PYSPARK_GATEWAY_PORT", None)
     argv = [sys.executable, str(REPO / "glue_scripts" / "outliers.py"), "--JOB_NAME", "outliers",
             "--lake_root", str(root / "lake"), "--ingest_date", INGEST_DATE, "--history_days", "0",
-            "--run_id", "bench"]
+            "--run_id", "bench", "--event_dates", ",".join(event_dates)]
     started = time.perf_counter()
     proc = subprocess.run(argv, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - started
@@ -71,31 +71,8 @@ def run_script(root: Path, label: str) -> dict:
         raise SystemExit(proc.stderr[-3000:])
     stats = json.loads((root / "lake" / "work" / "stats" / f"ingest_date={INGEST_DATE}" / "outliers.json").read_text())
     print(f"script {label}: {elapsed:.1f} s wall (JVM start included), {stats['flagged_rows']} flagged rows "
-          f"{stats['by_method']}, merge {stats['merge_ms']} ms (+{stats['inserted']} ~{stats['updated']} -{stats['deleted']})")
+          f"{stats['by_method']}, seconds {stats['seconds']} (+{stats['inserted']} ~{stats['updated']} -{stats['deleted']})")
     return stats
-
-
-def merge_bench(root: Path, flagged: pa.Table) -> None:
-    uri = str(root / "merge-bench")
-    dates = sorted({d.isoformat() for d in flagged.column("event_date").to_pylist()})
-    for label, rows in (("into empty table", flagged), ("same rows again", flagged)):
-        started = time.perf_counter()
-        m = history.merge_outliers(uri, rows, dates)
-        print(f"delta merge {label}: {flagged.num_rows} rows in {time.perf_counter() - started:.2f} s "
-              f"(+{m['num_target_rows_inserted']} ~{m['num_target_rows_updated']} -{m['num_target_rows_deleted']})")
-    changed = pc.if_else(
-        pc.equal(pc.bit_wise_and(pa.array(range(flagged.num_rows)), 9), 0),
-        pc.add(flagged.column("score"), 1.0), flagged.column("score"),
-    )
-    rows = flagged.set_column(flagged.schema.get_field_index("score"), "score", changed)
-    started = time.perf_counter()
-    m = history.merge_outliers(uri, rows, dates)
-    print(f"delta merge with changed scores: {time.perf_counter() - started:.2f} s "
-          f"(+{m['num_target_rows_inserted']} ~{m['num_target_rows_updated']} -{m['num_target_rows_deleted']})")
-    started = time.perf_counter()
-    result = history.maintain(uri, retention_hours=0)
-    print(f"maintain (compact + vacuum 0h): {time.perf_counter() - started:.2f} s, "
-          f"{result['files_removed']} files -> {result['files_added']}, {result['vacuumed_files']} vacuumed")
 
 
 def duckdb_reference(root: Path) -> None:
@@ -115,7 +92,7 @@ def duckdb_reference(root: Path) -> None:
 
 
 def quality(root: Path, labels: pa.Table) -> None:
-    found = history.read_outliers(Lake(str(root / "lake")).outlier_history)
+    found = read_outliers(Lake(str(root / "lake")).outlier_history)
     hits = set(found.column("transaction_id").to_pylist())
     ids = labels.column("transaction_id").to_pylist()
     planted = [t for t, o in zip(ids, labels.column("is_outlier").to_pylist()) if o]
@@ -139,11 +116,9 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="fluxo-outliers-bench-") as tmp:
         root = Path(tmp)
-        labels = build_lake(root, args.rows, args.days)
-        first = run_script(root, "first run")
-        run_script(root, "rerun")
-        if first["flagged_rows"]:
-            merge_bench(root, history.read_outliers(Lake(str(root / "lake")).outlier_history))
+        labels, days = build_lake(root, args.rows, args.days)
+        run_script(root, "first run", days)
+        run_script(root, "rerun", days)
         duckdb_reference(root)
         quality(root, labels)
 
