@@ -215,14 +215,15 @@ def test_the_s3_store_stopped_mid_run_fails_the_stage_clearly_and_a_retry_after_
         assert error and "S3StoreUnreachable" in error[-1] and outage.endpoint in error[-1], err[-3000:]
         assert "make status" in error[-1]
         if open_delta(lake.curated_transactions) is not None:
-            assert ids_of_day(lake, day) == set()  # nothing of the day became visible
+            # a whole version or none: the cut may come before the day's commit or after it
+            assert len(ids_of_day(lake, day)) in (0, 20_000)
 
         outage.up()  # the server is back: the retry redoes the stage and the day lands once
         finish(start_stages(script_argv("curate", lake_root=lake.root, ingest_date="2026-11-07"), env=env))
     finally:
         outage.down()
-    assert len(ids_of_day(lake, day)) == 20_000
-    assert [h["operation"] for h in delta_history(lake.curated_transactions)].count("MERGE") == 1
+    rows = read_delta(lake.curated_transactions, TRANSACTION.arrow_schema(), filters=[("event_date", "=", day)])
+    assert rows.num_rows == len(set(rows.column("transaction_id").to_pylist())) == 20_000  # landed once
 
 
 def test_a_reader_during_a_curate_sees_the_old_or_the_new_day(tmp_path):

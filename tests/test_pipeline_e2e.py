@@ -195,8 +195,8 @@ def test_fraud_alerts_equal_an_independent_computation(first_run, pipeline_env, 
     # the planted fraud of the generated day: every rule's positives are found (the demo's report)
     scores = print_fraud_report(warehouse_url, generated, [DAY])
     assert scores["overall"]["recall"] == 1.0 and scores["overall"]["planted"] >= 24, scores
-    # the same alerts are in the Delta history, each with its evidence
-    assert history_alerts(pipeline_env["FLUXO_LAKE_ROOT"]).num_rows == len(rows)
+    # the same alerts are in this lake's Delta history (the warehouse also holds other tests' days)
+    assert history_alerts(pipeline_env["FLUXO_LAKE_ROOT"]).num_rows == len(found)
 
 
 def test_rerun_changes_nothing(first_run, pipeline_env, warehouse_url):
