@@ -32,6 +32,8 @@ _CONFLICTS = (
     "ConcurrentAppendException", "ConcurrentDeleteReadException", "ConcurrentDeleteDeleteException",
     "ConcurrentTransactionException", "ConcurrentWriteException", "MetadataChangedException",
     "ProtocolChangedException",
+    # two writers creating one table at the same instant: the loser sees the winner's first files
+    "DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION",
 )
 
 

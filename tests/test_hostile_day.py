@@ -156,6 +156,19 @@ def findings(text: str, where: str) -> list[str]:
     return [f"{where}: {mask_pans(line)[:200]}" for line in text.splitlines() if has_pan(line)]
 
 
+def delta_log_text(path: Path) -> str:
+    """A Delta commit as text, without the engine's own operation metrics and plan predicates
+    (counters, timings and expression ids, whose digit runs can look like card numbers); the
+    data-derived parts (file stats, partition values, user metadata) are all kept."""
+    actions = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        action = json.loads(line)
+        for key in ("operationMetrics", "operationParameters"):
+            action.get("commitInfo", {}).pop(key, None)
+        actions.append(json.dumps(action))
+    return "\n".join(actions)
+
+
 def lake_findings(root: Path) -> tuple[list[str], int]:
     found, scanned = [], 0
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
@@ -169,6 +182,8 @@ def lake_findings(root: Path) -> tuple[list[str], int]:
                 if str(table.schema.field(name).type) in ("string", "large_string"):
                     values = "\n".join(v for v in table.column(name).to_pylist() if v)
                     found += findings(values, f"{relative}:{name}")
+        elif "_delta_log/" in relative and path.suffix == ".json":
+            found += findings(delta_log_text(path), relative)
         else:
             found += findings(path.read_bytes().decode("utf-8", errors="replace"), relative)
     return found, scanned
