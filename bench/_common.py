@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
@@ -72,3 +75,22 @@ def curated_from_truth(truth, ingested_at):
                                    schema=TRANSACTION.arrow_schema())
     return curated.append_column(
         "event_date", pc.cast(pc.cast(curated.column("event_ts"), pa.timestamp("us")), pa.date32()))
+
+
+def run_glue_script(script: str, lake_root: Path, ingest_date: str, *args: str, driver_memory: str = "4g",
+                    shuffle_partitions: int = 8) -> tuple[float, dict]:
+    """`glue_scripts/<script>.py` in a JVM of its own (as a Glue run: start included), on a local
+    lake; (wall seconds, its results document). Exits with the stage's stderr tail when it fails."""
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), FLUXO_SPARK_MASTER="local[2]",
+               FLUXO_SPARK_DRIVER_MEMORY=driver_memory, FLUXO_SPARK_SHUFFLE_PARTITIONS=str(shuffle_partitions))
+    env.pop("PYSPARK_GATEWAY_PORT", None)
+    env.pop("FLUXO_SPARK_REMOTE", None)
+    argv = [sys.executable, str(REPO_ROOT / "glue_scripts" / f"{script}.py"), "--JOB_NAME", script,
+            "--lake_root", str(lake_root), "--ingest_date", ingest_date, "--run_id", "bench", *args]
+    started = time.perf_counter()
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    if proc.returncode:
+        raise SystemExit(proc.stderr[-3000:])
+    stats = json.loads((lake_root / "work" / "stats" / f"ingest_date={ingest_date}" / f"{script}.json").read_text())
+    return elapsed, stats

@@ -17,9 +17,7 @@ Prints the cost per scored row of each N relative to the first.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,7 +35,7 @@ from fluxo.fraud_rules import load_rules  # noqa: E402
 from fluxo.lake import Lake  # noqa: E402
 from fluxo_dev.fraud_reference import format_scores, precision_recall, reference_alerts  # noqa: E402
 from fluxo_dev.generator import canonical_days  # noqa: E402
-from _common import curated_from_truth  # noqa: E402
+from _common import curated_from_truth, run_glue_script  # noqa: E402
 
 DAY = date(2026, 11, 30)
 INGEST_DATE = DAY.isoformat()
@@ -62,19 +60,8 @@ def build_lake(root: Path, rows: int, history_days: int, history_share: float) -
 
 
 def run_stage(root: Path) -> tuple[float, dict]:
-    env = dict(os.environ, PYTHONPATH=str(REPO), FLUXO_SPARK_MASTER="local[2]", FLUXO_SPARK_DRIVER_MEMORY="6g",
-               FLUXO_SPARK_SHUFFLE_PARTITIONS="8")
-    env.pop("PYSPARK_GATEWAY_PORT", None)
-    argv = [sys.executable, str(REPO / "glue_scripts" / "fraud.py"), "--JOB_NAME", "fraud",
-            "--lake_root", str(root / "lake"), "--ingest_date", INGEST_DATE, "--event_dates", INGEST_DATE,
-            "--run_id", "bench", "--data_docs", "false"]
-    started = time.perf_counter()
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True)
-    elapsed = time.perf_counter() - started
-    if proc.returncode:
-        raise SystemExit(proc.stderr[-3000:])
-    stats = json.loads((root / "lake" / "work" / "stats" / f"ingest_date={INGEST_DATE}" / "fraud.json").read_text())
-    return elapsed, stats
+    return run_glue_script("fraud", root / "lake", INGEST_DATE, "--event_dates", INGEST_DATE, "--data_docs", "false",
+                           driver_memory="6g")
 
 
 def stage_alerts(root: Path) -> dict[str, set[str]]:

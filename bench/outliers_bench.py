@@ -16,9 +16,6 @@ against baselines over the same N rows. Then:
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +32,7 @@ from deltalake import write_deltalake  # noqa: E402
 
 from fluxo.contract import OUTLIER_METHODS  # noqa: E402
 from fluxo_dev.generator import generate  # noqa: E402
-from _common import curated_from_truth  # noqa: E402
+from _common import curated_from_truth, run_glue_script  # noqa: E402
 from fluxo.lake import Lake  # noqa: E402
 from fluxo_platform.lakefs import read_outliers  # noqa: E402
 
@@ -58,18 +55,8 @@ def build_lake(root: Path, rows: int, days: int) -> tuple[pa.Table, list[str]]:
 
 
 def run_script(root: Path, label: str, event_dates: list[str]) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(REPO), FLUXO_SPARK_MASTER="local[2]", FLUXO_SPARK_DRIVER_MEMORY="4g",
-               FLUXO_SPARK_SHUFFLE_PARTITIONS="8")
-    env.pop("PYSPARK_GATEWAY_PORT", None)
-    argv = [sys.executable, str(REPO / "glue_scripts" / "outliers.py"), "--JOB_NAME", "outliers",
-            "--lake_root", str(root / "lake"), "--ingest_date", INGEST_DATE, "--history_days", "0",
-            "--run_id", "bench", "--event_dates", ",".join(event_dates)]
-    started = time.perf_counter()
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True)
-    elapsed = time.perf_counter() - started
-    if proc.returncode:
-        raise SystemExit(proc.stderr[-3000:])
-    stats = json.loads((root / "lake" / "work" / "stats" / f"ingest_date={INGEST_DATE}" / "outliers.json").read_text())
+    elapsed, stats = run_glue_script("outliers", root / "lake", INGEST_DATE, "--history_days", "0",
+                                     "--event_dates", ",".join(event_dates))
     print(f"script {label}: {elapsed:.1f} s wall (JVM start included), {stats['flagged_rows']} flagged rows "
           f"{stats['by_method']}, seconds {stats['seconds']} (+{stats['inserted']} ~{stats['updated']} -{stats['deleted']})")
     return stats
