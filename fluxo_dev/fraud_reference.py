@@ -4,10 +4,10 @@ of bench/fraud_bench.py. Same suite (thresholds read from expectations/fraud_rul
 reference data, written from the rule definitions in fluxo.transforms.fraud's docstring — not
 from its code.
 
-    flagged = reference_alerts(con, "curated", dates, rules)   # {transaction_id: {rule, ...}}
+    flagged = reference_alerts(con, dates, rules)   # {transaction_id: {rule, ...}}
 
 `con` has a table or view `source` with the curated columns of every day
-`fluxo.transforms.fraud.look_back_days(dates, rules)[0]` names.
+`fluxo.transforms.fraud.look_back_days(dates, rules)` names.
 """
 
 from __future__ import annotations

@@ -1,12 +1,18 @@
 """Fraud features and flags over curated transactions (Spark SQL functions only, no UDF).
 
 `features(rows, dates, rules, reference)` scores the curated rows of `dates` with the look-back
-their features need, read by the caller from the curated table (`look_back_days`): the day
-before each scored day for the short windows (a burst that crosses midnight is seen whole) and
-`history_days` before it for the customer and card history. Every feature of a row uses only
-rows at or before its own `event_ts` — no look-ahead. Times are `event_ts` in microseconds.
+their features need, read by the caller from the curated table (`look_back_days`): `history_days`
+before each scored day, and at least the day before (a burst that crosses midnight is seen whole).
+Every feature of a row uses only rows at or before its own `event_ts` — no look-ahead. Times are
+`event_ts` in microseconds. Two window passes over every row read (a shuffle and a sort each),
+then only the scored days are kept; no self-join, so no row meets more than its own card's or
+customer's neighbours.
 
-Per card, one window pass (partitioned by card_token, ordered by event time):
+Per customer (amount_vs_median): the customer's transactions in [t - `history_days`, t):
+`customer_history_txns`, their exact `customer_median` of amount_reporting, and
+`amount_to_median` = amount_reporting / customer_median when there are at least `min_history`.
+
+Per card (partitioned by card_token, ordered by event time):
 - `txns_10min`, `txns_1h`: the card's transactions in [t - 10 min, t] and [t - 1 h, t], itself
   included (every status: attempts count);
 - `merchants_10min`, `merchants_1h`: distinct merchants in the same windows;
@@ -15,19 +21,15 @@ Per card, one window pass (partitioned by card_token, ordered by event time):
 - `duplicate_charges` (duplicate_charge; approved rows only): the card's other approved
   transactions with the same merchant, currency and amount in [t - `window_minutes`, t], ties in
   time included, so two charges in the same second flag each other;
+- `card_present_history`, `usual_country`, `prior_country_txns` (unusual_country; card-present
+  rows only): the card's card-present transactions in [t - `history_days`, t), the most frequent
+  country among them (on a tie the first in alphabetical order) and, with at least `min_history`
+  of them, how many were in this row's country;
 - `prev_country`, `travel_minutes`, `min_travel_minutes`, `travel_time_ratio` (impossible_travel;
   card-present rows only): the card's previous card-present transaction strictly before t; when
   it was in another country, the minutes since then and their ratio to the pair's minimum travel
   time (`fluxo/reference/country_travel_minutes.csv`; a pair with minimum 0 — a land border — or
   missing from it is not judged).
-Two range self-joins, only for the scored rows:
-- customer (amount_vs_median): the customer's transactions in [t - `history_days`, t):
-  `customer_history_txns`, their exact `customer_median` of amount_reporting, and
-  `amount_to_median` = amount_reporting / customer_median when there are at least `min_history`;
-- card (unusual_country; card-present rows): the card's card-present transactions in
-  [t - `history_days`, t): `card_present_history`, `usual_country` (the most frequent; on a tie the
-  first in alphabetical order) and, with at least `min_history` of them, `prior_country_txns` = how
-  many were in this row's country.
 And per row: `local_hour` in the merchant country's time zone (`country_timezones.csv`) and
 `night_high_risk_amount` = amount_reporting when the MCC is one of `mccs` and the local hour is in
 [night_start_hour, night_end_hour) (wrapping past midnight when start > end).
@@ -61,6 +63,8 @@ FEATURES = (
     "travel_minutes", "min_travel_minutes", "travel_time_ratio", "small_declines_before", "duplicate_charges",
     "local_hour", "night_high_risk_amount",
 )
+# what a card's card-present row older than its short windows is read for: its country and time
+CARD_HISTORY_COLUMNS = ("transaction_id", "card_token", "country", "channel", "event_date", "_t")
 TRAVEL_CSV, TIMEZONES_CSV = "country_travel_minutes.csv", "country_timezones.csv"
 
 
@@ -81,17 +85,24 @@ def timezone_table() -> dict[str, str]:
     return {r["country"]: r["timezone"] for r in reference_rows(TIMEZONES_CSV)}
 
 
-def look_back_days(dates: list[str], rules: FraudRules) -> tuple[list[str], list[str]]:
-    """(every day to read, the days the short windows need) for scoring `dates`: each scored day,
-    the days before it its short windows reach (at least one) and `history_days` before it."""
+def look_back_days(dates: list[str], rules: FraudRules) -> list[str]:
+    """Every day to read for scoring `dates`: each scored day and the days before it that its
+    history (`history_days`) and its short windows (at least one day) reach."""
+    return _days_back(dates, max(_short_reach_days(rules), rules.history_days))
+
+
+def _short_reach_days(rules: FraudRules) -> int:
+    """Days before a scored day that its short windows (bursts, duplicates, travel) reach, at least one."""
     longest = max(rules.window_minutes, *travel_minutes_table().values())
-    short = max(1, math.ceil(longest / (24 * 60)))
-    every, recent = set(), set()
+    return max(1, math.ceil(longest / (24 * 60)))
+
+
+def _days_back(dates: list[str], back: int) -> list[str]:
+    every = set()
     for d in dates:
         day = date.fromisoformat(d)
-        recent |= {(day - timedelta(days=k)).isoformat() for k in range(short + 1)}
-        every |= {(day - timedelta(days=k)).isoformat() for k in range(max(short, rules.history_days) + 1)}
-    return sorted(every), sorted(recent)
+        every |= {(day - timedelta(days=k)).isoformat() for k in range(back + 1)}
+    return sorted(every)
 
 
 # --- features ------------------------------------------------------------------------------------
@@ -101,11 +112,43 @@ def _micros() -> Column:
     return F.unix_micros(F.col("event_ts"))
 
 
-def _null(type_: str) -> Column:
-    return F.lit(None).cast(type_)
+def _median(values: Column) -> Column:
+    """The exact median of an array of doubles (nulls left out), interpolated as Spark's `median`."""
+    s = F.array_sort(F.filter(values, lambda v: v.isNotNull()))
+    n = F.size(s)
+    low, high = F.element_at(s, F.floor((n + 1) / 2).cast("int")), F.element_at(s, F.floor(n / 2 + 1).cast("int"))
+    return F.when(n > 0, low + (high - low) * F.lit(0.5))
 
 
-def _card_window_features(recent: DataFrame, rules: FraudRules, travel: DataFrame) -> DataFrame:
+def _most_frequent(values: Column) -> Column:
+    """The most frequent value of an array (on a tie the first alphabetically); null when empty."""
+    counted = F.transform(F.array_distinct(values), lambda v: F.struct(
+        (-F.size(F.filter(values, lambda x: x == v))).alias("rank"), v.alias("value")))
+    return F.array_min(counted)["value"]
+
+
+def _customer_features(rows: DataFrame, scored_days: Column, rules: FraudRules) -> DataFrame | None:
+    """(transaction_id, customer_history_txns, customer_median) of the scored rows."""
+    rule = rules.get("amount_vs_median")
+    if not rule:
+        return None
+    customer = Window.partitionBy("customer_id").orderBy("_t").rangeBetween(-rule.params["history_days"] * DAY, -1)
+    amounts = rows.select("transaction_id", "customer_id", "_t", "event_date",
+                          F.col("amount_reporting").cast("double").alias("_a"))
+    return (
+        amounts.select("*", F.count(F.lit(1)).over(customer).alias("customer_history_txns"),
+                       F.collect_list("_a").over(customer).alias("_amounts"))
+        .where(scored_days)
+        .select("transaction_id", "customer_history_txns", _median(F.col("_amounts")).alias("customer_median"))
+    )
+
+
+def _card_present_channels(rules: FraudRules) -> set[str]:
+    return {c for name in ("unusual_country", "impossible_travel") if rules.get(name)
+            for c in rules[name].params["card_present_channels"]}
+
+
+def _card_features(rows: DataFrame, rules: FraudRules, travel: DataFrame) -> DataFrame:
     card = Window.partitionBy("card_token").orderBy("_t")
     approved = F.col("status") == "approved"
     cols = {
@@ -128,6 +171,12 @@ def _card_window_features(recent: DataFrame, rules: FraudRules, travel: DataFram
                         & (x["currency"] == F.col("currency")) & (x["amount"] == F.col("amount"))
                         & (x["status"] == "approved") & (x["transaction_id"] != F.col("transaction_id")))
         cols["duplicate_charges"] = F.when(approved, F.size(same))
+    country_rule = rules.get("unusual_country")
+    if country_rule:
+        present = F.col("channel").isin(list(country_rule.params["card_present_channels"]))
+        earlier = card.rangeBetween(-country_rule.params["history_days"] * DAY, -1)
+        # collect_list leaves out the nulls: the countries of the card-present rows only
+        cols["_countries"] = F.when(present, F.collect_list(F.when(present, F.col("country"))).over(earlier))
     travel_rule = rules.get("impossible_travel")
     if travel_rule:
         present = F.col("channel").isin(list(travel_rule.params["card_present_channels"]))
@@ -135,7 +184,15 @@ def _card_window_features(recent: DataFrame, rules: FraudRules, travel: DataFram
         cols["_cp"] = present
         cols["_prev_country"] = F.last(F.when(present, F.col("country")), ignorenulls=True).over(earlier)
         cols["_prev_t"] = F.last(F.when(present, F.col("_t")), ignorenulls=True).over(earlier)
-    out = recent.withColumn("_t", _micros()).select("*", *[c.alias(n) for n, c in cols.items()])
+    out = rows.select("*", *[c.alias(n) for n, c in cols.items()])
+    if country_rule:
+        same_country = F.size(F.filter("_countries", lambda c: c == F.col("country")))
+        out = (
+            out.withColumn("card_present_history", F.when(F.col("_countries").isNotNull(), F.size("_countries")))
+            .withColumn("usual_country", _most_frequent(F.col("_countries")))
+            .withColumn("prior_country_txns",
+                        F.when(F.col("card_present_history") >= country_rule.params["min_history"], same_country))
+        )
     if travel_rule:
         moved = F.col("_cp") & F.col("_prev_country").isNotNull() & (F.col("_prev_country") != F.col("country"))
         pair = travel.select(F.col("a").alias("_pa"), F.col("b").alias("_pb"), "min_travel_minutes")
@@ -148,41 +205,6 @@ def _card_window_features(recent: DataFrame, rules: FraudRules, travel: DataFram
                                                     F.col("travel_minutes") / F.col("min_travel_minutes")))
         )
     return out
-
-
-def _customer_history(scored: DataFrame, rows: DataFrame, rules: FraudRules) -> DataFrame | None:
-    rule = rules.get("amount_vs_median")
-    if not rule:
-        return None
-    span = rule.params["history_days"] * DAY
-    c = scored.select("transaction_id", "customer_id", _micros().alias("_ct"))
-    h = rows.select(F.col("customer_id").alias("_hc"), _micros().alias("_ht"),
-                    F.col("amount_reporting").cast("double").alias("_ha"))
-    joined = c.join(h, (F.col("customer_id") == F.col("_hc")) & (F.col("_ht") >= F.col("_ct") - span)
-                    & (F.col("_ht") < F.col("_ct")))
-    return joined.groupBy("transaction_id").agg(
-        F.count(F.lit(1)).alias("customer_history_txns"), F.median("_ha").alias("customer_median"))
-
-
-def _card_country_history(scored: DataFrame, rows: DataFrame, rules: FraudRules) -> DataFrame | None:
-    rule = rules.get("unusual_country")
-    if not rule:
-        return None
-    span = rule.params["history_days"] * DAY
-    channels = list(rule.params["card_present_channels"])
-    c = scored.where(F.col("channel").isin(channels)).select(
-        "transaction_id", F.col("card_token").alias("_cc"), _micros().alias("_ct"), F.col("country").alias("_cn"))
-    h = rows.where(F.col("channel").isin(channels)).select(
-        F.col("card_token").alias("_hc"), _micros().alias("_ht"), F.col("country").alias("_hn"))
-    joined = c.join(h, (F.col("_cc") == F.col("_hc")) & (F.col("_ht") >= F.col("_ct") - span)
-                    & (F.col("_ht") < F.col("_ct")))
-    per_country = joined.groupBy("transaction_id", "_cn", "_hn").agg(F.count(F.lit(1)).alias("_n"))
-    return per_country.groupBy("transaction_id").agg(
-        F.sum("_n").alias("card_present_history"),
-        F.coalesce(F.sum(F.when(F.col("_hn") == F.col("_cn"), F.col("_n"))), F.lit(0)).alias("_same_country"),
-        # the most frequent country; on a tie the first alphabetically
-        F.min(F.struct((-F.col("_n")).alias("_rank"), F.col("_hn")))["_hn"].alias("usual_country"),
-    )
 
 
 def _local_time_features(df: DataFrame, rules: FraudRules, timezones: DataFrame) -> DataFrame:
@@ -212,32 +234,22 @@ def reference_frames(spark) -> tuple[DataFrame, DataFrame]:
 
 def features(rows: DataFrame, dates: list[str], rules: FraudRules, reference: tuple[DataFrame, DataFrame]) -> DataFrame:
     """The curated rows of `dates` with every feature (FEATURES), from `rows` = the curated rows of
-    `look_back_days(dates, rules)[0]` (more days are harmless; fewer miss history)."""
+    `look_back_days(dates, rules)` (more days are harmless; fewer miss history)."""
     travel, timezones = reference
-    _every, recent_days = look_back_days(dates, rules)
-    rows = conform(rows, TRANSACTION).withColumn("event_date", event_date())
-    in_scored_days = F.col("event_date").isin([date.fromisoformat(d) for d in dates])
-    recent = rows.where(F.col("event_date").isin([date.fromisoformat(d) for d in recent_days]))
-    scored = _card_window_features(recent, rules, travel).where(in_scored_days)
-    # the history joins start from the plain rows, so the card window is computed once
-    candidates = rows.where(in_scored_days)
-
-    customer = _customer_history(candidates, rows, rules)
+    rows = conform(rows, TRANSACTION).withColumn("event_date", event_date()).withColumn("_t", _micros())
+    scored_days = F.col("event_date").isin([date.fromisoformat(d) for d in dates])
+    # whole rows only where a scored row's short windows reach; the card's earlier days carry just
+    # the countries its history needs (most rows read are history: narrow rows shuffle far faster)
+    near = F.col("event_date").isin([date.fromisoformat(d) for d in _days_back(dates, _short_reach_days(rules))])
+    card_history = rows.where(~near & F.col("channel").isin(list(_card_present_channels(rules))))
+    card_rows = rows.where(near).unionByName(card_history.select(*CARD_HISTORY_COLUMNS), allowMissingColumns=True)
+    scored = _card_features(card_rows, rules, travel).where(scored_days)
+    customer = _customer_features(rows, scored_days, rules)
     if customer is not None:
         rule = rules["amount_vs_median"]
-        scored = scored.join(customer, "transaction_id", "left").withColumn(
-            "customer_history_txns", F.coalesce("customer_history_txns", F.lit(0)))
         enough = (F.col("customer_history_txns") >= rule.params["min_history"]) & (F.col("customer_median") > 0)
-        scored = scored.withColumn("amount_to_median", F.when(
-            enough, F.col("amount_reporting").cast("double") / F.col("customer_median")))
-    country = _card_country_history(candidates, rows, rules)
-    if country is not None:
-        rule = rules["unusual_country"]
-        present = F.col("channel").isin(list(rule.params["card_present_channels"]))
-        scored = scored.join(country, "transaction_id", "left").withColumn(
-            "card_present_history", F.when(present, F.coalesce("card_present_history", F.lit(0))))
-        enough = F.col("card_present_history") >= rule.params["min_history"]
-        scored = scored.withColumn("prior_country_txns", F.when(enough, F.col("_same_country")))
+        scored = scored.join(customer, "transaction_id", "left").withColumn(
+            "amount_to_median", F.when(enough, F.col("amount_reporting").cast("double") / F.col("customer_median")))
     scored = _local_time_features(scored, rules, timezones)
 
     types = {f.name: f.dataType for f in FRAUD_ALERT.spark_schema().fields}
