@@ -75,7 +75,9 @@ def loaded(warehouse_url):
         row = _grain_row(DAILY_METRICS, day, 0)
         count = int(_wave(day, 20_000, 3_000))
         row.update(transaction_count=count, amount_total=Decimal(f"{count * _wave(day, 160, 12, 11):.2f}"),
-                   approval_rate=round(_wave(day, 0.93, 0.02, 9), 4))
+                   approval_rate=round(_wave(day, 0.93, 0.02, 9), 4),
+                   fraud_alert_count=int(_wave(day, 60, 25, 5)))
+        row.update(fraud_alert_rate=row["fraud_alert_count"] / count)
         daily.append(row)
     merchant_contract, _ = METRIC_GRAINS["merchant_daily"]
     merchants = [_grain_row(merchant_contract, day, i) for day in days for i in range(MERCHANTS)]
@@ -267,8 +269,9 @@ def test_the_dashboard_signs_in_calls_the_api_and_draws(api, credentials, loaded
             page.wait_for_selector("body[data-state=drawn]", timeout=30_000)
             drawn = page.eval_on_selector_all(".chart canvas", "els => els.length")
             titles = page.eval_on_selector_all(".chart h2", "els => els.map(e => e.textContent)")
-            assert drawn == len(titles) == 6, titles
+            assert drawn == len(titles) == 7, titles
             assert any(t.startswith("Transactions per day") for t in titles)
+            assert any(t.startswith("Fraud alerts per day") for t in titles)
             assert any(t.startswith("Quarantined per day") for t in titles)
             # the page called the API with its token, and nowhere else
             data_calls = [(u, a) for u, a in calls if "/metrics/daily" in u]
