@@ -7,6 +7,7 @@ Production: several worker processes, uvloop and httptools (see api/README.md):
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from contextlib import asynccontextmanager
 
@@ -83,6 +84,9 @@ async def lifespan(app: FastAPI):
                 logger.warning("created the development client", extra={"fields": {"client_id": settings.client_id}})
         except Exception:
             bootstrap = asyncio.create_task(_bootstrap(settings))
+    # what start-up allocated lives as long as the worker: out of the collector's sight, a full
+    # collection under load walks only the requests' own objects (shorter pauses, a lower p99)
+    gc.freeze()
     try:
         yield
     finally:
