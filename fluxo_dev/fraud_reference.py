@@ -13,7 +13,7 @@ from its code.
 from __future__ import annotations
 
 from fluxo.fraud_rules import FraudRules, Rule
-from fluxo.transforms.fraud import timezone_table, travel_minutes_table
+from fluxo.reference import timezone_table, travel_minutes_table
 
 MINUTE_US = 60_000_000
 DAY_US = 24 * 60 * MINUTE_US
@@ -128,6 +128,19 @@ def reference_alerts(con, dates: list[str], rules: FraudRules) -> dict[str, set[
 # amounts far above a customer's usual ones, and large amounts wherever they fall (a betting
 # merchant at night): flagging them is right for these rules, not a false alarm.
 ALSO_RIGHT_ON_OUTLIERS = frozenset({"amount_vs_median", "night_high_risk_mcc"})
+
+
+def truth_labels(truth, days) -> tuple[dict[str, str], set[str]]:
+    """({transaction_id: the rule it was planted for}, {planted amount outliers}) of the generator's
+    truth table (transaction_id, event_ts, fraud_pattern, is_outlier) on the event dates `days`."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    on_days = pc.is_in(pc.cast(pc.cast(truth.column("event_ts"), pa.timestamp("us")), pa.date32()),
+                       value_set=pa.array(list(days), pa.date32()))
+    rows = truth.filter(on_days).select(["transaction_id", "fraud_pattern", "is_outlier"]).to_pylist()
+    return ({r["transaction_id"]: r["fraud_pattern"] for r in rows if r["fraud_pattern"]},
+            {r["transaction_id"] for r in rows if r["is_outlier"]})
 
 
 def precision_recall(alerts: dict[str, set[str]], labels: dict[str, str], rules: list[str],

@@ -41,11 +41,9 @@ semantics of the rule's expectation), with the rules that fired, the score
 
 from __future__ import annotations
 
-import csv
 import functools
 import math
 from datetime import date, datetime, timedelta
-from importlib import resources
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -53,6 +51,7 @@ from pyspark.sql import types as T
 
 from fluxo.contract import FRAUD_ALERT, TRANSACTION
 from fluxo.fraud_rules import FraudRules
+from fluxo.reference import timezone_table, travel_minutes_table
 from fluxo.transforms._common import conform, event_date
 
 MINUTE = 60_000_000  # microseconds
@@ -65,24 +64,6 @@ FEATURES = (
 )
 # what a card's card-present row older than its short windows is read for: its country and time
 CARD_HISTORY_COLUMNS = ("transaction_id", "card_token", "country", "channel", "event_date", "_t")
-TRAVEL_CSV, TIMEZONES_CSV = "country_travel_minutes.csv", "country_timezones.csv"
-
-
-# --- reference data ------------------------------------------------------------------------------
-
-
-def reference_rows(name: str) -> list[dict[str, str]]:
-    """Rows of a CSV shipped in fluxo/reference (read from the package, so also from the Glue zip)."""
-    text = resources.files("fluxo.reference").joinpath(name).read_text(encoding="utf-8")
-    return list(csv.DictReader(line for line in text.splitlines() if line and not line.startswith("#")))
-
-
-def travel_minutes_table() -> dict[frozenset, float]:
-    return {frozenset((r["country_a"], r["country_b"])): float(r["min_minutes"]) for r in reference_rows(TRAVEL_CSV)}
-
-
-def timezone_table() -> dict[str, str]:
-    return {r["country"]: r["timezone"] for r in reference_rows(TIMEZONES_CSV)}
 
 
 def look_back_days(dates: list[str], rules: FraudRules) -> list[str]:
@@ -113,8 +94,9 @@ def _micros() -> Column:
 
 
 def _median(values: Column) -> Column:
-    """The exact median of an array of doubles (nulls left out), interpolated as Spark's `median`."""
-    s = F.array_sort(F.filter(values, lambda v: v.isNotNull()))
+    """The exact median of an array of doubles without nulls (as collect_list makes it), interpolated
+    as Spark's `median`."""
+    s = F.array_sort(values)
     n = F.size(s)
     low, high = F.element_at(s, F.floor((n + 1) / 2).cast("int")), F.element_at(s, F.floor(n / 2 + 1).cast("int"))
     return F.when(n > 0, low + (high - low) * F.lit(0.5))

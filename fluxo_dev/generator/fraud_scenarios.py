@@ -17,7 +17,7 @@ from datetime import date
 import numpy as np
 
 from fluxo.contract import FRAUD_RULES
-from fluxo.transforms.fraud import travel_minutes_table
+from fluxo.reference import travel_minutes_table
 
 from . import catalog as cat
 
