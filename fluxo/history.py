@@ -41,16 +41,6 @@ def _sql_date(d: str | date) -> str:
     return f"DATE '{date.fromisoformat(str(d)).isoformat()}'"
 
 
-def read_days(spark, uri: str, dates: list[str], contract: Contract) -> DataFrame:
-    """The rows of a history table on the given event dates (empty, typed, when the table is absent)."""
-    from pyspark.sql import functions as F
-
-    if not dates or not delta_tables.is_table(spark, uri):
-        return spark.createDataFrame([], contract.spark_schema())
-    days = [date.fromisoformat(d) for d in dates]
-    return conform(spark.read.format("delta").load(uri).where(F.col("event_date").isin(days)), contract)
-
-
 def merge_flagged(
     spark,
     uri: str,

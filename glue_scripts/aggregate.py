@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from pyspark import StorageLevel
 
-from fluxo import history
 from fluxo.contract import FRAUD_ALERT
 
 from fluxo.glue_runtime import curated_input, run_stage, start_stage, write_stats
@@ -40,7 +39,7 @@ def main() -> None:
     dates, version = curated_input(rt)
 
     # Two aggregations read the same partitions: read the Parquet once.
-    alerts = history.read_days(spark, lake.fraud_alerts, dates, FRAUD_ALERT)
+    alerts = read_days(spark, lake.fraud_alerts, dates, contract=FRAUD_ALERT)
     curated = with_fraud_flags(read_days(spark, lake.curated_transactions, dates, version), alerts).persist(
         StorageLevel.MEMORY_AND_DISK)
     rows: dict[str, int] = {}

@@ -72,7 +72,7 @@ def main() -> None:
     clock = time.perf_counter()
     # the warehouse gets the history's rows: a rerun that changes nothing keeps the first run's
     # detected_at/run_id there too, so the day's alerts stay row-identical everywhere
-    history.read_days(spark, lake.fraud_alerts, dates, FRAUD_ALERT).coalesce(1).write.mode("overwrite").parquet(
+    read_days(spark, lake.fraud_alerts, dates, contract=FRAUD_ALERT).coalesce(1).write.mode("overwrite").parquet(
         lake.metrics("fraud_alerts", ingest_date))
     seconds["write"] = time.perf_counter() - clock
 

@@ -40,7 +40,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from fluxo import delta_tables
-from fluxo.contract import TRANSACTION
+from fluxo.contract import TRANSACTION, Contract
 from fluxo import storage
 from fluxo.transforms._common import SOURCE_PRIORITY, conform, event_date, rank_copies
 
@@ -107,15 +107,18 @@ def merge_staged(spark, uri: str, staged: DataFrame, dates: list[str], commit_in
     }
 
 
-def read_days(spark, uri: str, dates: list[str], version: int | None = None) -> DataFrame:
-    """The curated rows of the given event dates (as of `version`, latest when None); empty when none."""
+def read_days(spark, uri: str, dates: list[str], version: int | None = None,
+              contract: Contract = TRANSACTION) -> DataFrame:
+    """The rows of the given event dates of a Delta table partitioned by event_date (curated by
+    default; a history table with its `contract`), as of `version` (latest when None); empty,
+    typed, when there are none."""
     if not dates or not delta_tables.is_table(spark, uri):
-        return spark.createDataFrame([], TRANSACTION.spark_schema())
+        return spark.createDataFrame([], contract.spark_schema())
     reader = spark.read.format("delta")
     if version is not None:
         reader = reader.option("versionAsOf", int(version))
     days = reader.load(uri).where(F.col(PARTITION_COLUMN).isin([date.fromisoformat(d) for d in dates]))
-    return conform(days, TRANSACTION)
+    return conform(days, contract)
 
 
 def curate_stats(merged: dict[str, Any], dates: list[str]) -> dict[str, Any]:
