@@ -51,18 +51,20 @@ def _count_status(status: str):
     return F.count(F.when(F.col("status") == status, 1))
 
 
-def with_fraud_flags(curated: DataFrame, alerts: DataFrame | None) -> DataFrame:
+def with_fraud_flags(curated: DataFrame, alerts: DataFrame) -> DataFrame:
     """The curated rows with `_fraud` = whether the fraud stage alerted on the transaction."""
-    if alerts is None:
-        return curated.withColumn(FRAUD_FLAG, F.lit(False))
     flagged = alerts.select("transaction_id").distinct().withColumn(FRAUD_FLAG, F.lit(True))
     return curated.join(flagged, "transaction_id", "left").withColumn(
         FRAUD_FLAG, F.coalesce(F.col(FRAUD_FLAG), F.lit(False)))
 
 
+def _fraud_flag(curated: DataFrame):
+    """`_fraud` when with_fraud_flags set it, else false (rows with no fraud stage before them)."""
+    return F.col(FRAUD_FLAG) if FRAUD_FLAG in curated.columns else F.lit(False)
+
+
 def _count_fraud(curated: DataFrame):
-    flag = F.col(FRAUD_FLAG) if FRAUD_FLAG in curated.columns else F.lit(False)
-    return F.count(F.when(flag, 1)).alias("fraud_alert_count")
+    return F.count(F.when(_fraud_flag(curated), 1)).alias("fraud_alert_count")
 
 
 def _with_rates(metrics: DataFrame, reporting_currency: str) -> DataFrame:
@@ -111,7 +113,7 @@ def grain_metrics(curated: DataFrame, reporting_currency: str) -> DataFrame:
         F.date_trunc("hour", "event_ts").alias("event_hour"),
         *[c for c in columns if c not in ("event_date", "event_hour")],
         "customer_id", "status", "amount_reporting",
-        (F.col(FRAUD_FLAG) if FRAUD_FLAG in curated.columns else F.lit(False)).alias(FRAUD_FLAG),
+        _fraud_flag(curated).alias(FRAUD_FLAG),
     )
     sets = [list(contract.key) for contract in GROUPED_GRAINS.values()]
     percentiles = F.percentile_approx(amount, list(PERCENTILES.values()), PERCENTILE_ACCURACY)
