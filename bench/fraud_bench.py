@@ -28,12 +28,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import pyarrow as pa  # noqa: E402
-import pyarrow.compute as pc  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from fluxo.fraud_rules import load_rules  # noqa: E402
 from fluxo.lake import Lake  # noqa: E402
-from fluxo_dev.fraud_reference import format_scores, precision_recall, reference_alerts  # noqa: E402
+from fluxo_dev.fraud_reference import format_scores, precision_recall, reference_alerts, truth_labels  # noqa: E402
 from fluxo_dev.generator import canonical_days  # noqa: E402
 from _common import curated_from_truth, run_glue_script  # noqa: E402
 
@@ -103,12 +102,7 @@ def main() -> None:
                   f"GX checkpoint {seconds['gx_checkpoint']:.1f} s; {stats['alerts']:,} alerts over {stats['rows']:,} rows")
             print(f"  duckdb, same rules, same rows: {duck_s:.1f} s; stage / duckdb = {wall / duck_s:.1f}x; "
                   f"same alerts: {spark_alerts == duck_alerts} ({len(duck_alerts):,})")
-            day = truth.filter(pc.equal(pc.cast(pc.cast(truth.column("event_ts"), pa.timestamp("us")), pa.date32()),
-                                        pa.scalar(DAY, pa.date32())))
-            labels = {t: p for t, p in zip(day.column("transaction_id").to_pylist(),
-                                           day.column("fraud_pattern").to_pylist()) if p}
-            outliers = {t for t, o in zip(day.column("transaction_id").to_pylist(),
-                                          day.column("is_outlier").to_pylist()) if o}
+            labels, outliers = truth_labels(truth, [DAY])
             print("  " + format_scores(precision_recall(spark_alerts, labels, rules.names, outliers)).replace(
                 "\n", "\n  "))
             per_row[rows] = wall / rows

@@ -135,12 +135,10 @@ def print_fraud_report(database_url: str, generated: Path, days: list[date], top
     """Precision and recall of the warehouse's fraud alerts against the generator's planted fraud,
     per rule and overall, and the day's top alerts by score."""
     import psycopg
-    import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from fluxo.contract import FRAUD_RULES
-    from fluxo_dev.fraud_reference import format_scores, precision_recall
+    from fluxo_dev.fraud_reference import format_scores, precision_recall, truth_labels
 
     truth = pq.read_table(generated / "truth" / "transactions.parquet",
                           columns=["transaction_id", "event_ts", "fraud_pattern", "is_outlier"])
@@ -151,11 +149,7 @@ def print_fraud_report(database_url: str, generated: Path, days: list[date], top
             "SELECT event_date, transaction_id, score, severity, rules, amount_reporting, country, mcc"
             " FROM metrics.fraud_alerts WHERE event_date = %s ORDER BY score DESC, transaction_id LIMIT %s",
             (days[-1], top)).fetchall()
-    on_days = pc.is_in(pc.cast(pc.cast(truth.column("event_ts"), "timestamp[us]"), "date32"),
-                       value_set=pa.array(days, "date32"))
-    truth = truth.filter(on_days).to_pylist()
-    labels = {r["transaction_id"]: r["fraud_pattern"] for r in truth if r["fraud_pattern"]}
-    outliers = {r["transaction_id"] for r in truth if r["is_outlier"]}
+    labels, outliers = truth_labels(truth, days)
     scores = precision_recall({t: set(r.split(",")) for t, r in alerts}, labels, list(FRAUD_RULES), outliers)
     print("    " + format_scores(scores).replace("\n", "\n    "))
     print(f"    top alerts of {days[-1]}:")
