@@ -283,7 +283,8 @@ class _Landing:
             with self.fs.open_input_stream(path, compression=None) as received:
                 while chunk := received.read(CHUNK):
                     digest.update(chunk)
-                    inflate.feed(chunk)
+                    if not render.full:  # the rest of a bomb is hashed, never inflated again
+                        inflate.feed(chunk)
             if inflate.inflated_bytes == 0:  # not gzip at all (or nothing in it): the bytes themselves, as text
                 with self.fs.open_input_stream(path, compression=None) as received:
                     while (chunk := received.read(CHUNK)) and not render.full:
