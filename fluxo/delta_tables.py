@@ -21,6 +21,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
 from fluxo import storage
+from fluxo.tokenize import opaque_id
 
 USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
 # How many times a commit that lost a race to a concurrent one on the same files is tried again.
@@ -70,7 +71,7 @@ def current_version(spark, uri: str) -> int | None:
 def marker(**info: Any) -> str:
     """The userMetadata of one commit: the run's stage, day and run id, plus a nonce that
     tells this attempt's commit from an earlier attempt's."""
-    return json.dumps({**info, "commit": uuid.uuid4().hex}, sort_keys=True, default=str)
+    return json.dumps({**info, "commit": opaque_id()}, sort_keys=True, default=str)
 
 
 @contextlib.contextmanager

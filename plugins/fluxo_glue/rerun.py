@@ -30,6 +30,7 @@ import pyarrow.fs as pafs
 
 from fluxo.lake import Lake
 from fluxo.sources import REGISTRY
+from fluxo.tokenize import opaque_id
 from fluxo_platform import glue_package, lakefs
 
 RAW, CURATED = "raw", "curated"
@@ -54,7 +55,7 @@ def _digest(parts: Iterable[Any]) -> str:
     for part in parts:
         h.update(json.dumps(part, sort_keys=True, default=str).encode())
         h.update(b"\0")
-    return h.hexdigest()
+    return opaque_id(h.digest())
 
 
 @functools.lru_cache(maxsize=None)

@@ -36,6 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core import observability as obs
 from app.core.config import Settings
+from fluxo.tokenize import opaque_id
 
 logger = logging.getLogger("fluxo.api.access")
 
@@ -125,7 +126,7 @@ def _incoming_request_id(scope: Scope) -> str:
             candidate = value.decode("latin-1")
             if _REQUEST_ID.match(candidate):
                 return candidate
-    return uuid.uuid4().hex
+    return opaque_id()
 
 
 class AuditWriter:
