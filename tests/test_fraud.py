@@ -74,17 +74,17 @@ def velocity_rows():
 
 
 def merchant_rows():
-    rows = [tx(f"p{i}", 9 * i, card="mer1", merchant=f"M{i}", amount=20 + i) for i in range(7)]     # 7 in [0, 54]
-    rows += [tx(f"n{i}", 9 * i, card="mer2", merchant=f"M{i % 6}", amount=20 + i) for i in range(7)]  # 6 merchants
-    return rows + [tx(f"o{i}", 10.2 * i, card="mer3", merchant=f"M{i}", amount=20 + i) for i in range(7)]  # 61.2 min
+    rows = [tx(f"p{i}", 8 * i, card="mer1", merchant=f"M{i}", amount=20 + i) for i in range(8)]     # 8 in [0, 56]
+    rows += [tx(f"n{i}", 8 * i, card="mer2", merchant=f"M{i % 7}", amount=20 + i) for i in range(8)]  # 7 merchants
+    return rows + [tx(f"o{i}", 8.6 * i, card="mer3", merchant=f"M{i}", amount=20 + i) for i in range(8)]  # 60.2 min
 
 
 def amount_rows():
     def history(card, n, days_back=2):
         return [tx(f"{card}-h{i}", -days_back * 1440 - i, card=card, amount=50 + i) for i in range(n)]
 
-    rows = history("amtA", 5) + [tx("spike", 0, card="amtA", amount=6000)]            # 6000 / 52 = 115 > 100
-    rows += history("amtB", 5) + [tx("splurge", 0, card="amtB", amount=5000)]         # 96: near miss
+    rows = history("amtA", 5) + [tx("spike", 0, card="amtA", amount=9000)]            # 9000 / 52 = 173 > 150
+    rows += history("amtB", 5) + [tx("splurge", 0, card="amtB", amount=7500)]         # 144: near miss
     rows += history("amtC", 4) + [tx("thin", 0, card="amtC", amount=9000)]            # 4 earlier: too few
     rows += history("amtD", 5, days_back=31) + [tx("old", 0, card="amtD", amount=9000)]  # beyond 30 days
     # no look-ahead: the spike comes first, the ordinary purchases after it
@@ -145,7 +145,7 @@ def night_rows():
 
 def evidence_rows():
     return [tx(f"ev1-h{i}", -2 * 1440 + i, card="ev1", amount=40) for i in range(5)] + [
-        tx("ev1-br", 0, card="ev1", amount=40), tx("both", 60, card="ev1", country="US", amount=5000)]
+        tx("ev1-br", 0, card="ev1", amount=40), tx("both", 60, card="ev1", country="US", amount=7000)]
 
 
 def edge_rows():
@@ -186,16 +186,16 @@ def test_velocity_counts_a_cards_transactions_in_ten_minutes_across_midnight(sco
 
 def test_merchants_per_hour(scored):
     found, feats = only(scored, merchant_rows)
-    assert fired(found, "merchants_1h") == {"p6"}
-    assert (feats["p6"]["merchants_1h"], feats["n6"]["merchants_1h"], feats["o6"]["merchants_1h"]) == (7, 6, 6)
-    assert feats["p6"]["txns_1h"] == 7 and feats["p6"]["merchants_10min"] == 2
+    assert fired(found, "merchants_1h") == {"p7"}
+    assert (feats["p7"]["merchants_1h"], feats["n7"]["merchants_1h"], feats["o7"]["merchants_1h"]) == (8, 7, 7)
+    assert feats["p7"]["txns_1h"] == 8 and feats["p7"]["merchants_10min"] == 2
 
 
 def test_amount_against_the_customers_earlier_median(scored):
     found, feats = only(scored, amount_rows)
     assert fired(found, "amount_vs_median") == {"spike"}
     assert feats["spike"]["customer_history_txns"] == 5 and feats["spike"]["customer_median"] == 52.0
-    assert feats["spike"]["amount_to_median"] == pytest.approx(6000 / 52)
+    assert feats["spike"]["amount_to_median"] == pytest.approx(9000 / 52)
     assert feats["thin"]["amount_to_median"] is None and feats["thin"]["customer_history_txns"] == 4
     assert feats["old"]["customer_history_txns"] == 0 and feats["first"]["customer_history_txns"] == 0
     assert feats["amtE-l5"]["customer_history_txns"] == 6  # the spike and five purchases before it
@@ -244,7 +244,7 @@ def test_high_risk_mcc_at_night_in_the_merchant_countrys_local_time(scored):
 
 
 def test_no_scenario_fires_a_rule_it_was_not_built_for(scored):
-    expected = {"v5": {"velocity_10min"}, "m5": {"velocity_10min"}, "p6": {"merchants_1h"},
+    expected = {"v5": {"velocity_10min"}, "m5": {"velocity_10min"}, "p7": {"merchants_1h"},
                 "spike": {"amount_vs_median"}, "abroad": {"unusual_country"}, "jump": {"impossible_travel"},
                 "overnight": {"impossible_travel"}, "worked": {"card_testing"}, "again": {"duplicate_charge"},
                 "same-a": {"duplicate_charge"}, "same-b": {"duplicate_charge"}, "bet": {"night_high_risk_mcc"},
@@ -266,7 +266,7 @@ def test_an_alert_carries_its_rules_score_severity_and_evidence(scored):
     assert alert["score"] == pytest.approx(1 - (1 - weights[0]) * (1 - weights[1]) * (1 - weights[2]), abs=1e-6)
     assert alert["severity"] == "critical"  # impossible_travel is critical in the suite
     assert alert["card_token"] == "tok_ev1" and alert["event_date"] == date(2026, 11, 26)
-    assert alert["prev_country"] == "BR" and alert["usual_country"] == "BR" and alert["amount_to_median"] == 125.0
+    assert alert["prev_country"] == "BR" and alert["usual_country"] == "BR" and alert["amount_to_median"] == 175.0
     assert alert["run_id"] == "run-1" and alert["detected_at"] == DETECTED_AT.replace(tzinfo=None)
     assert {r["severity"] for r in alert_rows if r["transaction_id"] == "bet"} == {"warning"}
 

@@ -6,7 +6,7 @@ plants. Positives are labelled with the rule in the ground truth (`fraud_pattern
 the rule must flag; the near misses (`near_miss` = the rule) fall just short of it: the rule must
 stay silent on every row of theirs. About 1 scenario of each kind per 10,000 transactions (at
 least 3), so fraud is well under 1 % of transactions. Thresholds here follow the suite's defaults
-(6 per 10 min, 7 merchants per hour, 100 x median, 3 card-present, 3 small declines <= 10,
+(6 per 10 min, 8 merchants per hour, 150 x median, 3 card-present, 3 small declines <= 10,
 5 minutes, > 2000 at night); a run with an edited suite is scored against these labels as they are.
 """
 
@@ -91,16 +91,16 @@ def plant(rng: np.random.Generator, dims, day: date, rows_per_day: int, status: 
             start = rng.integers(HOUR, DAY - HOUR)
             add("velocity_10min", positive, start + np.arange(n) * 100, distinct_amounts(n))
 
-            # merchants_1h: 7 (positive) or 6 different merchants within 54 minutes
-            n = 7 if positive else 6
+            # merchants_1h: 8 (positive) or 7 different merchants within 56 minutes
+            n = 8 if positive else 7
             start = rng.integers(HOUR, DAY - 2 * HOUR)
-            add("merchants_1h", positive, start + np.arange(n) * 9 * MINUTE, distinct_amounts(n),
+            add("merchants_1h", positive, start + np.arange(n) * 8 * MINUTE, distinct_amounts(n),
                 merchants=home_merchants(ORDINARY_MCCS, n))
 
-            # amount_vs_median: five ordinary purchases, then 150-250x (positive) or 50-90x their median
+            # amount_vs_median: five ordinary purchases, then 200-300x (positive) or 80-130x their median
             start = rng.integers(0, 6 * HOUR)
             history = distinct_amounts(5, 40, 60)
-            factor = rng.uniform(150, 250) if positive else rng.uniform(50, 90)
+            factor = rng.uniform(200, 300) if positive else rng.uniform(80, 130)
             add("amount_vs_median", positive, [*(start + np.arange(5) * 40 * MINUTE), start + 14 * HOUR],
                 [*history, round(float(np.median(history)) * factor, 2)])
 

@@ -226,7 +226,7 @@ def _merchants_in(rng: np.random.Generator, dims: Dimensions, market: np.ndarray
 def _home_merchants_with(rng: np.random.Generator, dims: Dimensions, mccs: tuple[str, ...], n: int) -> np.ndarray:
     wanted = np.flatnonzero(np.isin(dims.merchant_mcc, [cat.MCC_CODES.index(m) for m in mccs])
                             & (dims.merchant_market == 0))
-    # distinct merchants: a spree planted as 7 merchants must not repeat one (then it is 6)
+    # distinct merchants: a spree planted as 8 merchants must not repeat one (then it is 7)
     return rng.choice(wanted, n, replace=n > len(wanted))
 
 
