@@ -513,6 +513,24 @@ def test_every_request_is_audited_with_status_and_principal(api, client, access_
     assert secret not in text and issued_token not in text and access_token not in text
 
 
+
+def test_a_card_number_in_a_path_or_query_is_masked_in_the_audit_and_the_log(api, client):
+    """Someone pastes a card number as a transaction id or a filter: the request is answered as
+    usual, but the audit table and the access log keep only the masked number."""
+    sent = [(_request_id(), "/transactions/4111111111111111", {}),
+            (_request_id(), "/metrics/merchants", {**WINDOW, "merchant_id": "4111 1111 1111 1111"}),
+            (_request_id(), "/metrics/merchants", {**WINDOW, "merchant_id": "5555-5555-5555-4444"})]
+    for request_id, path, params in sent:
+        assert client.get(path, params=params, headers={"X-Request-ID": request_id}).status_code == 401
+    rows = api.audit_rows([request_id for request_id, *_ in sent])
+    first, spaced, dashed = (rows[request_id] for request_id, *_ in sent)
+    assert first["path"] == "/transactions/<pan ****1111>"
+    assert spaced["query"] == "from=1999-02-01&to=1999-02-02&merchant_id=<pan+****1111>"
+    assert dashed["query"] == "from=1999-02-01&to=1999-02-02&merchant_id=<pan+****4444>"
+    text = json.dumps(list(rows.values()), default=str) + "\n".join(api.log_lines())
+    assert not any(pan in text for pan in ("4111111111111111", "4111+1111", "4111%201111", "5555-5555"))
+
+
 # --- health -----------------------------------------------------------------
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, unquote_plus, urlencode
 
 import anyio
 from starlette.datastructures import MutableHeaders
@@ -36,7 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core import observability as obs
 from app.core.config import Settings
-from fluxo.tokenize import opaque_id
+from fluxo.tokenize import PAN_MIN_DIGITS, has_pan, mask_pans, opaque_id
 
 logger = logging.getLogger("fluxo.api.access")
 
@@ -109,15 +109,24 @@ def copy_line(row: tuple) -> str:
 
 
 def redact_query(raw: str) -> str | None:
+    """The query string as the audit keeps it: secrets REDACTED, card numbers masked."""
     if not raw:
         return None
     lowered = raw.lower()
-    if not any(key in lowered for key in _SECRET_KEYS):  # the common case, without parsing
+    secret = any(key in lowered for key in _SECRET_KEYS)
+    pan = sum(c.isdigit() for c in raw) >= PAN_MIN_DIGITS and has_pan(unquote_plus(raw))
+    if not secret and not pan:  # the common case, without parsing
         return raw
     pairs = parse_qsl(raw, keep_blank_values=True)
-    if not any(key.lower() in _SECRET_KEYS for key, _ in pairs):
+    if not pan and not any(key.lower() in _SECRET_KEYS for key, _ in pairs):
         return raw
-    return urlencode([(k, "REDACTED" if k.lower() in _SECRET_KEYS else v) for k, v in pairs])
+    return urlencode([(mask_pans(k), "REDACTED" if k.lower() in _SECRET_KEYS else mask_pans(v)) for k, v in pairs],
+                     safe="<>*")
+
+
+def redact_path(path: str) -> str:
+    """A path (a transaction id in it may be a card number someone pasted) with card numbers masked."""
+    return mask_pans(path) if has_pan(path) else path
 
 
 def _incoming_request_id(scope: Scope) -> str:
@@ -271,7 +280,7 @@ class AccessAuditMiddleware:
             client = scope.get("client")
             entry = AccessEntry(
                 at=at, request_id=request_id, principal=state.get("principal"), method=scope["method"],
-                path=scope["path"], query=redact_query(scope.get("query_string", b"").decode("latin-1")),
+                path=redact_path(scope["path"]), query=redact_query(scope.get("query_string", b"").decode("latin-1")),
                 status_code=status_code, client_ip=client[0] if client else None,
                 duration_ms=round(elapsed * 1000, 3), detail=state.get("audit_detail", {}),
             )
