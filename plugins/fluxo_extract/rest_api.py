@@ -298,6 +298,11 @@ class PartnerApi:
         self.session.close()
 
 
+def _marker(prefix: str, text: str) -> str:
+    """What the watermark remembers in place of a text it must not keep (a card number, a malformed record)."""
+    return prefix + hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
 def _version(record) -> tuple[str, datetime] | None:
     """(transaction_id, updated_at) of a well-formed record, else None."""
     if not isinstance(record, dict):
@@ -307,7 +312,7 @@ def _version(record) -> tuple[str, datetime] | None:
         return None
     try:
         # a card number as an id is remembered by a hash: the watermark lives in the warehouse
-        return (PAN_ID_PREFIX + hashlib.sha256(tid.encode()).hexdigest()[:24] if has_pan(tid) else tid), _utc(updated)
+        return (_marker(PAN_ID_PREFIX, tid) if has_pan(tid) else tid), _utc(updated)
     except ValueError:
         return None
 
@@ -379,7 +384,7 @@ def _extract(ingest_date: str, api: PartnerApi, state: ExtractState, page_limit:
                 if version is None:
                     # a malformed record is remembered by a hash of its text at the position it was
                     # served (the updated_at before it), so the overlap does not quarantine it again
-                    marker = MALFORMED_PREFIX + hashlib.sha256(raw.encode()).hexdigest()[:24]
+                    marker = _marker(MALFORMED_PREFIX, raw)
                     if marker in watermark.seen_malformed:
                         counts["skipped_seen"] += 1
                         continue

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from fluxo.contract import FRAUD_ALERT
-from fluxo_tasks.outliers import load_day_results
-from fluxo_tasks.pipeline import FRAUD_STAGE, timed
+from fluxo_tasks.pipeline import FRAUD_STAGE, load_day_results, timed
 
 
 @timed
