@@ -78,13 +78,16 @@ def curated_from_truth(truth, ingested_at):
 
 
 def run_glue_script(script: str, lake_root: Path, ingest_date: str, *args: str, driver_memory: str = "4g",
-                    shuffle_partitions: int = 8) -> tuple[float, dict]:
-    """`glue_scripts/<script>.py` in a JVM of its own (as a Glue run: start included), on a local
-    lake; (wall seconds, its results document). Exits with the stage's stderr tail when it fails."""
+                    shuffle_partitions: int = 8, spark_remote: str | None = None) -> tuple[float, dict]:
+    """`glue_scripts/<script>.py` in a JVM of its own (as a Glue run: start included), or on the
+    Spark Connect server `spark_remote` (as a local stage of the DAG runs), on a local lake;
+    (wall seconds, its results document). Exits with the stage's stderr tail when it fails."""
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), FLUXO_SPARK_MASTER="local[2]",
                FLUXO_SPARK_DRIVER_MEMORY=driver_memory, FLUXO_SPARK_SHUFFLE_PARTITIONS=str(shuffle_partitions))
     env.pop("PYSPARK_GATEWAY_PORT", None)
     env.pop("FLUXO_SPARK_REMOTE", None)
+    if spark_remote:
+        env["FLUXO_SPARK_REMOTE"] = spark_remote
     argv = [sys.executable, str(REPO_ROOT / "glue_scripts" / f"{script}.py"), "--JOB_NAME", script,
             "--lake_root", str(lake_root), "--ingest_date", ingest_date, "--run_id", "bench", *args]
     started = time.perf_counter()

@@ -3,12 +3,15 @@ against DuckDB running the same rules (fluxo_dev.fraud_reference) on the same da
 scored against the generator's planted fraud.
 
     .venv/bin/python bench/fraud_bench.py [--rows 1000000 5000000] [--history-days 30] [--history-share 0.1]
+                                          [--spark-remote sc://HOST:PORT]
 
 For each N: the generator's canonical truth (one universe of cards and customers) for the scored
 day (N rows) and `--history-days` earlier days of N x `--history-share` rows each becomes a curated
 Delta table (written with delta-rs, partitioned by event_date, as curate leaves it). Then:
 - the fraud script in its own process, like a Glue run (JVM start included), and the stage's own
-  timings (features, Delta MERGE, GX checkpoint) from its results document;
+  timings (features, Delta MERGE, GX checkpoint) from its results document; with --spark-remote,
+  then twice more on that Spark Connect server (FLUXO_SPARK_REMOTE in .fluxo/stack.env after
+  `make up`), as the DAG's local stages run: the second of those is the stage on a warm Spark;
 - DuckDB: every rule's feature and flag over the same rows, from Parquet files of the same days;
 - that both flag the same transactions, and precision / recall per rule against the ground truth.
 Prints the cost per scored row of each N relative to the first.
@@ -58,9 +61,16 @@ def build_lake(root: Path, rows: int, history_days: int, history_share: float) -
     return truth.select(["transaction_id", "event_ts", "fraud_pattern", "is_outlier"])
 
 
-def run_stage(root: Path) -> tuple[float, dict]:
+def run_stage(root: Path, spark_remote: str | None = None) -> tuple[float, dict]:
     return run_glue_script("fraud", root / "lake", INGEST_DATE, "--event_dates", INGEST_DATE, "--data_docs", "false",
-                           driver_memory="6g")
+                           driver_memory="6g", spark_remote=spark_remote)
+
+
+def stage_line(wall: float, stats: dict, how: str) -> str:
+    seconds = stats["seconds"]
+    return (f"  fraud stage{how}: {wall:.1f} s wall; inside: features {seconds['features']:.1f} s, "
+            f"delta merge {seconds['delta_merge']:.1f} s, alerts parquet {seconds['write']:.1f} s, "
+            f"GX checkpoint {seconds['gx_checkpoint']:.1f} s; {stats['alerts']:,} alerts over {stats['rows']:,} rows")
 
 
 def stage_alerts(root: Path) -> dict[str, set[str]]:
@@ -85,6 +95,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 5_000_000])
     parser.add_argument("--history-days", type=int, default=30)
     parser.add_argument("--history-share", type=float, default=0.1, help="rows of a history day / N")
+    parser.add_argument("--spark-remote", help="also run the stage on this Spark Connect server (sc://HOST:PORT)")
     args = parser.parse_args()
     rules = load_rules()
     print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} (1/5/15 min)")
@@ -96,10 +107,11 @@ def main() -> None:
             wall, stats = run_stage(root)
             spark_alerts = stage_alerts(root)
             duck_s, duck_alerts = duckdb_run(root, rules)
-            seconds = stats["seconds"]
-            print(f"  fraud stage: {wall:.1f} s wall (JVM start included); inside: features {seconds['features']:.1f} s, "
-                  f"delta merge {seconds['delta_merge']:.1f} s, alerts parquet {seconds['write']:.1f} s, "
-                  f"GX checkpoint {seconds['gx_checkpoint']:.1f} s; {stats['alerts']:,} alerts over {stats['rows']:,} rows")
+            print(stage_line(wall, stats, " (own JVM, start included)"))
+            for attempt in ("first", "warm") if args.spark_remote else ():
+                remote_wall, remote_stats = run_stage(root, args.spark_remote)
+                print(stage_line(remote_wall, remote_stats, f" on {args.spark_remote} ({attempt} run)"))
+                assert stage_alerts(root) == spark_alerts, "the Connect run flagged other rows"
             print(f"  duckdb, same rules, same rows: {duck_s:.1f} s; stage / duckdb = {wall / duck_s:.1f}x; "
                   f"same alerts: {spark_alerts == duck_alerts} ({len(duck_alerts):,})")
             labels, outliers = truth_labels(truth, [DAY])
