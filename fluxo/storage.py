@@ -11,6 +11,7 @@ else AWS's default chain (the Glue job's role). Paths keep the scheme they were 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -126,11 +127,25 @@ def copy_tree(source: str, target: str) -> int:
     return copied
 
 
+def _local_fingerprints(folder: str) -> dict[str, tuple[int, str]]:
+    """(size, SHA-1) of every file under a local folder, by path relative to it."""
+    found = {}
+    for parent, _dirs, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(parent, name)
+            with open(path, "rb") as f:
+                found[os.path.relpath(path, folder).replace(os.sep, "/")] = (
+                    os.path.getsize(path), hashlib.sha1(f.read()).hexdigest())
+    return found
+
+
 @contextlib.contextmanager
 def local_copy(uri: str, children: tuple[str, ...]) -> Iterator[str]:
     """A local folder standing for the lake folder `uri` (its `children` folders), for tools that
     only write local files (GX Data Docs): the folder itself when the lake is local; else a
-    temporary copy, whose children replace the originals when the block ends without error."""
+    temporary copy, whose changes go back when the block ends without error: new and changed
+    files first, then the deletions, so a failure half way never loses an earlier page or
+    result, and a site of a year of runs is not uploaded again for one new page."""
     if is_local(uri):
         path = uri.removeprefix("file://")
         os.makedirs(path, exist_ok=True)
@@ -140,8 +155,16 @@ def local_copy(uri: str, children: tuple[str, ...]) -> Iterator[str]:
         for child in children:
             if exists(_join(uri, child)):
                 copy_tree(_join(uri, child), os.path.join(local, child))
+        before = _local_fingerprints(local)
         yield local
-        for child in children:
-            if os.path.isdir(os.path.join(local, child)):
-                delete(_join(uri, child))
-                copy_tree(os.path.join(local, child), _join(uri, child))
+        after = {relative: fingerprint for relative, fingerprint in _local_fingerprints(local).items()
+                 if relative.split("/", 1)[0] in children}
+        local_fs = pafs.LocalFileSystem()
+        for relative in sorted(r for r, fingerprint in after.items() if before.get(r) != fingerprint):
+            fs, path = filesystem(_join(uri, relative))
+            fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+            pafs.copy_files(os.path.join(local, relative), path, source_filesystem=local_fs, destination_filesystem=fs)
+        kept = {child for child in children if os.path.isdir(os.path.join(local, child))}
+        for relative in sorted(set(before) - set(after)):
+            if relative.split("/", 1)[0] in kept:
+                delete(_join(uri, relative))
