@@ -522,13 +522,19 @@ def test_a_card_number_in_a_path_or_query_is_masked_in_the_audit_and_the_log(api
             (_request_id(), "/metrics/merchants", {**WINDOW, "merchant_id": "5555-5555-5555-4444"})]
     for request_id, path, params in sent:
         assert client.get(path, params=params, headers={"X-Request-ID": request_id}).status_code == 401
-    rows = api.audit_rows([request_id for request_id, *_ in sent])
+    quoted = _request_id()  # a 404 whose description quotes the id it was asked for
+    response = client.get("/fraud/alerts/6011000990139424",
+                          headers={"X-Request-ID": quoted, "Authorization": f"Bearer {api.sign(scope='fraud:read')}"})
+    assert response.status_code == 404, response.text
+    rows = api.audit_rows([request_id for request_id, *_ in sent] + [quoted])
     first, spaced, dashed = (rows[request_id] for request_id, *_ in sent)
+    assert json.loads(rows[quoted]["detail"])["reason"] == "no fraud alert for transaction '<pan ****9424>'"
     assert first["path"] == "/transactions/<pan ****1111>"
     assert spaced["query"] == "from=1999-02-01&to=1999-02-02&merchant_id=<pan+****1111>"
     assert dashed["query"] == "from=1999-02-01&to=1999-02-02&merchant_id=<pan+****4444>"
     text = json.dumps(list(rows.values()), default=str) + "\n".join(api.log_lines())
-    assert not any(pan in text for pan in ("4111111111111111", "4111+1111", "4111%201111", "5555-5555"))
+    assert not any(pan in text for pan in ("4111111111111111", "4111+1111", "4111%201111", "5555-5555",
+                                           "6011000990139424"))
 
 
 # --- health -----------------------------------------------------------------

@@ -36,7 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core import observability as obs
 from app.core.config import Settings
-from fluxo.tokenize import PAN_MIN_DIGITS, has_pan, mask_pans, opaque_id
+from fluxo.tokenize import has_pan, mask_pans, opaque_id
 
 logger = logging.getLogger("fluxo.api.access")
 
@@ -114,7 +114,7 @@ def redact_query(raw: str) -> str | None:
         return None
     lowered = raw.lower()
     secret = any(key in lowered for key in _SECRET_KEYS)
-    pan = sum(c.isdigit() for c in raw) >= PAN_MIN_DIGITS and has_pan(unquote_plus(raw))
+    pan = has_pan(unquote_plus(raw))
     if not secret and not pan:  # the common case, without parsing
         return raw
     pairs = parse_qsl(raw, keep_blank_values=True)
@@ -124,9 +124,9 @@ def redact_query(raw: str) -> str | None:
                      safe="<>*")
 
 
-def redact_path(path: str) -> str:
-    """A path (a transaction id in it may be a card number someone pasted) with card numbers masked."""
-    return mask_pans(path) if has_pan(path) else path
+def redact_detail(detail: dict[str, Any]) -> dict[str, Any]:
+    """The audit detail with card numbers masked: an error description may quote the id it was asked for."""
+    return {key: mask_pans(value) if isinstance(value, str) else value for key, value in detail.items()}
 
 
 def _incoming_request_id(scope: Scope) -> str:
@@ -280,9 +280,9 @@ class AccessAuditMiddleware:
             client = scope.get("client")
             entry = AccessEntry(
                 at=at, request_id=request_id, principal=state.get("principal"), method=scope["method"],
-                path=redact_path(scope["path"]), query=redact_query(scope.get("query_string", b"").decode("latin-1")),
+                path=mask_pans(scope["path"]), query=redact_query(scope.get("query_string", b"").decode("latin-1")),
                 status_code=status_code, client_ip=client[0] if client else None,
-                duration_ms=round(elapsed * 1000, 3), detail=state.get("audit_detail", {}),
+                duration_ms=round(elapsed * 1000, 3), detail=redact_detail(state.get("audit_detail", {})),
             )
             writer: AuditWriter | None = getattr(scope.get("app").state, "audit", None) if scope.get("app") else None
             probe = scope["path"] in PROBE_PATHS and status_code < 500
