@@ -159,12 +159,13 @@ def local_copy(uri: str, children: tuple[str, ...]) -> Iterator[str]:
         yield local
         after = {relative: fingerprint for relative, fingerprint in _local_fingerprints(local).items()
                  if relative.split("/", 1)[0] in children}
+        fs, base = filesystem(uri)
         local_fs = pafs.LocalFileSystem()
         for relative in sorted(r for r, fingerprint in after.items() if before.get(r) != fingerprint):
-            fs, path = filesystem(_join(uri, relative))
-            fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-            pafs.copy_files(os.path.join(local, relative), path, source_filesystem=local_fs, destination_filesystem=fs)
+            target = f"{base}/{relative}"
+            fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
+            pafs.copy_files(os.path.join(local, relative), target, source_filesystem=local_fs, destination_filesystem=fs)
         kept = {child for child in children if os.path.isdir(os.path.join(local, child))}
         for relative in sorted(set(before) - set(after)):
             if relative.split("/", 1)[0] in kept:
-                delete(_join(uri, relative))
+                fs.delete_file(f"{base}/{relative}")
