@@ -68,10 +68,12 @@ PART_ROWS = 250_000
 _HORIZON_SQL = """
 SELECT now(),
        min(xact_start) FILTER (WHERE pid <> pg_backend_pid()),
-       count(*) FILTER (WHERE state IS NULL AND pid <> pg_backend_pid()),
+       count(*) FILTER (WHERE state IS NULL AND pid <> pg_backend_pid()
+                        AND NOT (pg_has_role(usesysid, 'MEMBER') OR pg_has_role('pg_read_all_stats', 'MEMBER'))),
        (array_agg(pid ORDER BY xact_start) FILTER (WHERE xact_start IS NOT NULL AND pid <> pg_backend_pid()))[1]
 FROM pg_stat_activity
--- a session this role may not inspect shows NULL in every column but pid/datname/user
+-- a session this role may not inspect shows NULL in every column but pid/datname/user; one it
+-- may inspect shows a NULL state only while its backend starts, which holds no transaction
 WHERE datname = current_database() AND (backend_type = 'client backend' OR backend_type IS NULL)
 """
 
