@@ -470,18 +470,29 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
     assert all(a[k] != c[k] for k in a if not k.endswith("manifest.json"))
 
 
-def test_source_subset_renders_the_same_records(tmp_path, run):
+def test_source_subset_renders_the_same_records_and_every_fraud_scenario_whole(tmp_path, run):
     generate(tmp_path, START, 2, 300, seed=1, token_salt=SALT)  # an earlier run's files must not linger
     generate(tmp_path, START, 1, 6000, seed=11, sources="api,kafka", defect_rates=BOOSTED, token_salt=SALT)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["api", "kafka", "labels", "manifest.json", "truth"]
     assert sorted(p.name for p in (tmp_path / "kafka").iterdir()) == [f"dt={START}"]
-    out, _, _, _ = run
-    for rel in (f"kafka/dt={START}/events.jsonl", f"api/dt={START}/page-0001.json"):
-        assert (tmp_path / rel).read_bytes() == (out / rel).read_bytes()
     labels = pq.read_table(tmp_path / "labels" / "labels.parquet").to_pylist()
     truth = pq.read_table(tmp_path / "truth" / "transactions.parquet").column("transaction_id").to_pylist()
     assert {lb["source"] for lb in labels} == {"api", "kafka"}
     assert set(truth) == {lb["transaction_id"] for lb in labels if lb["expected"] == "valid"}
+
+    # a planted scenario (every row on its card) arrives whole, in a rendered source, so its label
+    # still describes the data; every other transaction is rendered as in the full run
+    _, _, full_truth, full_labels = run
+    on_start = [r for r in full_truth.values() if r["event_ts"].date() == START]
+    scenario_cards = {r["card_token"] for r in on_start if r["fraud_pattern"] or r["near_miss"]}
+    scenario = {r["transaction_id"] for r in on_start if r["card_token"] in scenario_cards}
+    assert scenario and scenario <= set(truth)
+
+    def rendering(rows):
+        return sorted((lb["transaction_id"], lb["source"], lb["defect"] or "", lb["expected"]) for lb in rows
+                      if lb["transaction_id"] not in scenario and lb["file"].split("/")[1] == f"dt={START}")
+
+    assert rendering(labels) == rendering(lb for lb in full_labels if lb["source"] in ("api", "kafka"))
 
 
 def test_manifest_counts(run):

@@ -138,7 +138,8 @@ def generate(
     for offset in range(days):
         day = start + timedelta(days=offset)
         tx = build_day(dims, day, rows_per_day, seed, fx)
-        assignment = assign(np.random.default_rng([seed, day.toordinal(), 1]), tx, rates)
+        shapes = tuple(shape for shape in range(len(SHAPES)) if SHAPE_SOURCE[shape] in sources)
+        assignment = assign(np.random.default_rng([seed, day.toordinal(), 1]), tx, rates, shapes)
         recs = assignment.records
         event_ids = uuid4_strings(np.random.default_rng([seed, day.toordinal(), 2]), len(tx))
         updated, produced = timelines(tx, recs)
@@ -159,7 +160,6 @@ def generate(
                 out.chunks = []
             return sub, outputs
 
-        shapes = [shape for shape in range(len(SHAPES)) if SHAPE_SOURCE[shape] in sources]
         # pyarrow compute releases the GIL: the shapes render side by side.
         with ThreadPoolExecutor(max_workers=RENDER_THREADS) as pool:
             for shape, (sub, outputs) in zip(shapes, pool.map(render, shapes)):

@@ -105,10 +105,16 @@ class Assignment:
     detail: np.ndarray
 
 
-def assign(rng: np.random.Generator, tx: DayTransactions, rates: dict[str, dict[str, float]]) -> Assignment:
+def assign(rng: np.random.Generator, tx: DayTransactions, rates: dict[str, dict[str, float]],
+           rendered_shapes: tuple[int, ...] = tuple(range(len(SHAPES)))) -> Assignment:
     n = len(tx)
     primary = pick(rng, np.cumsum(SHAPE_SHARE), n)
     detail = rng.integers(0, 2**62, n, dtype=np.int64)
+    # A planted fraud scenario arrives whole even when only some sources are rendered: a burst
+    # with half its rows in an unrendered source is no longer the pattern its label claims.
+    # (The detail's top bits pick the shape; the draws stay the same, so a full render is unchanged.)
+    lost = tx.in_scenario & ~np.isin(primary, rendered_shapes)
+    primary[lost] = np.asarray(rendered_shapes)[(detail[lost] >> 58) % len(rendered_shapes)]
     kind = np.full(n, NONE, dtype=np.int64)
     u = rng.random(n)
     for shape, source in enumerate(SHAPE_SOURCE):
