@@ -15,8 +15,11 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m fluxo_dev.demo $(ARGS)
 
+# Two workers (pytest-xdist), each with its own local services; a file's tests stay on one worker so
+# its shared fixtures (a DAG run, a Spark session) run once. TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 bench: $(STAMP)
 	$(PY) bench/e2e.py $(ARGS)
