@@ -122,6 +122,11 @@ def test_the_gate_runs_again_when_another_days_results_change(lake):
     run(lake, "standardize", reads=(RAW,))
     run(lake, "quality_gate", after=("standardize",), reads=(DAY_HISTORY,))
     assert run(lake, "quality_gate", after=("standardize",), reads=(DAY_HISTORY,))["skipped"]
+    for day in ("2024-03-06", "2023-12-01"):  # a later day, a day older than the volume rule's window
+        later = Path(Lake(str(lake / "lake")).stats(day, "standardize"))
+        later.parent.mkdir(parents=True)
+        later.write_text('{"read": 10}')
+        assert run(lake, "quality_gate", after=("standardize",), reads=(DAY_HISTORY,))["skipped"], day
     other_day = Path(Lake(str(lake / "lake")).stats("2024-03-04", "standardize"))
     other_day.parent.mkdir(parents=True)
     other_day.write_text('{"read": 10}')  # a recent day the volume rule compares with

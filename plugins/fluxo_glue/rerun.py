@@ -34,7 +34,7 @@ from fluxo.tokenize import opaque_id
 from fluxo_platform import glue_package, lakefs
 
 RAW, CURATED = "raw", "curated"
-# standardize's results of every day (the quality gate judges a day's volume against recent days)
+# standardize's results of recent days (the quality gate judges a day's volume against them)
 DAY_HISTORY = "day_history"
 # Arguments that name a run, not what it reads.
 _RUN_ARGUMENTS = ("--run_id", "--JOB_RUN_ID")
@@ -82,12 +82,21 @@ def raw_listing(lake: Lake, ingest_date: str) -> list[tuple[str, int, str]]:
     return sorted(found)
 
 
-def results_listing(lake: Lake, stage: str = "standardize") -> list[tuple[str, int, str]]:
-    """(path, size, modified) of a stage's results document of every ingest date."""
+def day_history_listing(lake: Lake, args: Mapping[str, str]) -> list[tuple[str, int, str]]:
+    """(path, size, modified) of standardize's results documents the quality gate compares the day
+    with: the days of its volume rule's window before the ingest date (a later day, or one older
+    than the window, changes nothing the gate reads)."""
+    from fluxo.quality.day import history_window, recent_stats_paths
+    from fluxo.quality.suites import DEFAULT_SUITES, EXPECTATIONS_DIR, load_suites
+
+    names = [n.strip() for n in args.get("--suites", ",".join(DEFAULT_SUITES)).split(",") if n.strip()]
+    window_days, _ = history_window(load_suites(names, args.get("--expectations_root", EXPECTATIONS_DIR)))
     fs, base = lakefs.resolve(lake.work("stats"))
     selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
-    return sorted((info.path, info.size, str(info.mtime)) for info in fs.get_file_info(selector)
-                  if info.type == pafs.FileType.File and info.base_name == f"{stage}.json")
+    found = {info.path: info for info in fs.get_file_info(selector)
+             if info.type == pafs.FileType.File and info.base_name == "standardize.json"}
+    return [(path, found[path].size, str(found[path].mtime))
+            for path in recent_stats_paths(list(found), args["--ingest_date"], window_days)]
 
 
 def curated_version(lake: Lake) -> int | None:
@@ -105,7 +114,7 @@ def stage_inputs(script: Path, args: Mapping[str, str], upstream: Iterable[str],
                         for stage in sorted(upstream)}
     parts = [code_version(script), arguments, upstream_results,
              raw_listing(lake, ingest_date) if RAW in reads else None,
-             results_listing(lake) if DAY_HISTORY in reads else None]
+             day_history_listing(lake, args) if DAY_HISTORY in reads else None]
     return StageInputs(_digest(parts), curated_version(lake) if CURATED in reads else None)
 
 
