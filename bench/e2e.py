@@ -9,7 +9,11 @@ After the run the same day runs again with nothing changed: every Glue stage sho
 (`fluxo_glue.rerun`), and the rerun's wall time is printed as a share of the first run's.
 The first run is the first work of a Spark server just started (its JVM compiles the stages'
 code paths as it goes); `--next-day` also runs the following day's data on the now warm
-services, as a deployment's daily run finds them.
+services, as a deployment's daily run finds them. `--scheduler` runs every DAG run through
+Airflow's own scheduler (api-server, scheduler, dag-processor, triggerer of `make airflow`; the
+run triggered through the REST API as the UI does) instead of `airflow dags test`, which runs
+tasks one at a time: the branches after curate (outliers beside fraud and aggregate) then run
+side by side, each task in a process of its own, as a deployment runs them.
 
 The services run in their own home (.fluxo/bench-home) so the demo's data is untouched.
 Per-stage times are read from Airflow's own task_instance records of the run.
@@ -29,6 +33,7 @@ from _common import bench_services, rows_per_day_for
 from fluxo_dev.demo import print_fraud_report
 
 AIRFLOW_BIN = Path(sys.executable).parent / "airflow"
+DAG = "transactions_etl"
 
 
 def main() -> int:
@@ -37,6 +42,8 @@ def main() -> int:
     parser.add_argument("--day", type=date.fromisoformat, default=date(2026, 11, 20))
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--next-day", action="store_true", help="then run the next day on the warm services")
+    parser.add_argument("--scheduler", action="store_true",
+                        help="run the DAG through Airflow's scheduler (REST trigger) instead of `airflow dags test`")
     args = parser.parse_args()
 
     # The DAG's log stays in the home; FLUXO_LAKE_ROOT may point the run at another lake (e.g. S3).
@@ -66,11 +73,21 @@ def run(args, home: Path, timings: dict[str, float]) -> int:
     upload_landing(home / "generated", [args.day], settings)
     timings["upload to landing bucket"] = time.monotonic() - t
 
-    dag_wall = run_dag(env, args.day, home / "bench-dag.log")
+    runner = ScheduledRuns(home, env) if args.scheduler else DagTest(env)
+    try:
+        return report(args, home, env, settings, runner, rows_per_day, timings)
+    finally:
+        runner.close()
+
+
+def report(args, home: Path, env: dict, settings, runner, rows_per_day: int, timings: dict[str, float]) -> int:
+    from fluxo_dev.generator import generate, upload_landing
+
+    dag_wall = runner.run(args.day, home / "bench-dag.log")
     if dag_wall is None:
         return 1
     stages = task_times(env)
-    rerun_wall = run_dag(env, args.day, home / "bench-dag-rerun.log")
+    rerun_wall = runner.run(args.day, home / "bench-dag-rerun.log")
     if rerun_wall is None:
         return 1
 
@@ -78,7 +95,7 @@ def run(args, home: Path, timings: dict[str, float]) -> int:
         next_day = args.day + timedelta(days=1)
         generate(home / "generated-next", next_day, days=1, rows_per_day=rows_per_day, seed=args.seed, sources=("s3",))
         upload_landing(home / "generated-next", [next_day], settings)
-        next_wall = run_dag(env, next_day, home / "bench-dag-next.log")
+        next_wall = runner.run(next_day, home / "bench-dag-next.log")
         if next_wall is None:
             return 1
         next_stages = task_times(env)
@@ -97,43 +114,115 @@ def run(args, home: Path, timings: dict[str, float]) -> int:
     print(f"{'step':<40}{'seconds':>9}")
     for name, seconds in timings.items():
         print(f"{name:<40}{seconds:>9.1f}")
-    for task_id, seconds in stages:
-        print(f"{'  dag task ' + task_id:<40}{float(seconds or 0):>9.1f}")
-    print(f"{'transactions_etl (airflow dags test)':<40}{dag_wall:>9.1f}")
+    print_tasks(stages)
+    print(f"{'transactions_etl (' + runner.label + ')':<40}{dag_wall:>9.1f}")
     print(f"{'rerun of the unchanged day':<40}{rerun_wall:>9.1f}   ({rerun_wall / dag_wall:.2f} of the first run,"
           f" {skipped} stages skipped)")
     print(f"throughput: {read / dag_wall:,.0f} records/s through the whole DAG")
     if args.next_day:
         print(f"\nthe next day ({next_day}) on the warm services")
-        for task_id, seconds in next_stages:
-            print(f"{'  dag task ' + task_id:<40}{float(seconds or 0):>9.1f}")
-        print(f"{'transactions_etl (airflow dags test)':<40}{next_wall:>9.1f}")
+        print_tasks(next_stages)
+        print(f"{'transactions_etl (' + runner.label + ')':<40}{next_wall:>9.1f}")
     print("fraud alerts against the generator's planted fraud:")
     print_fraud_report(settings.database_url, home / "generated", [args.day])
     return 0
 
 
-def run_dag(env: dict, day: date, log: Path) -> float | None:
-    """Wall seconds of one `airflow dags test` run of the day (None when it failed)."""
-    t = time.monotonic()
-    with log.open("w") as out:
-        proc = subprocess.run([str(AIRFLOW_BIN), "dags", "test", "transactions_etl", day.isoformat()],
-                              env=env, stdout=out, stderr=subprocess.STDOUT)
-    if proc.returncode != 0:
-        print(f"the DAG run failed; see {log}", file=sys.stderr)
+def print_tasks(stages) -> None:
+    for task_id, seconds, offset in stages:
+        print(f"{'  dag task ' + task_id:<40}{float(seconds or 0):>9.1f}   (from +{float(offset or 0):.1f} s)")
+
+
+class DagTest:
+    """Each run as `airflow dags test`: one process, tasks one at a time."""
+
+    label = "airflow dags test"
+
+    def __init__(self, env: dict):
+        self.env = env
+
+    def run(self, day: date, log: Path) -> float | None:
+        """Wall seconds of one run of the day (None when it failed)."""
+        t = time.monotonic()
+        with log.open("w") as out:
+            proc = subprocess.run([str(AIRFLOW_BIN), "dags", "test", DAG, day.isoformat()],
+                                  env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        if proc.returncode != 0:
+            print(f"the DAG run failed; see {log}", file=sys.stderr)
+            return None
+        return time.monotonic() - t
+
+    def close(self) -> None:
+        pass
+
+
+class ScheduledRuns:
+    """Each run triggered through Airflow's REST API and run by its scheduler (LocalExecutor)."""
+
+    label = "scheduler, REST trigger"
+
+    def __init__(self, home: Path, env: dict):
+        import httpx
+
+        from fluxo_dev.stack import Stack
+
+        self.stack = Stack(home=home, progress=lambda message: None)
+        t = time.monotonic()
+        extra = {"FLUXO_SOURCES": env["FLUXO_SOURCES"], "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False"}
+        stack_env, (user, password) = self.stack.start_airflow(extra, feeds=False)
+        base = stack_env["AIRFLOW__API__BASE_URL"]
+        token = httpx.post(f"{base}/auth/token", json={"username": user, "password": password}).json()["access_token"]
+        self.client = httpx.Client(base_url=f"{base}/api/v2", timeout=30, headers={"Authorization": f"Bearer {token}"})
+        self._until(lambda: self.client.get(f"/dags/{DAG}").status_code == 200, 300)
+        self.client.patch(f"/dags/{DAG}", json={"is_paused": False}).raise_for_status()
+        print(f"Airflow's components up and the DAG parsed in {time.monotonic() - t:.1f} s")
+
+    @staticmethod
+    def _until(check, timeout: float, interval: float = 0.5):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if found := check():
+                return found
+            time.sleep(interval)
         return None
-    return time.monotonic() - t
+
+    def run(self, day: date, log: Path) -> float | None:
+        """Seconds from the trigger to the run's end (None when it failed or took over an hour)."""
+        t = time.monotonic()
+        answer = self.client.post(f"/dags/{DAG}/dagRuns", json={
+            "logical_date": None, "conf": {"run_date": day.isoformat(), "sources": ["s3"]}})
+        answer.raise_for_status()
+        run_id = answer.json()["dag_run_id"]
+
+        def finished():
+            state = self.client.get(f"/dags/{DAG}/dagRuns/{run_id}").json()["state"]
+            return state if state in ("success", "failed") else None
+
+        state = self._until(finished, 3600, interval=0.25)
+        wall = time.monotonic() - t
+        log.write_text(f"run {run_id}: {state} after {wall:.1f} s; task logs under {self.stack.home / 'airflow'}\n")
+        if state != "success":
+            print(f"the DAG run {run_id} ended {state}; task logs under {self.stack.home / 'airflow'}", file=sys.stderr)
+            return None
+        return wall
+
+    def close(self) -> None:
+        self.client.close()
+        self.stack.stop_airflow()
 
 
 def task_times(env: dict) -> list[tuple[str, float]]:
-    """(task id, seconds) of the latest transactions_etl run, from Airflow's own records."""
+    """(task id, seconds, started at seconds after the run's first task) of the latest
+    transactions_etl run, from Airflow's own records."""
     import psycopg
 
     airflow_url = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace("postgresql+psycopg2://", "postgresql://")
     with psycopg.connect(airflow_url) as conn:
         return conn.execute(
             """
-            SELECT task_id, extract(epoch FROM end_date - start_date) FROM task_instance
+            SELECT task_id, extract(epoch FROM end_date - start_date),
+                   extract(epoch FROM start_date - min(start_date) OVER ())
+            FROM task_instance
             WHERE dag_id = 'transactions_etl' AND run_id = (
                 SELECT run_id FROM dag_run WHERE dag_id = 'transactions_etl' ORDER BY id DESC LIMIT 1)
             ORDER BY start_date
