@@ -14,7 +14,9 @@ Layout under out_dir (docs/source-formats.md describes each shape):
 
 The expected curated set for sources S is the distinct transaction_id of labels
 with source in S and expected == "valid"; every valid record of a transaction
-renders the same canonical values.
+renders the same canonical values. With a subset of the sources, each transaction is rendered
+as in the full run, except the rows of a planted fraud scenario: those move into a rendered
+source, so every scenario the truth labels arrives whole.
 """
 
 from .core import LABELS_SCHEMA, canonical_days, generate, parse_sources, truth_schema, upload_landing
