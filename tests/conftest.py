@@ -28,20 +28,6 @@ TEST_HOME = TEST_HOMES / str(os.getpid())
 AIRFLOW_BIN = Path(sys.executable).parent / "airflow"
 
 
-# The longest files first: `make test` hands whole files to its two workers in collection order,
-# so a long file collected last would run alone at the end while the other worker idles.
-LONGEST_FIRST = ("test_lake_delta.py", "test_pipeline_e2e.py", "test_hostile_day.py", "test_outliers.py",
-                 "test_glue_scripts.py", "test_airflow_ui_run.py", "test_stack.py", "test_extract_kafka.py")
-
-
-def pytest_collection_modifyitems(items):
-    def rank(item) -> int:
-        name = item.path.name
-        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
-
-    items.sort(key=rank)  # stable: each file keeps its tests together and in order
-
-
 @pytest.fixture(scope="session")
 def spark(stack_env):
     """One session for every test in the process, on the stack's warm Spark (Spark Connect) that the
