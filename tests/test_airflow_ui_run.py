@@ -128,8 +128,22 @@ def test_the_empty_day_and_the_missed_deadline_alert_the_webhook(airflow, trigge
     volume = receiver.wait_for("volume", timeout=30)
     assert volume and "zero rows" in volume[0]["text"] and volume[0]["run_id"] == triggered["run_id"]
     late = receiver.wait_for("deadline_missed", timeout=120)
-    assert late and triggered["run_id"] in late[0]["text"] and late[0]["run_id"] == triggered["run_id"]
+    assert late, _deadline_trail(airflow["stack"], triggered["run_id"])
+    assert triggered["run_id"] in late[0]["text"] and late[0]["run_id"] == triggered["run_id"]
     assert late[0]["severity"] == "critical" and late[0]["dag_id"] == DAG
+
+
+def _deadline_trail(stack, run_id: str) -> str:
+    """Where a missing deadline alert stopped: the run's deadline rows and their callbacks in Airflow's
+    database (missed? callback state?), and the triggerer's last lines."""
+    from fluxo_dev.stack.process import log_tail
+
+    url = stack.airflow_env()["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace("postgresql+psycopg2://", "postgresql://")
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT d.deadline_time, d.missed, c.state, c.output FROM deadline d JOIN dag_run r ON r.id = d.dagrun_id"
+            " LEFT JOIN callback c ON c.id = d.callback_id WHERE r.run_id = %s", (run_id,)).fetchall()
+    return f"no deadline_missed alert; deadline rows of {run_id}: {rows}\n" + log_tail(stack.airflow["airflow-triggerer"].log_file)
 
 
 def test_airflow_and_spark_listen_on_loopback_only(airflow, triggered):
