@@ -135,10 +135,10 @@ def generate(
     total_records = 0
     next_progress = PROGRESS_EVERY
 
+    shapes = tuple(shape for shape in range(len(SHAPES)) if SHAPE_SOURCE[shape] in sources)
     for offset in range(days):
         day = start + timedelta(days=offset)
         tx = build_day(dims, day, rows_per_day, seed, fx)
-        shapes = tuple(shape for shape in range(len(SHAPES)) if SHAPE_SOURCE[shape] in sources)
         assignment = assign(np.random.default_rng([seed, day.toordinal(), 1]), tx, rates, shapes)
         recs = assignment.records
         event_ids = uuid4_strings(np.random.default_rng([seed, day.toordinal(), 2]), len(tx))
