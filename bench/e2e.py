@@ -31,6 +31,9 @@ from pathlib import Path
 
 from _common import bench_services, rows_per_day_for
 from fluxo_dev.demo import print_fraud_report
+from fluxo_dev.generator import generate, upload_landing
+from fluxo_dev.stack.airflow import metadata_database_url, rest_client
+from fluxo_dev.stack.process import wait_for
 
 AIRFLOW_BIN = Path(sys.executable).parent / "airflow"
 DAG = "transactions_etl"
@@ -56,7 +59,6 @@ def run(args, home: Path, timings: dict[str, float]) -> int:
     # The day is sized in S3 records: the other sources' extract tasks are skipped.
     env = {**os.environ, "FLUXO_SOURCES": "s3"}
 
-    from fluxo_dev.generator import generate, upload_landing
     from fluxo_platform.settings import get_settings
     from fluxo_platform.warehouse import migrate
 
@@ -81,8 +83,6 @@ def run(args, home: Path, timings: dict[str, float]) -> int:
 
 
 def report(args, home: Path, env: dict, settings, runner, rows_per_day: int, timings: dict[str, float]) -> int:
-    from fluxo_dev.generator import generate, upload_landing
-
     dag_wall = runner.run(args.day, home / "bench-dag.log")
     if dag_wall is None:
         return 1
@@ -162,29 +162,15 @@ class ScheduledRuns:
     label = "scheduler, REST trigger"
 
     def __init__(self, home: Path, env: dict):
-        import httpx
-
         from fluxo_dev.stack import Stack
 
         self.stack = Stack(home=home, progress=lambda message: None)
         t = time.monotonic()
         extra = {"FLUXO_SOURCES": env["FLUXO_SOURCES"], "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False"}
-        stack_env, (user, password) = self.stack.start_airflow(extra, feeds=False)
-        base = stack_env["AIRFLOW__API__BASE_URL"]
-        token = httpx.post(f"{base}/auth/token", json={"username": user, "password": password}).json()["access_token"]
-        self.client = httpx.Client(base_url=f"{base}/api/v2", timeout=30, headers={"Authorization": f"Bearer {token}"})
-        self._until(lambda: self.client.get(f"/dags/{DAG}").status_code == 200, 300)
+        self.client = rest_client(*self.stack.start_airflow(extra, feeds=False))
+        wait_for(lambda: self.client.get(f"/dags/{DAG}").status_code == 200, timeout=300, interval=0.5)
         self.client.patch(f"/dags/{DAG}", json={"is_paused": False}).raise_for_status()
         print(f"Airflow's components up and the DAG parsed in {time.monotonic() - t:.1f} s")
-
-    @staticmethod
-    def _until(check, timeout: float, interval: float = 0.5):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if found := check():
-                return found
-            time.sleep(interval)
-        return None
 
     def run(self, day: date, log: Path) -> float | None:
         """Seconds from the trigger to the run's end (None when it failed or took over an hour)."""
@@ -194,15 +180,15 @@ class ScheduledRuns:
         answer.raise_for_status()
         run_id = answer.json()["dag_run_id"]
 
-        def finished():
-            state = self.client.get(f"/dags/{DAG}/dagRuns/{run_id}").json()["state"]
-            return state if state in ("success", "failed") else None
+        def state() -> str:
+            return self.client.get(f"/dags/{DAG}/dagRuns/{run_id}").json()["state"]
 
-        state = self._until(finished, 3600, interval=0.25)
+        wait_for(lambda: state() in ("success", "failed"), timeout=3600, interval=0.25)
         wall = time.monotonic() - t
-        log.write_text(f"run {run_id}: {state} after {wall:.1f} s; task logs under {self.stack.home / 'airflow'}\n")
-        if state != "success":
-            print(f"the DAG run {run_id} ended {state}; task logs under {self.stack.home / 'airflow'}", file=sys.stderr)
+        final = state()
+        log.write_text(f"run {run_id}: {final} after {wall:.1f} s; task logs under {self.stack.home / 'airflow'}\n")
+        if final != "success":
+            print(f"the DAG run {run_id} ended {final}; task logs under {self.stack.home / 'airflow'}", file=sys.stderr)
             return None
         return wall
 
@@ -216,8 +202,7 @@ def task_times(env: dict) -> list[tuple[str, float]]:
     transactions_etl run, from Airflow's own records."""
     import psycopg
 
-    airflow_url = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace("postgresql+psycopg2://", "postgresql://")
-    with psycopg.connect(airflow_url) as conn:
+    with psycopg.connect(metadata_database_url(env)) as conn:
         return conn.execute(
             """
             SELECT task_id, extract(epoch FROM end_date - start_date),

@@ -14,11 +14,11 @@ from __future__ import annotations
 import time
 import uuid
 
-import httpx
 import psutil
 import psycopg
 import pytest
 
+from fluxo_dev.stack.airflow import metadata_database_url, rest_client
 from tests.alert_receiver import alert_receiver
 from tests.conftest import TEST_HOME
 
@@ -42,12 +42,9 @@ def airflow(stack_env, warehouse_url):
         }
         started = time.monotonic()
         try:
-            env, (user, password) = stack.start_airflow(extra, feeds=False)
-            base = env["AIRFLOW__API__BASE_URL"]
-            token = httpx.post(f"{base}/auth/token", json={"username": user, "password": password}).json()
-            client = httpx.Client(base_url=f"{base}/api/v2", timeout=30,
-                                  headers={"Authorization": f"Bearer {token['access_token']}"})
-            yield {"client": client, "receiver": receiver, "stack": stack, "user": user,
+            env, login = stack.start_airflow(extra, feeds=False)
+            client = rest_client(env, login)
+            yield {"client": client, "receiver": receiver, "stack": stack, "user": login[0],
                    "start_s": time.monotonic() - started}
         finally:
             stack.stop_airflow()
@@ -138,8 +135,7 @@ def _deadline_trail(stack, run_id: str) -> str:
     database (missed? callback state?), and the triggerer's last lines."""
     from fluxo_dev.stack.process import log_tail
 
-    url = stack.airflow_env()["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace("postgresql+psycopg2://", "postgresql://")
-    with psycopg.connect(url) as conn:
+    with psycopg.connect(metadata_database_url(stack.airflow_env())) as conn:
         rows = conn.execute(
             "SELECT d.deadline_time, d.missed, c.state, c.output FROM deadline d JOIN dag_run r ON r.id = d.dagrun_id"
             " LEFT JOIN callback c ON c.id = d.callback_id WHERE r.run_id = %s", (run_id,)).fetchall()

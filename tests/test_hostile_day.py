@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from fluxo.tokenize import has_pan, mask_pans
+from fluxo_dev.stack.airflow import metadata_database_url
 from tests.conftest import AIRFLOW_BIN, reset_sources
 
 DAY = date(2026, 11, 12)
@@ -137,7 +138,7 @@ def hostile_run(stack_env, warehouse_url, airflow_env, tmp_path_factory):
 
     # The databases are shared with the session's other tests (the API tests' fuzzed requests are
     # in audit.api_access): what the day must not add is judged against what was there before.
-    before = {url: set(database_findings(url)[0]) for url in (warehouse_url, _airflow_db(airflow_env))}
+    before = {url: set(database_findings(url)[0]) for url in (warehouse_url, metadata_database_url(airflow_env))}
     lake = tmp_path_factory.mktemp("hostile-lake")
     with start_simulator(out) as partner_api:
         env = {**airflow_env, "FLUXO_LAKE_ROOT": str(lake), "AIRFLOW_CONN_FLUXO_PARTNER_API": partner_api.connection_uri()}
@@ -145,9 +146,6 @@ def hostile_run(stack_env, warehouse_url, airflow_env, tmp_path_factory):
                               env=env, capture_output=True, text=True, timeout=900)
     return {"proc": proc, "lake": lake, "env": env, "findings_before": before}
 
-
-def _airflow_db(env: dict) -> str:
-    return env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace("postgresql+psycopg2://", "postgresql://")
 
 
 def findings(text: str, where: str) -> list[str]:
@@ -226,7 +224,7 @@ def test_no_pan_in_any_lake_zone_past_raw(hostile_run):
 
 def test_no_pan_in_the_warehouse_or_airflow_metadata(hostile_run):
     env, before = hostile_run["env"], hostile_run["findings_before"]
-    for url, least in ((env["FLUXO_DATABASE_URL"], 50), (_airflow_db(env), 1)):
+    for url, least in ((env["FLUXO_DATABASE_URL"], 50), (metadata_database_url(env), 1)):
         found, scanned = database_findings(url)
         added = [f for f in found if f not in before[url]]
         assert scanned >= least and not added, added[:10]

@@ -134,6 +134,21 @@ def write_login(home: Path, credentials) -> tuple[str, str]:
     return ADMIN_USER, password
 
 
+def metadata_database_url(env: dict[str, str]) -> str:
+    """Airflow's metadata database of a stack environment as a plain postgresql:// URL (for psycopg)."""
+    return env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace("postgresql+psycopg2://", "postgresql://")
+
+
+def rest_client(env: dict[str, str], login: tuple[str, str]):
+    """An httpx client of Airflow's REST API (`/api/v2`) with a bearer token of the stack's admin login."""
+    import httpx
+
+    base = env["AIRFLOW__API__BASE_URL"]
+    user, password = login
+    token = httpx.post(f"{base}/auth/token", json={"username": user, "password": password}).json()["access_token"]
+    return httpx.Client(base_url=f"{base}/api/v2", timeout=30, headers={"Authorization": f"Bearer {token}"})
+
+
 def migrate_databases(env: dict[str, str]) -> None:
     """The warehouse migrations, then Airflow's metadata database."""
     from fluxo_platform.warehouse import migrate
