@@ -57,7 +57,7 @@ def main() -> None:
     seconds, clock = {}, time.perf_counter()
     dates, version = curated_input(rt)
     every_day = fraud.look_back_days(dates, rules)
-    rows = read_days(spark, lake.curated_transactions, every_day, version)
+    rows = read_days(spark, lake.curated_transactions, every_day, version, with_partition=True)
     features = fraud.features(rows, dates, rules, fraud.reference_frames(spark)).persist(StorageLevel.MEMORY_AND_DISK)
     alerts = fraud.alerts(features, rules, run_id, detected_at).persist(StorageLevel.MEMORY_AND_DISK)
     by_rule = fraud.rule_counts(features, rules)

@@ -26,7 +26,6 @@ from pyspark.sql import functions as F
 from fluxo import delta_tables, history
 from fluxo.contract import OUTLIER_METHODS
 from fluxo.glue_runtime import curated_input, run_stage, start_stage, write_stats
-from fluxo.transforms._common import event_date
 from fluxo.transforms.curate import read_days
 from fluxo.transforms.outliers import detect, outlier_summary
 
@@ -57,9 +56,11 @@ def main() -> None:
 
     dates, version = curated_input(rt)
     window = history_window(dates, history_days)
-    baseline_rows = read_days(spark, lake.curated_transactions, window, version)
-    candidates = baseline_rows.where(event_date().isin([date.fromisoformat(d) for d in dates]))
-    outliers = detect(candidates, baseline_rows, run_id, detected_at).persist(StorageLevel.MEMORY_AND_DISK)
+    window_rows = read_days(spark, lake.curated_transactions, window, version, with_partition=True)
+    # a filter on the table's event_date reads only the candidate days' partitions
+    candidates = window_rows.where(F.col("event_date").isin([date.fromisoformat(d) for d in dates]))
+    outliers = detect(candidates.drop("event_date"), window_rows.drop("event_date"), run_id, detected_at).persist(
+        StorageLevel.MEMORY_AND_DISK)
 
     clock = time.perf_counter()
     by_method = dict.fromkeys(OUTLIER_METHODS, 0)

@@ -12,9 +12,10 @@ from fluxo.contract import TRANSACTION, Contract
 SOURCE_PRIORITY = ("api", "db", "kafka", "s3")
 
 
-def conform(df: DataFrame, contract: Contract) -> DataFrame:
-    """Exactly the contract's columns, in order, cast to the contract's Spark types."""
-    return df.select([F.col(f.name).cast(f.dataType).alias(f.name) for f in contract.spark_schema().fields])
+def conform(df: DataFrame, contract: Contract, keep: tuple[str, ...] = ()) -> DataFrame:
+    """Exactly the contract's columns, in order, cast to the contract's Spark types (then the
+    columns `keep` as they are)."""
+    return df.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in contract.spark_schema().fields], *keep)
 
 
 def empty(spark, contract: Contract) -> DataFrame:

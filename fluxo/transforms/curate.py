@@ -108,17 +108,20 @@ def merge_staged(spark, uri: str, staged: DataFrame, dates: list[str], commit_in
 
 
 def read_days(spark, uri: str, dates: list[str], version: int | None = None,
-              contract: Contract = TRANSACTION) -> DataFrame:
+              contract: Contract = TRANSACTION, with_partition: bool = False) -> DataFrame:
     """The rows of the given event dates of a Delta table partitioned by event_date (curated by
     default; a history table with its `contract`), as of `version` (latest when None); empty,
-    typed, when there are none."""
+    typed, when there are none. `with_partition` adds the table's event_date after the contract's
+    columns, so that a later filter on it reads only the partitions it keeps."""
+    keep = (PARTITION_COLUMN,) if with_partition and PARTITION_COLUMN not in contract.names else ()
     if not dates or not delta_tables.is_table(spark, uri):
-        return spark.createDataFrame([], contract.spark_schema())
+        empty = spark.createDataFrame([], contract.spark_schema())
+        return empty.withColumn(PARTITION_COLUMN, F.lit(None).cast("date")) if keep else empty
     reader = spark.read.format("delta")
     if version is not None:
         reader = reader.option("versionAsOf", int(version))
     days = reader.load(uri).where(F.col(PARTITION_COLUMN).isin([date.fromisoformat(d) for d in dates]))
-    return conform(days, contract)
+    return conform(days, contract, keep)
 
 
 def curate_stats(merged: dict[str, Any], dates: list[str]) -> dict[str, Any]:

@@ -216,9 +216,16 @@ def reference_frames(spark) -> tuple[DataFrame, DataFrame]:
 
 def features(rows: DataFrame, dates: list[str], rules: FraudRules, reference: tuple[DataFrame, DataFrame]) -> DataFrame:
     """The curated rows of `dates` with every feature (FEATURES), from `rows` = the curated rows of
-    `look_back_days(dates, rules)` (more days are harmless; fewer miss history)."""
+    `look_back_days(dates, rules)` (more days are harmless; fewer miss history), with or without
+    the table's event_date column."""
     travel, timezones = reference
-    rows = conform(rows, TRANSACTION).withColumn("event_date", event_date()).withColumn("_t", _micros())
+    # the table's event_date when the rows carry it (read_days(with_partition=True)): the filters
+    # below then read only the partitions they keep; by contract it is the UTC day of event_ts
+    if "event_date" in rows.columns:
+        rows = conform(rows, TRANSACTION, ("event_date",))
+    else:
+        rows = conform(rows, TRANSACTION).withColumn("event_date", event_date())
+    rows = rows.withColumn("_t", _micros())
     scored_days = F.col("event_date").isin([date.fromisoformat(d) for d in dates])
     # whole rows only where a scored row's short windows reach; the card's earlier days carry just
     # the countries its history needs (most rows read are history: narrow rows shuffle far faster)
