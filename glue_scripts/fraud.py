@@ -34,7 +34,7 @@ from fluxo.contract import FRAUD_ALERT
 from fluxo.fraud_rules import load_rules
 from fluxo.glue_runtime import curated_input, run_stage, start_stage, write_stats
 from fluxo.lake import DATA_DOCS
-from fluxo.quality import validate
+from fluxo.quality import import_gx_in_background, validate
 from fluxo.quality.gate import RESULTS_STORE
 from fluxo.quality.suites import EXPECTATIONS_DIR
 from fluxo.transforms import fraud
@@ -51,6 +51,7 @@ def main() -> None:
     )
     spark, lake, ingest_date = rt.spark, rt.lake, rt.args["ingest_date"]
     rules = load_rules(rt.args["expectations_root"])
+    import_gx_in_background()  # the checkpoint runs last; the import overlaps the Spark work
     run_id = rt.args["run_id"] or rt.args["JOB_RUN_ID"] or f"{STAGE}-{ingest_date}"
     detected_at = datetime.now(timezone.utc).replace(microsecond=0)
 

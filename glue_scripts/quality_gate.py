@@ -21,7 +21,7 @@ import os
 from fluxo import storage
 from fluxo.glue_runtime import read_stats, run_stage, start_stage, write_stats
 from fluxo.lake import DATA_DOCS
-from fluxo.quality import DEFAULT_SUITES, describe_failure, load_suites, validate
+from fluxo.quality import DEFAULT_SUITES, describe_failure, import_gx_in_background, load_suites, validate
 from fluxo.quality.day import PROFILE, PROFILE_SCHEMA, history_window, profile_rows, recent_stats_paths
 from fluxo.quality.gate import RESULTS_STORE, STAGED
 from fluxo.quality.suites import EXPECTATIONS_DIR
@@ -35,6 +35,7 @@ def main() -> None:
         {"suites": ",".join(DEFAULT_SUITES), "data_docs": "true", "expectations_root": str(EXPECTATIONS_DIR)},
     )
     spark, lake, ingest_date = rt.spark, rt.lake, rt.args["ingest_date"]
+    import_gx_in_background()  # the checkpoint runs last; the import overlaps the Spark work
     names = [name.strip() for name in rt.args["suites"].split(",") if name.strip()]
     suites = load_suites(names, rt.args["expectations_root"])
 

@@ -8,7 +8,9 @@ failures stop the run (`QualityGateFailed`); warnings are only recorded.
 
 from __future__ import annotations
 
+import importlib
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -126,6 +128,23 @@ def _gx_suite(suite: dict):
         )
         expectations.append(config.to_domain_obj())
     return gx.ExpectationSuite(name=suite["name"], expectations=expectations, meta=suite.get("meta"))
+
+
+def import_gx_in_background() -> None:
+    """Import Great Expectations (about 2 s of Python) on a thread while the stage's Spark work
+    runs; `validate` then finds it imported, or waits for the import to finish. A failed import
+    is left for `validate` to raise."""
+    threading.Thread(target=_import_gx, name="import-great-expectations", daemon=True).start()
+
+
+def _import_gx() -> None:
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    try:
+        for module in ("great_expectations", "great_expectations.checkpoint.actions",
+                       "great_expectations.data_context.types.base"):
+            importlib.import_module(module)
+    except Exception:  # noqa: BLE001 - validate imports it again and reports the error
+        pass
 
 
 def _context(data_docs_dir: str | None):
