@@ -82,6 +82,7 @@ class StageRuntime:
     glue_context: Any = None
     job: Any = None
     _finished: bool = field(default=False, repr=False)
+    _persisted: list = field(default_factory=list, repr=False)
 
     @property
     def in_glue(self) -> bool:
@@ -91,12 +92,30 @@ class StageRuntime:
     def lake(self) -> Lake:
         return Lake(self.args["lake_root"])
 
+    def persist(self, frame):
+        """`frame.persist(MEMORY_AND_DISK)`, released when the stage ends, however it ends: a Spark
+        Connect server keeps a frame cached after the session that persisted it has gone, until
+        the server restarts, so a stage that failed before its `unpersist` would leave it there."""
+        from pyspark import StorageLevel
+
+        self._persisted.append(frame.persist(StorageLevel.MEMORY_AND_DISK))
+        return frame
+
+    def release_cached(self) -> None:
+        """Unpersist every frame `persist` cached (again for those the stage already released)."""
+        while self._persisted:
+            try:
+                self._persisted.pop().unpersist()
+            except Exception:  # noqa: BLE001 - a session already gone has nothing left to release
+                pass
+
     def finish(self) -> None:
-        """Commit the Glue job (bookmarks/run state) or stop the session (over Spark Connect, the
-        client's session only: the server keeps running)."""
+        """Release the stage's cached frames, then commit the Glue job (bookmarks/run state) or stop
+        the session (over Spark Connect, the client's session only: the server keeps running)."""
         if self._finished:
             return
         self._finished = True
+        self.release_cached()
         if self.job is not None:
             self.job.commit()
         else:
@@ -206,6 +225,7 @@ def _stop_active_session() -> None:
         if session is not None:
             if type(session).__module__.startswith("pyspark.sql.connect"):
                 session.interruptAll()  # its jobs would go on in the server
+            _running[-1].release_cached()
             session.stop()
     except Exception:
         pass

@@ -16,8 +16,6 @@ Stats: work/stats/ingest_date=D/aggregate.json (rows per grain).
 
 from __future__ import annotations
 
-from pyspark import StorageLevel
-
 from fluxo.contract import FRAUD_ALERT
 
 from fluxo.glue_runtime import curated_input, run_stage, start_stage, write_stats
@@ -40,14 +38,13 @@ def main() -> None:
 
     # Two aggregations read the same partitions: read the Parquet once.
     alerts = read_days(spark, lake.fraud_alerts, dates, contract=FRAUD_ALERT)
-    curated = with_fraud_flags(read_days(spark, lake.curated_transactions, dates, version), alerts).persist(
-        StorageLevel.MEMORY_AND_DISK)
+    curated = rt.persist(with_fraud_flags(read_days(spark, lake.curated_transactions, dates, version), alerts))
     rows: dict[str, int] = {}
     daily = daily_metrics(curated, currency)
     daily.coalesce(1).write.mode("overwrite").parquet(lake.metrics("daily", ingest_date))
     rows["daily"] = spark.read.parquet(lake.metrics("daily", ingest_date)).count()
 
-    grains = grain_metrics(curated, currency).persist(StorageLevel.MEMORY_AND_DISK)
+    grains = rt.persist(grain_metrics(curated, currency))
     for name in GROUPED_GRAINS:
         out = lake.metrics(name, ingest_date)
         grain_rows(grains, name).coalesce(1).write.option("maxRecordsPerFile", ROWS_PER_FILE).mode(

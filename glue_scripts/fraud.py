@@ -27,8 +27,6 @@ import os
 import time
 from datetime import datetime, timezone
 
-from pyspark import StorageLevel
-
 from fluxo import delta_tables, history, storage
 from fluxo.contract import FRAUD_ALERT
 from fluxo.fraud_rules import load_rules
@@ -59,8 +57,8 @@ def main() -> None:
     dates, version = curated_input(rt)
     every_day = fraud.look_back_days(dates, rules)
     rows = read_days(spark, lake.curated_transactions, every_day, version, with_partition=True)
-    features = fraud.features(rows, dates, rules, fraud.reference_frames(spark)).persist(StorageLevel.MEMORY_AND_DISK)
-    alerts = fraud.alerts(features, rules, run_id, detected_at).persist(StorageLevel.MEMORY_AND_DISK)
+    features = rt.persist(fraud.features(rows, dates, rules, fraud.reference_frames(spark)))
+    alerts = rt.persist(fraud.alerts(features, rules, run_id, detected_at))
     by_rule = fraud.rule_counts(features, rules)
     alert_count = alerts.count()
     seconds["features"] = time.perf_counter() - clock

@@ -20,7 +20,6 @@ from __future__ import annotations
 import time
 from datetime import date, datetime, timedelta, timezone
 
-from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from fluxo import delta_tables, history
@@ -59,8 +58,7 @@ def main() -> None:
     window_rows = read_days(spark, lake.curated_transactions, window, version, with_partition=True)
     # a filter on the table's event_date reads only the candidate days' partitions
     candidates = window_rows.where(F.col("event_date").isin([date.fromisoformat(d) for d in dates]))
-    outliers = detect(candidates.drop("event_date"), window_rows.drop("event_date"), run_id, detected_at).persist(
-        StorageLevel.MEMORY_AND_DISK)
+    outliers = rt.persist(detect(candidates.drop("event_date"), window_rows.drop("event_date"), run_id, detected_at))
 
     clock = time.perf_counter()
     by_method = dict.fromkeys(OUTLIER_METHODS, 0)

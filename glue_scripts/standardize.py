@@ -16,8 +16,6 @@ outside one. No input files: empty outputs, zero stats.
 
 from __future__ import annotations
 
-from pyspark import StorageLevel
-
 from fluxo import storage
 from fluxo.glue_runtime import run_stage, start_stage, write_stats
 from fluxo.tokenize import token_salt
@@ -49,7 +47,7 @@ def main() -> None:
         reporting_currency=args["reporting_currency"].upper(),
         token_salt=token_salt(),
     )
-    out.checked.persist(StorageLevel.MEMORY_AND_DISK)  # staged, quarantine and stats reuse one read
+    rt.persist(out.checked)  # staged, quarantine and stats reuse one read
     stats = standardize_stats(out.checked)
     out.staged.write.mode("overwrite").parquet(lake.staged(ingest_date))
     out.quarantine.write.mode("overwrite").parquet(lake.quarantine(ingest_date, STAGE))

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -262,6 +263,43 @@ def test_failure_ends_with_one_fluxo_error_line(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith(ERROR_PREFIX + "GlueArgumentError")
 
+
+# A stage that caches a frame, then fails before releasing it: through the runtime (`rt.persist`) or
+# by persisting the frame itself.
+CACHING_STAGE = """
+from fluxo.glue_runtime import run_stage, start_stage
+
+def main():
+    rt = start_stage(["marker", "persist_with"])
+    frame = rt.spark.range(1000).selectExpr(f"id * {int(rt.args['marker'])} AS v")
+    (rt.persist(frame) if rt.args["persist_with"] == "runtime" else frame.persist()).count()
+    raise RuntimeError("the stage failed after caching a frame")
+
+run_stage(main)
+"""
+
+
+def test_a_failed_stage_leaves_no_cached_frame_on_the_shared_spark(spark, stack_env, tmp_path):
+    """The stack's Spark Connect server keeps a frame cached after the session that persisted it has
+    gone; a stage that fails after `rt.persist` releases its frames on the way out."""
+    script = tmp_path / "caching_stage.py"
+    script.write_text(CACHING_STAGE)
+    env = stage_environment(FLUXO_SPARK_REMOTE=stack_env["FLUXO_SPARK_REMOTE"])
+
+    def failed_stage_frame(persist_with: str):
+        marker = time.time_ns() % 10**9  # a plan no other run of this test has cached
+        proc = subprocess.run([sys.executable, str(script), "--JOB_NAME", "caching", "--marker", str(marker),
+                               "--persist_with", persist_with], env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 1 and "the stage failed after caching a frame" in proc.stderr, proc.stderr[-2000:]
+        return spark.range(1000).selectExpr(f"id * {marker} AS v")  # the same plan, from another session
+
+    kept = failed_stage_frame("itself")
+    try:
+        assert kept.storageLevel.useMemory, "the server no longer keeps a gone session's frames: simplify the runtime"
+    finally:
+        kept.unpersist()
+    released = failed_stage_frame("runtime")
+    assert not released.storageLevel.useMemory and not released.storageLevel.useDisk
 
 def test_optional_arguments_take_defaults():
     argv = ["x.py", "--JOB_NAME", "x", "--lake_root", "/l", "--reporting_currency", "USD"]
