@@ -19,6 +19,7 @@ import psycopg
 import pytest
 
 from fluxo_dev.stack.airflow import metadata_database_url, rest_client
+from fluxo_dev.stack.process import log_tail
 from tests.alert_receiver import alert_receiver
 from tests.conftest import TEST_HOME
 
@@ -132,14 +133,26 @@ def test_the_empty_day_and_the_missed_deadline_alert_the_webhook(airflow, trigge
 
 def _deadline_trail(stack, run_id: str) -> str:
     """Where a missing deadline alert stopped: the run's deadline rows and their callbacks in Airflow's
-    database (missed? callback state?), and the triggerer's last lines."""
-    from fluxo_dev.stack.process import log_tail
-
+    database (missed? callback state?), the run's times and the deadline alerts of the DAG version it
+    was created with (none: Airflow created no deadline for it), and each component's lines about
+    deadlines, then the triggerer's last lines."""
     with psycopg.connect(metadata_database_url(stack.airflow_env())) as conn:
         rows = conn.execute(
             "SELECT d.deadline_time, d.missed, c.state, c.output FROM deadline d JOIN dag_run r ON r.id = d.dagrun_id"
             " LEFT JOIN callback c ON c.id = d.callback_id WHERE r.run_id = %s", (run_id,)).fetchall()
-    return f"no deadline_missed alert; deadline rows of {run_id}: {rows}\n" + log_tail(stack.airflow["airflow-triggerer"].log_file)
+        run = conn.execute(
+            "SELECT r.queued_at, r.start_date, r.end_date, (SELECT count(*) FROM deadline_alert a JOIN serialized_dag s"
+            " ON s.id = a.serialized_dag_id WHERE s.dag_version_id = r.created_dag_version_id)"
+            " FROM dag_run r WHERE r.run_id = %s", (run_id,)).fetchall()
+    lines = [f"no deadline_missed alert; deadline rows of {run_id}: {rows}",
+             f"queued_at, start_date, end_date, deadline alerts of its DAG version: {run}"]
+    for name, component in stack.airflow.items():
+        try:
+            text = component.log_file.read_text(errors="replace")
+        except OSError:
+            continue
+        lines += [f"{name}: {line}" for line in text.splitlines() if "eadline" in line][-10:]
+    return "\n".join(lines) + "\n" + log_tail(stack.airflow["airflow-triggerer"].log_file)
 
 
 def test_airflow_and_spark_listen_on_loopback_only(airflow, triggered):
