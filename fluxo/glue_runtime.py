@@ -102,7 +102,7 @@ class StageRuntime:
         return frame
 
     def release_cached(self) -> None:
-        """Unpersist every frame `persist` cached (again for those the stage already released)."""
+        """Unpersist every frame `persist` cached: `finish()` and a failed stage's way out call it."""
         while self._persisted:
             try:
                 self._persisted.pop().unpersist()

@@ -17,7 +17,6 @@ Stats: work/stats/ingest_date=D/aggregate.json (rows per grain).
 from __future__ import annotations
 
 from fluxo.contract import FRAUD_ALERT
-
 from fluxo.glue_runtime import curated_input, run_stage, start_stage, write_stats
 from fluxo.transforms.aggregate import GROUPED_GRAINS, daily_metrics, grain_metrics, grain_rows, with_fraud_flags
 from fluxo.transforms.curate import read_days
@@ -51,8 +50,6 @@ def main() -> None:
             "overwrite"
         ).parquet(out)
         rows[name] = spark.read.parquet(out).count()  # Parquet footers: no recomputation
-    grains.unpersist()
-    curated.unpersist()
     log_rows = ", ".join(f"{name}={n}" for name, n in rows.items())
     print(f"aggregate {ingest_date}: metric rows {log_rows}", flush=True)
     write_stats(spark, lake.root, ingest_date, STAGE,

@@ -87,8 +87,6 @@ def main() -> None:
                        json.dumps({**report.document(ingest_date), "stage": STAGE}, indent=2, default=str))
     gx_counts = {r["rule"]: r["unexpected_count"] for r in report.records}
     seconds["gx_checkpoint"] = time.perf_counter() - clock
-    features.unpersist()
-    alerts.unpersist()
     if gx_counts != by_rule:  # one definition of each threshold: the two readings must agree
         raise RuntimeError(f"fraud: GX counted {gx_counts} unexpected rows per rule, Spark flagged {by_rule}")
 

@@ -75,7 +75,6 @@ def main() -> None:
     clock = time.perf_counter()
     outlier_summary(outliers).coalesce(1).write.mode("overwrite").parquet(lake.metrics("outlier_summary", ingest_date))
     seconds["summary"] = time.perf_counter() - clock
-    outliers.unpersist()
 
     stats = {
         "stage": STAGE,

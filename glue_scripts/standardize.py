@@ -51,7 +51,6 @@ def main() -> None:
     stats = standardize_stats(out.checked)
     out.staged.write.mode("overwrite").parquet(lake.staged(ingest_date))
     out.quarantine.write.mode("overwrite").parquet(lake.quarantine(ingest_date, STAGE))
-    out.checked.unpersist()
 
     write_stats(spark, lake.root, ingest_date, STAGE, stats)
     rt.finish()

@@ -301,6 +301,7 @@ def test_a_failed_stage_leaves_no_cached_frame_on_the_shared_spark(spark, stack_
     released = failed_stage_frame("runtime")
     assert not released.storageLevel.useMemory and not released.storageLevel.useDisk
 
+
 def test_optional_arguments_take_defaults():
     argv = ["x.py", "--JOB_NAME", "x", "--lake_root", "/l", "--reporting_currency", "USD"]
     args = resolve_args(["JOB_NAME", "lake_root"], {"reporting_currency": "BRL", "token_salt": None}, argv)

@@ -147,7 +147,6 @@ def hostile_run(stack_env, warehouse_url, airflow_env, tmp_path_factory):
     return {"proc": proc, "lake": lake, "env": env, "findings_before": before}
 
 
-
 def findings(text: str, where: str) -> list[str]:
     """Where text holds a PAN-shaped sequence (shown masked), card tokens aside."""
     text = NOT_PANS.sub(" ", text)
