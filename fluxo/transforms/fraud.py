@@ -95,8 +95,9 @@ def _micros() -> Column:
 
 def _median(values: Column) -> Column:
     """The exact median of an array of doubles without nulls (as collect_list makes it), interpolated
-    as Spark's `median`."""
-    s = F.array_sort(values)
+    as Spark's `median`. sort_array, not array_sort: array_sort's comparator is a lambda evaluated
+    per comparison, and took half of the customer features' time at 1M rows."""
+    s = F.sort_array(values)
     n = F.size(s)
     low, high = F.element_at(s, F.floor((n + 1) / 2).cast("int")), F.element_at(s, F.floor(n / 2 + 1).cast("int"))
     return F.when(n > 0, low + (high - low) * F.lit(0.5))
