@@ -15,8 +15,10 @@ from fluxo.transforms.standardize import (
     S3_CSV_HEADER,
     load_fx_rates,
     map_s3,
+    parse_br_amount,
     standardize,
     standardize_stats,
+    strict_decimal,
 )
 
 SALT = "test-salt"
@@ -223,6 +225,25 @@ def test_quarantine_keeps_raw_record_without_pans(result):
     from fluxo.tokenize import has_pan
 
     assert not any(has_pan(r["raw_record"]) or has_pan(r["source_file"]) for r in rows)
+
+
+# text -> cents exactly, or None; both the direct cast (<= 2 decimals, <= 16 integer digits as
+# written) and the exact decimal path (exponents, trailing zeros, leading zeros) are crossed
+PLAIN_AMOUNTS = {"7": "7.00", "+1.50": "1.50", "-0.01": "-0.01", "0.1": "0.10", "1.5e2": "150.00", "1E-2": "0.01",
+                 "12.340": "12.34", "12.345": None, "1234567890123456.78": "1234567890123456.78",
+                 "12345678901234567.8": None, "123456789012345678": None, "00000000000000000001.5": "1.50",
+                 "1.": None, ".5": None, "1,5": None, "": None}
+BR_AMOUNTS = {"1.234,56": "1234.56", "87,90": "87.90", "12000,00": "12000.00", "1,230": "1.23", "1,234": None,
+              "0,001": None, "-3,5": "-3.50", "9999999999999999,99": "9999999999999999.99",
+              "99999999999999999,99": None, "1.2.3": None, "1.23": None, ",5": None, "5,": None, "1e2": None}
+
+
+@pytest.mark.parametrize("parse, cases", [(strict_decimal, PLAIN_AMOUNTS), (parse_br_amount, BR_AMOUNTS)])
+def test_amounts_are_exact_to_the_cent_or_null(spark, parse, cases):
+    from pyspark.sql import functions as F
+
+    got = spark.createDataFrame([(t,) for t in cases], "text string").select("text", parse(F.col("text")).alias("v"))
+    assert {r.text: r.v for r in got.collect()} == {t: v and Decimal(v) for t, v in cases.items()}
 
 
 def test_reporting_currency_other_than_brl(spark):
