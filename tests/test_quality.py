@@ -15,7 +15,7 @@ from fluxo.lake import Lake
 from fluxo.quality import QualityGateFailed, build_contract_suite, load_suites, validate
 from fluxo.quality import suites as suite_files
 from fluxo.quality.day import PROFILE, PROFILE_SCHEMA, history_window, profile_rows, recent_stats_paths
-from fluxo.quality.gate import STAGED
+from fluxo.quality.gate import RESULTS_STORE, STAGED
 from fluxo.quality.sample import synthetic_transactions
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -199,6 +199,21 @@ def test_data_docs_index_is_written_and_keeps_earlier_runs(good_report, good, do
     validate(good, load_suites(["transactions_business"]), data_docs_dir=docs_dir, run_name="ingest_date=2026-11-20")
     listed = index.read_text(encoding="utf-8")
     assert "ingest_date=2026-11-19" in listed and "ingest_date=2026-11-20" in listed
+
+
+def test_a_rule_that_finds_rows_shows_examples_in_data_docs_and_each_run_is_stored_once(good, tmp_path):
+    # rules are counted first without example values; a run where one finds rows runs again with
+    # examples under the same run id, replacing the first pass's result and page
+    docs = tmp_path / "data_docs"
+    contract = load_suites(["transactions_contract"])
+    validate(good, contract, data_docs_dir=str(docs), run_name="ingest_date=2026-11-19")
+    odd = _broken(good, card_last4=(7, "'12x4'"))
+    report = validate(odd, contract, data_docs_dir=str(docs), run_name="ingest_date=2026-11-20")
+    assert {r["rule"]: r["unexpected_count"] for r in report.warnings} == {"pattern:card_last4": 1}
+    pages = sorted((p.parent.parent.name, p.read_text(encoding="utf-8")) for p in (docs / "validations").rglob("*.html"))
+    assert [run for run, _ in pages] == ["ingest_date=2026-11-19", "ingest_date=2026-11-20"]
+    assert "12x4" in pages[1][1]
+    assert len(list((tmp_path / RESULTS_STORE).rglob("*.json"))) == 2
 
 
 def test_null_customer_id_is_a_critical_failure_naming_expectation_and_column(broken_report):

@@ -18,6 +18,10 @@ from datetime import datetime, timezone
 from fluxo.tokenize import mask_pans
 
 RESULT_FORMAT = {"result_format": "SUMMARY"}
+# On a clean day each column rule would scan every row for example values it cannot find (at
+# 934,739 staged rows: 7.0-7.3 s against 4.0 s): count first, and run again with examples only
+# when a rule found rows.
+COUNTS_ONLY = {**RESULT_FORMAT, "partial_unexpected_count": 0}
 STAGED = "staged_transactions"
 DOCS_SITE = "fluxo"
 RESULTS_STORE = "gx_validation_results"
@@ -228,6 +232,8 @@ def validate(frames, suites: list[dict], data_docs_dir: str | None = None, run_n
     groups: dict[str, list[dict]] = {}
     for suite in suites:
         groups.setdefault(_validates(suite), []).append(suite)
+    # one run id for both passes: the second replaces the first's stored result and Data Docs page
+    run_id = RunIdentifier(run_name=run_name, run_time=datetime.now(timezone.utc))
     records = []
     for validates, group in groups.items():
         if validates not in frames:
@@ -240,16 +246,18 @@ def validate(frames, suites: list[dict], data_docs_dir: str | None = None, run_n
             for suite in group
         ]
         actions = [UpdateDataDocsAction(name="data_docs", site_names=[DOCS_SITE])] if data_docs_dir else []
-        result_format = next((s["meta"]["result_format"] for s in group if (s.get("meta") or {}).get("result_format")),
-                             RESULT_FORMAT)
-        checkpoint = context.checkpoints.add(
-            gx.Checkpoint(name=f"quality_gate_{validates}", validation_definitions=definitions, actions=actions,
-                          result_format=result_format)
-        )
-        result = checkpoint.run(batch_parameters={"dataframe": frames[validates]}, run_id=RunIdentifier(run_name=run_name))
-        for run_result in result.run_results.values():
-            suite = by_name[run_result.suite_name]
-            records.extend(_record(suite, r.to_json_dict()) for r in run_result.results)
+        own = next((s["meta"]["result_format"] for s in group if (s.get("meta") or {}).get("result_format")), None)
+        for n, result_format in enumerate([own] if own else [COUNTS_ONLY, RESULT_FORMAT]):
+            checkpoint = context.checkpoints.add(
+                gx.Checkpoint(name=f"quality_gate_{validates}_{n}", validation_definitions=definitions,
+                              actions=actions, result_format=result_format)
+            )
+            result = checkpoint.run(batch_parameters={"dataframe": frames[validates]}, run_id=run_id)
+            found = [_record(by_name[run_result.suite_name], r.to_json_dict())
+                     for run_result in result.run_results.values() for r in run_result.results]
+            if not any(r["unexpected_count"] for r in found):
+                break
+        records.extend(found)
     # The row count is what every column rule on the staged rows saw; rules that query the table report none.
     staged = {s["name"] for s in groups.get(STAGED, [])}
     rows = max((r["element_count"] for r in records if r["element_count"] is not None and r["suite"] in staged),
