@@ -73,7 +73,7 @@ VALUE_CHECK_ORDER = ("channel", "status", "currency", "country", "mcc", "transac
 SAO_PAULO = "America/Sao_Paulo"
 # Canonical form of a decimal as text (what the BR format normalises to and what JSON carries).
 NUMBER_PATTERN = r"^[+-]?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?$"
-CENTS_TEXT_PATTERN = r"^[+-]?[0-9]{1,16}(\.[0-9]{1,2})?$"  # fits decimal(18,2) as written
+DECIMAL_18_2_PATTERN = r"^[+-]?[0-9]{1,16}(\.[0-9]{1,2})?$"  # plain decimal text that fits decimal(18,2) as written
 BR_NUMBER_PATTERN = r"^[+-]?([0-9]{1,3}(\.[0-9]{3})+|[0-9]+)(,[0-9]+)?$"
 CENTS_PATTERN = r"^[+-]?[0-9]{1,18}$"
 BR_DATETIME_PATTERN = r"^[0-9]{2}/[0-9]{2}/[0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2}$"
@@ -272,7 +272,7 @@ def strict_decimal(text: Column) -> Column:
     exact = F.when(wide == F.round(wide, 2), wide.try_cast("decimal(18,2)"))
     # Most amounts have at most two decimals and fit: cast them directly (same value); the
     # decimal(38,10) arithmetic above is a third of a CSV mapper's time at 1M rows.
-    return F.when(text.rlike(CENTS_TEXT_PATTERN), text.try_cast("decimal(18,2)")).otherwise(exact)
+    return F.when(text.rlike(DECIMAL_18_2_PATTERN), text.try_cast("decimal(18,2)")).otherwise(exact)
 
 
 def parse_br_amount(text: Column) -> Column:
