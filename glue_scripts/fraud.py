@@ -57,7 +57,7 @@ def main() -> None:
     dates, version = curated_input(rt)
     every_day = fraud.look_back_days(dates, rules)
     rows = read_days(spark, lake.curated_transactions, every_day, version, with_partition=True)
-    features = rt.persist(fraud.features(rows, dates, rules, fraud.reference_frames(spark)))
+    features = rt.persist(fraud.features(rows, dates, rules))
     alerts = rt.persist(fraud.alerts(features, rules, run_id, detected_at))
     by_rule = fraud.rule_counts(alerts, rules)  # a row a rule flags is an alert: no pass over every row
     alert_count = alerts.count()

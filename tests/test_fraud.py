@@ -47,7 +47,7 @@ def frame(spark, rows: list[dict]):
 
 def score(spark, rows: list[dict], rules=RULES, dates=(DAY,)):
     """{transaction_id: set of rules that fired} and the features of every scored row."""
-    feats = fraud.features(frame(spark, rows), list(dates), rules, fraud.reference_frames(spark))
+    feats = fraud.features(frame(spark, rows), list(dates), rules)
     found = fraud.alerts(feats, rules, "run-1", DETECTED_AT).collect()
     return {r["transaction_id"]: set(r["rules"].split(",")) for r in found}, {
         r["transaction_id"]: r.asDict() for r in feats.collect()}
@@ -163,7 +163,7 @@ SCENARIOS = (velocity_rows, merchant_rows, amount_rows, country_rows, travel_row
 def scored(spark):
     """Every scenario scored in one run: (alerts by id, features by id, alert rows, features DataFrame)."""
     rows = [r for scenario in SCENARIOS for r in scenario()]
-    feats = fraud.features(frame(spark, rows), [DAY], RULES, fraud.reference_frames(spark)).cache()
+    feats = fraud.features(frame(spark, rows), [DAY], RULES).cache()
     alert_rows = fraud.alerts(feats, RULES, "run-1", DETECTED_AT).collect()
     found = {r["transaction_id"]: set(r["rules"].split(",")) for r in alert_rows}
     yield found, {r["transaction_id"]: r.asDict() for r in feats.collect()}, alert_rows, feats
@@ -289,7 +289,7 @@ def test_unknown_countries_are_not_judged(scored):
 
 
 def test_empty_input_scores_nothing(spark):
-    feats = fraud.features(frame(spark, []), [DAY], RULES, fraud.reference_frames(spark))
+    feats = fraud.features(frame(spark, []), [DAY], RULES)
     assert feats.count() == 0 and fraud.alerts(feats, RULES, "r", DETECTED_AT).count() == 0
 
 
