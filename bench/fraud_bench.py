@@ -58,7 +58,11 @@ def build_lake(root: Path, rows: int, history_days: int, history_share: float) -
     (root / "lake" / "work" / "stats" / f"ingest_date={INGEST_DATE}").mkdir(parents=True, exist_ok=True)
     print(f"N={rows:,}: {curated.num_rows:,} curated rows ({rows:,} on {DAY}, {len(days) - 1} days of history) "
           f"generated in {generated:.1f} s, written in {time.perf_counter() - started - generated:.1f} s")
-    return truth.select(["transaction_id", "event_ts", "fraud_pattern", "is_outlier"])
+    labels = truth.select(["transaction_id", "event_ts", "fraud_pattern", "is_outlier"])
+    # at 5M the generated tables are most of this process's ~19 GB: give them back before the stage's JVM starts
+    del truth, curated
+    pa.default_memory_pool().release_unused()
+    return labels
 
 
 def run_stage(root: Path, spark_remote: str | None = None) -> tuple[float, dict]:
