@@ -42,6 +42,11 @@ GROUPED_GRAINS: dict[str, Contract] = {
     "hourly": HOURLY_METRICS,
 }
 _GRAIN_ID = "_grain"
+# The grains hold ~50k groups a day (merchant x day), each with a percentile digest and a list of
+# customers, and Spark's object hash aggregate falls back to sorting every row once a task has
+# seen 128 groups: raised, the grain aggregation over 1.86M rows takes 5.8-6.6 s, not 9.6-10.0 s.
+# Past the threshold it still sorts (and spills) instead of running out of memory.
+OBJECT_AGGREGATE_CONF = {"spark.sql.objectHashAggregate.sortBased.fallbackThreshold": "1000000"}
 
 
 FRAUD_FLAG = "_fraud"
@@ -128,10 +133,11 @@ def grain_metrics(curated: DataFrame, reporting_currency: str) -> DataFrame:
         _count_status("approved").alias("approved_count"),
         _count_status("declined").alias("declined_count"),
         _count_status("reversed").alias("reversed_count"),
-        # size(collect_set) is exact and stays one aggregation: count(DISTINCT) under grouping
-        # sets is rewritten into an expand keyed by customer, where every percentile digest is
-        # built per (group, customer) — measured many times slower.
-        F.size(F.collect_set("customer_id")).cast("long").alias("distinct_customers"),
+        # exact and one aggregation: count(DISTINCT) under grouping sets is rewritten into an
+        # expand keyed by customer, where every percentile digest is built per (group, customer)
+        # (measured many times slower); a list deduplicated once per group appends where a set
+        # hashes every row (1.86M rows: 3.8-4.0 s against 7.0-7.8 s, with OBJECT_AGGREGATE_CONF)
+        F.size(F.array_distinct(F.collect_list("customer_id"))).cast("long").alias("distinct_customers"),
         _count_fraud(base),
     )
     # grouping_id sets bit (n-1-i) when columns[i] is NOT grouped: map each id back to its grain.
