@@ -122,8 +122,10 @@ class StageRuntime:
             self.spark.stop()
 
 
-def start_stage(required: list[str], optional: dict[str, str | None] | None = None) -> StageRuntime:
-    """Parse the arguments and get a Spark session (GlueContext + Job inside AWS Glue).
+def start_stage(required: list[str], optional: dict[str, str | None] | None = None,
+                conf: dict[str, str] | None = None) -> StageRuntime:
+    """Parse the arguments and get a Spark session (GlueContext + Job inside AWS Glue), with
+    RUNTIME_CONF and the stage's own runtime SQL settings `conf` set on it.
 
     Outside Glue: a session on the Spark Connect server FLUXO_SPARK_REMOTE names (the local
     stack's warm Spark, or a cluster), else `fluxo.spark.local_session` (Delta Lake, and S3A
@@ -154,7 +156,7 @@ def start_stage(required: list[str], optional: dict[str, str | None] | None = No
         spark = glue_context.spark_session
         job = Job(glue_context)
         job.init(args["JOB_NAME"], args)
-    for key, value in RUNTIME_CONF.items():
+    for key, value in {**RUNTIME_CONF, **(conf or {})}.items():
         spark.conf.set(key, value)
     if (launched or remote) and os.environ.get("FLUXO_SPARK_SHUFFLE_PARTITIONS"):
         spark.conf.set("spark.sql.shuffle.partitions", os.environ["FLUXO_SPARK_SHUFFLE_PARTITIONS"])

@@ -18,7 +18,14 @@ from __future__ import annotations
 
 from fluxo.contract import FRAUD_ALERT
 from fluxo.glue_runtime import curated_input, run_stage, start_stage, write_stats
-from fluxo.transforms.aggregate import GROUPED_GRAINS, OBJECT_AGGREGATE_CONF, daily_metrics, grain_metrics, grain_rows, with_fraud_flags
+from fluxo.transforms.aggregate import (
+    GROUPED_GRAINS,
+    OBJECT_AGGREGATE_CONF,
+    daily_metrics,
+    grain_metrics,
+    grain_rows,
+    with_fraud_flags,
+)
 from fluxo.transforms.curate import read_days
 
 STAGE = "aggregate"
@@ -28,14 +35,13 @@ ROWS_PER_FILE = 500_000
 
 def main() -> None:
     rt = start_stage(
-        ["lake_root", "ingest_date"], {"reporting_currency": "BRL", "event_dates": None, "curated_version": None}
+        ["lake_root", "ingest_date"], {"reporting_currency": "BRL", "event_dates": None, "curated_version": None},
+        conf=OBJECT_AGGREGATE_CONF,
     )
     spark, lake = rt.spark, rt.lake
     ingest_date = rt.args["ingest_date"]
     currency = rt.args["reporting_currency"].upper()
     dates, version = curated_input(rt)
-    for key, value in OBJECT_AGGREGATE_CONF.items():
-        spark.conf.set(key, value)
 
     # Two aggregations read the same partitions: read the Parquet once.
     alerts = read_days(spark, lake.fraud_alerts, dates, contract=FRAUD_ALERT)
