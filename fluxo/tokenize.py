@@ -202,7 +202,8 @@ def _with_pan_windows(text, body):
     def separator(gap):
         return F.length(gap).between(1, MAX_SEPARATOR) & (F.translate(gap, PAN_SEPARATORS, "") == "")
 
-    return F.when(text.rlike(PAN_HINT), _let(
+    # (the length first: short identifiers skip the regexp)
+    return F.when((F.length(text) >= PAN_MIN_DIGITS) & text.rlike(PAN_HINT), _let(
         F.regexp_extract_all(text, F.lit("([0-9]+)"), F.lit(1)), lambda groups: _let(
             F.split(text, "[0-9]+", -1), lambda pieces: _let(
                 F.transform(groups, lambda g, i: (i > 0) & separator(F.element_at(pieces, i + 1))), lambda joined: _let(
