@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 
 from fluxo.contract import TRANSACTION
-from fluxo.transforms.curate import best_copies, curate_stats, merge_staged, read_days
+from fluxo.transforms.curate import best_copies, curate_stats, has_copies, merge_source, merge_staged, read_days
 
 T0 = datetime(2026, 11, 26, 23, 0, 0)
 T1 = datetime(2026, 11, 27, 1, 0, 0)
@@ -90,6 +90,16 @@ def test_dedupe_rule_earliest_then_source_priority_then_batch(frame):
     assert best["b"]["source"] == "db"
     assert best["c"]["batch_id"] == "b10"  # string order: "b10" < "b9"
     assert best["d"]["amount"] == Decimal("3.00")
+
+
+def test_the_merge_source_skips_the_window_only_when_every_id_is_unique(frame):
+    unique = frame([txn("a"), txn("b", amount="2.00")])
+    copies = frame([txn("a"), txn("a", source="api", ingested_at=T1), txn("b")])
+    assert not has_copies(unique) and has_copies(copies)
+    # the same rows, event_date included, whichever way they come
+    assert sorted(merge_source(unique).collect()) == sorted(best_copies(unique).collect())
+    assert sorted(merge_source(copies).collect()) == sorted(best_copies(copies).collect())
+    assert sorted(kept(merge_source(copies))) == ["a", "b"]
 
 
 def test_the_merge_applies_the_same_rule_against_curated_rows(spark, frame, table):
