@@ -16,6 +16,7 @@ from fluxo.transforms.standardize import (
     load_fx_rates,
     map_s3,
     parse_br_amount,
+    parse_sao_paulo_datetime,
     standardize,
     standardize_stats,
     strict_decimal,
@@ -244,6 +245,28 @@ def test_amounts_are_exact_to_the_cent_or_null(spark, parse, cases):
 
     got = spark.createDataFrame([(t,) for t in cases], "text string").select("text", parse(F.col("text")).alias("v"))
     assert {r.text: r.v for r in got.collect()} == {t: v and Decimal(v) for t, v in cases.items()}
+
+
+# São Paulo wall clocks, DST gap (2018-11-04 00:xx did not exist) and overlap (2019-02-16 23:xx twice)
+# included: the instant is the one Python's zoneinfo gives (fold=0: the earlier offset), or None
+SAO_PAULO_TIMES = {"26/11/2026 14:03:22": (2026, 11, 26, 14, 3, 22), "04/11/2018 00:30:00": (2018, 11, 4, 0, 30),
+                   "16/02/2019 23:30:00": (2019, 2, 16, 23, 30), "29/02/2024 00:00:00": (2024, 2, 29),
+                   "31/02/2026 10:00:00": None, "01/01/2026 24:00:00": None, "1/01/2026 00:00:00": None,
+                   "2026-11-26 14:03:22": None}
+
+
+def test_sao_paulo_wall_clock_is_the_zoneinfo_instant(spark):
+    from zoneinfo import ZoneInfo
+
+    from pyspark.sql import functions as F
+
+    def instant(fields):
+        local = datetime(*fields, tzinfo=ZoneInfo("America/Sao_Paulo"))
+        return local.astimezone(timezone.utc).replace(tzinfo=None)
+
+    got = spark.createDataFrame([(t,) for t in SAO_PAULO_TIMES], "text string").select(
+        "text", parse_sao_paulo_datetime(F.col("text")).alias("ts"))
+    assert {r.text: r.ts for r in got.collect()} == {t: f and instant(f) for t, f in SAO_PAULO_TIMES.items()}
 
 
 def test_reporting_currency_other_than_brl(spark):

@@ -65,8 +65,8 @@ def has_copies(staged: DataFrame) -> bool:
 
 def merge_source(staged: DataFrame) -> DataFrame:
     """The staged rows as the MERGE reads them: `best_copies`, whose window (a shuffle and sort of
-    whole rows) is skipped when the ids are already unique, as standardize leaves them (1M rows:
-    1.0 s for the check against 2.7 s for the window)."""
+    whole rows) is skipped when the ids are already unique, as standardize leaves them (933k rows:
+    the MERGE 14.3 s -> 11.5 s, plus 1.0 s for the check)."""
     if has_copies(staged):
         return best_copies(staged)
     return conform(staged, TRANSACTION).withColumn(PARTITION_COLUMN, event_date())
