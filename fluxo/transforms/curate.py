@@ -51,11 +51,15 @@ def curated_schema() -> T.StructType:
     return T.StructType([*TRANSACTION.spark_schema().fields, T.StructField(PARTITION_COLUMN, T.DateType(), False)])
 
 
+def _with_event_date(rows: DataFrame) -> DataFrame:
+    """The contract's columns and the table's partition column, as curated rows are stored."""
+    return conform(rows, TRANSACTION).withColumn(PARTITION_COLUMN, event_date())
+
+
 def best_copies(staged: DataFrame) -> DataFrame:
     """One row per transaction_id of the staged rows (the first by the dedupe rule), with event_date."""
     ranked = rank_copies(conform(staged, TRANSACTION))
-    kept = conform(ranked.where(F.col("_copy_rank") == 1), TRANSACTION)
-    return kept.withColumn(PARTITION_COLUMN, event_date())
+    return _with_event_date(ranked.where(F.col("_copy_rank") == 1))
 
 
 def has_copies(staged: DataFrame) -> bool:
@@ -67,9 +71,7 @@ def merge_source(staged: DataFrame) -> DataFrame:
     """The staged rows as the MERGE reads them: `best_copies`, whose window (a shuffle and sort of
     whole rows) is skipped when the ids are already unique, as standardize leaves them (933k rows:
     the MERGE 14.3 s -> 11.5 s, plus 1.0 s for the check)."""
-    if has_copies(staged):
-        return best_copies(staged)
-    return conform(staged, TRANSACTION).withColumn(PARTITION_COLUMN, event_date())
+    return best_copies(staged) if has_copies(staged) else _with_event_date(staged)
 
 
 def _rule_key(alias: str) -> str:
