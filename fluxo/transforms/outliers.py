@@ -127,7 +127,9 @@ def detect(
     groups = group_baselines(history, params)
     customers = customer_baselines(history, params)
     ln_amount = _ln_amount()
-    scored = candidates.join(F.broadcast(groups), GROUP, "left").join(customers, "customer_id", "left")
+    # the customers' side is built into a hash table: a sort-merge join sorted every candidate row
+    scored = candidates.join(F.broadcast(groups), GROUP, "left").join(
+        customers.hint("shuffle_hash"), "customer_id", "left")
 
     mad_scale = F.when(F.col("mad") > 0, F.col("mad") / MAD_CONSISTENCY).otherwise(
         F.col("mean_ad") * MEAN_AD_CONSISTENCY
