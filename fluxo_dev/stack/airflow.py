@@ -38,6 +38,9 @@ def airflow_config(home: Path, credentials, api_port: int | None) -> dict[str, s
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(airflow_home / "passwords.json"),
         "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": HOST,
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+        # the dag-processor's first parse writes its own version of a DAG even when `airflow dags test`
+        # (make demo, make bench) serialized it seconds before: that one has no deadline alert
+        "AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL": "0",
     }
     if api_port:
         base = f"http://{HOST}:{api_port}"
@@ -115,7 +118,35 @@ class Scheduler(AirflowComponent):
 
 
 class DagProcessor(AirflowComponent):
+    """Ready once it has parsed the DAG files: until then a trigger gets the DAG version another
+    process serialized, e.g. `airflow dags test` of `make demo`, which leaves out the deadline alert."""
+
     name, label, command = "airflow-dag-processor", "airflow dag-processor", ("dag-processor",)
+    parse_timeout = 180.0
+
+    def start(self, ports: dict[str, int]) -> None:
+        import psycopg
+
+        env = self.environment()
+        url, folder = metadata_database_url(env), env.get("AIRFLOW__CORE__DAGS_FOLDER", "")
+        with psycopg.connect(url) as conn:
+            since = conn.execute("SELECT now()").fetchone()[0]
+        super().start(ports)
+
+        def parsed() -> bool:
+            # every DAG of the DAGs folder parsed since the start (and at least one on a new database)
+            with psycopg.connect(url) as conn:
+                fresh, old = conn.execute(
+                    "SELECT count(*) FILTER (WHERE last_parsed_time >= %(since)s),"
+                    " count(*) FILTER (WHERE last_parsed_time IS NULL OR last_parsed_time < %(since)s)"
+                    " FROM dag WHERE NOT is_stale AND starts_with(fileloc, %(folder)s)",
+                    {"since": since, "folder": folder}).fetchone()
+            return fresh > 0 and old == 0
+
+        pid = self.pid()
+        if not wait_for(lambda: not pid_alive(pid) or parsed(), timeout=self.parse_timeout, interval=0.5):
+            self.progress(f"{self.label}: the DAGs are not all parsed after {self.parse_timeout:.0f}s; "
+                          f"see {self.log_file} (an import error?)")
 
 
 class Triggerer(AirflowComponent):
