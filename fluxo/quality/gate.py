@@ -258,7 +258,7 @@ def validate(frames, suites: list[dict], data_docs_dir: str | None = None, run_n
         records.extend(found)
         results.extend(result.run_results)
     if data_docs_dir:
-        # one build for the run's results (the checkpoint action rebuilt the index once per suite)
+        # one Data Docs build for all of the run's results: a checkpoint action would rebuild the site per suite
         context.build_data_docs(site_names=[DOCS_SITE], resource_identifiers=results)
     # The row count is what every column rule on the staged rows saw; rules that query the table report none.
     staged = {s["name"] for s in groups.get(STAGED, [])}
