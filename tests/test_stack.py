@@ -262,3 +262,21 @@ def test_feeds_give_a_hand_triggered_run_data_in_every_source(running):
         consumer.close()
     assert streamed is not None, "the producer streams card events"
     assert stack.status()["kafka-producer"]["state"] == "running"
+
+
+def test_a_dag_processor_that_dies_while_parsing_stops_the_start_naming_its_log(running, tmp_path, monkeypatch):
+    """Past the first seconds' "exited at once" check, a dag-processor that dies before the DAGs
+    are parsed is an error with its log's tail, not a start that carries on without it."""
+    from fluxo_dev.stack import airflow
+    from fluxo_dev.stack.process import StackError
+
+    stack, env = running
+    fake = tmp_path / "airflow"
+    fake.write_text("#!/bin/sh\necho 'Broken DAG: an import error' >&2\nsleep 4\nexit 3\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(airflow, "AIRFLOW_BIN", fake)
+    processor = airflow.DagProcessor(tmp_path, stack.credentials, lambda message: None,
+                                     environment=lambda: {**os.environ, **env})
+    with pytest.raises(StackError, match="exited while parsing the DAGs") as raised:
+        processor.ensure_running()
+    assert "Broken DAG: an import error" in str(raised.value)

@@ -133,18 +133,21 @@ class DagProcessor(AirflowComponent):
             since = conn.execute("SELECT now()").fetchone()[0]
         super().start(ports)
 
-        def parsed() -> bool:
+        def parsed(conn) -> bool:
             # every DAG of the DAGs folder parsed since the start (and at least one on a new database)
-            with psycopg.connect(url) as conn:
-                fresh, old = conn.execute(
-                    "SELECT count(*) FILTER (WHERE last_parsed_time >= %(since)s),"
-                    " count(*) FILTER (WHERE last_parsed_time IS NULL OR last_parsed_time < %(since)s)"
-                    " FROM dag WHERE NOT is_stale AND starts_with(fileloc, %(folder)s)",
-                    {"since": since, "folder": folder}).fetchone()
+            fresh, old = conn.execute(
+                "SELECT count(*) FILTER (WHERE last_parsed_time >= %(since)s),"
+                " count(*) FILTER (WHERE last_parsed_time IS NULL OR last_parsed_time < %(since)s)"
+                " FROM dag WHERE NOT is_stale AND starts_with(fileloc, %(folder)s)",
+                {"since": since, "folder": folder}).fetchone()
             return fresh > 0 and old == 0
 
         pid = self.pid()
-        if not wait_for(lambda: not pid_alive(pid) or parsed(), timeout=self.parse_timeout, interval=0.5):
+        with psycopg.connect(url, autocommit=True) as conn:  # autocommit: each poll sees the latest parse
+            done = wait_for(lambda: not pid_alive(pid) or parsed(conn), timeout=self.parse_timeout, interval=0.5)
+        if not pid_alive(pid):
+            raise StackError(f"{self.label} exited while parsing the DAGs\n{log_tail(self.log_file)}")
+        if not done:
             self.progress(f"{self.label}: the DAGs are not all parsed after {self.parse_timeout:.0f}s; "
                           f"see {self.log_file} (an import error?)")
 
