@@ -370,3 +370,19 @@ def test_the_duckdb_reference_flags_the_same_rows_as_spark(scored):
     con = duckdb.connect()
     con.register("source", source)
     assert reference_alerts(con, [DAY], RULES) == scored[0]
+
+
+def test_the_fraud_checkpoint_renders_its_data_docs_page(scored, tmp_path, caplog):
+    """GX renders the suite's notes in its own shape ({format, content}); a plain string holding the
+    word "format" made its validation page renderer fail, and the page was silently left out."""
+    import logging
+
+    from fluxo.quality import validate
+
+    docs = tmp_path / "data_docs"
+    with caplog.at_level(logging.ERROR, logger="great_expectations"):
+        validate(scored[3], [copy.deepcopy(RULES.suite)], str(docs), run_name=f"fraud ingest_date={DAY}")
+    assert not [r.getMessage()[:300] for r in caplog.records if r.levelno >= logging.ERROR]
+    pages = list((docs / "validations").rglob("*.html"))
+    assert len(pages) == 1
+    assert all(f.column in pages[0].read_text(encoding="utf-8") for f in RULES.rules)
