@@ -102,7 +102,8 @@ def test_local_mode_runs_script_with_glue_arguments(scripts_dir, echo_file, monk
     monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "postgresql://secret")
 
     monkeypatch.setenv("FLUXO_REPORTING_CURRENCY", "usd")
-    result = _operator(scripts_dir).execute(_context())
+    context = _context()
+    result = _operator(scripts_dir).execute(context)
 
     recorded = json.loads(echo_file.read_text())
     # the settings' stage arguments first (the DAG's own win), then the run's id as a path segment
@@ -121,6 +122,7 @@ def test_local_mode_runs_script_with_glue_arguments(scripts_dir, echo_file, monk
     assert result["job_name"] == "fluxo-dev-standardize"
     assert result["mode"] == "local" and result["glue_run_id"] is None and result["stats"] is None
     assert 0 < result["duration_s"] < 60
+    assert context["ti"].xcom["glue_job_run_details"] == {}  # no console page, and no "XCom not found" error
 
 
 def test_local_mode_failure_carries_fluxo_error(scripts_dir, monkeypatch):

@@ -116,6 +116,15 @@ def first_run(pipeline_env):
     return proc
 
 
+def test_a_successful_run_logs_no_error(first_run):
+    """An engineer reading a green run's log finds no error line to chase (the Glue console link of
+    a local stage, a Data Docs page that failed to render)."""
+    log = first_run.stdout + first_run.stderr
+    errors = [line[:300] for line in log.splitlines()
+              if "[error" in line or "unexpected Exception occurred during data docs rendering" in line]
+    assert not errors, errors
+
+
 def test_warehouse_metrics_equal_ground_truth(first_run, generated, warehouse_url):
     expected = expected_metrics(generated)
     actual = warehouse_metrics(warehouse_url)

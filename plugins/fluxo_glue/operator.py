@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+from airflow.providers.amazon.aws.links.glue import GlueJobRunDetailsLink
 from airflow.providers.amazon.aws.operators.glue import GlueJobOperator
 from airflow.providers.common.compat.sdk import AirflowException
 
@@ -143,16 +144,24 @@ class FluxoGlueJobOperator(GlueJobOperator):
                 self.log.info("Skipping %s: its inputs (code, suites, arguments, upstream results%s) are unchanged "
                               "since its successful run %s at %s", self.script, self._reads_text(),
                               previous.get("run_id"), previous.get("finished_at"))
+                self._no_console_link(context)
                 return {**self._result(args, None, round(time.monotonic() - started, 3)), "skipped": True,
                         "skipped_reason": f"inputs unchanged since run {previous.get('run_id')}"}
             context["ti"].xcom_push(key=INPUTS_KEY, value=inputs.fingerprint)
         if self._mode == "local":
+            self._no_console_link(context)
             self._run_locally(args, local_environment(settings))
             glue_run_id = None
         else:
             glue_run_id = self._run_on_glue(settings, args, context)
         self._record_inputs(args, context, inputs.fingerprint if inputs else None)
         return self._result(args, glue_run_id, round(time.monotonic() - started, 3))
+
+    @staticmethod
+    def _no_console_link(context: Context) -> None:
+        """A run with no AWS Glue run (local, or skipped) has no console page: an empty link. Without it,
+        the task runner's lookup of the link after the task logs "XCom not found" as an error."""
+        context["ti"].xcom_push(key=GlueJobRunDetailsLink.key, value={})
 
     def _reads_text(self) -> str:
         return "".join(f", the {zone} zone" for zone in self.reads)
