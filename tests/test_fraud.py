@@ -372,16 +372,20 @@ def test_the_duckdb_reference_flags_the_same_rows_as_spark(scored):
     assert reference_alerts(con, [DAY], RULES) == scored[0]
 
 
-def test_the_fraud_checkpoint_renders_its_data_docs_page(scored, tmp_path, caplog):
-    """GX renders the suite's notes in its own shape ({format, content}); a plain string holding the
-    word "format" made its validation page renderer fail, and the page was silently left out."""
+@pytest.mark.parametrize("notes", ["as in the suite file", "a plain string that names result_format"])
+def test_the_fraud_checkpoint_renders_its_data_docs_page(scored, tmp_path, caplog, notes):
+    """GX renders suite notes in its own shape ({format, content}); given a plain string holding the
+    word "format", its validation page renderer failed and the page was silently left out."""
     import logging
 
     from fluxo.quality import validate
 
+    suite = copy.deepcopy(RULES.suite)
+    if notes != "as in the suite file":
+        suite["meta"]["notes"] = notes
     docs = tmp_path / "data_docs"
     with caplog.at_level(logging.ERROR, logger="great_expectations"):
-        validate(scored[3], [copy.deepcopy(RULES.suite)], str(docs), run_name=f"fraud ingest_date={DAY}")
+        validate(scored[3], [suite], str(docs), run_name=f"fraud ingest_date={DAY}")
     assert not [r.getMessage()[:300] for r in caplog.records if r.levelno >= logging.ERROR]
     pages = list((docs / "validations").rglob("*.html"))
     assert len(pages) == 1

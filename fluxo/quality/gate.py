@@ -131,7 +131,10 @@ def _gx_suite(suite: dict):
             severity=e["meta"]["severity"],
         )
         expectations.append(config.to_domain_obj())
-    return gx.ExpectationSuite(name=suite["name"], expectations=expectations, meta=suite.get("meta"))
+    meta = dict(suite.get("meta") or {})
+    if isinstance(meta.get("notes"), str):  # GX's page renderer drops the page of a plain-string note that says "format"
+        meta["notes"] = {"format": "markdown", "content": meta["notes"]}
+    return gx.ExpectationSuite(name=suite["name"], expectations=expectations, meta=meta)
 
 
 def import_gx_in_background() -> None:
