@@ -56,7 +56,6 @@ from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 
 import requests
-from airflow.providers.http.hooks.http import HttpHook
 
 from fluxo.lake import Lake
 from fluxo_platform.settings import get_settings
@@ -221,6 +220,9 @@ class PartnerApi:
 
     def __init__(self, conn_id: str, max_attempts: int, backoff_base: float, backoff_max: float,
                  max_retry_after: float, rng: random.Random | None = None) -> None:
+        # imported here: the HTTP provider loads aiohttp (0.2 s), and every task of the DAG file imports this module
+        from airflow.providers.http.hooks.http import HttpHook
+
         self.hook = HttpHook(method="GET", http_conn_id=conn_id)
         connection = self.hook.get_connection(conn_id)
         headers = {"Accept": "application/json"}

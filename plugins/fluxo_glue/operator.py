@@ -30,7 +30,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.providers.amazon.aws.links.glue import GlueJobRunDetailsLink
 from airflow.providers.amazon.aws.operators.glue import GlueJobOperator
 from airflow.providers.common.compat.sdk import AirflowException
@@ -276,6 +275,8 @@ class FluxoGlueJobOperator(GlueJobOperator):
 
     def _upload_library(self, settings: FluxoSettings) -> None:
         """Ship the library zip the job's --extra-py-files points at, and the suites it reads."""
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook  # AWS mode only; s3transfer is slow to import
+
         s3 = S3Hook(aws_conn_id=self.aws_conn_id, region_name=self.region_name, verify=self.verify)
         glue_package.upload_artifacts(s3.get_conn(), settings.glue_artifacts_bucket)
 

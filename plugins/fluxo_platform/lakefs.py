@@ -11,7 +11,6 @@ from datetime import date, datetime, timezone
 from urllib.parse import urlparse
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from fluxo import storage
@@ -71,6 +70,8 @@ def read_parquet(uri: str) -> pa.Table | None:
     fs, path = resolve(uri)
     if fs.get_file_info(path).type == pafs.FileType.NotFound:
         return None
+    import pyarrow.dataset as ds  # it loads pandas (0.15 s): only the readers of Parquet pay for it
+
     dataset = ds.dataset(path, filesystem=fs, format="parquet", partitioning="hive", exclude_invalid_files=True)
     return dataset.to_table()
 
