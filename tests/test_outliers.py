@@ -212,6 +212,9 @@ def test_script_writes_the_days_outliers_to_delta(runs):
     assert not [k for k in keys if k[0] not in ("a-big", "a-small")]
     assert first["stats"]["dates"] == [DAY1] and first["stats"]["flagged_rows"] == len(first["rows"])
     assert first["stats"]["inserted"] == len(first["rows"])
+    methods = [k[1] for k in keys]
+    assert first["stats"]["by_method"] == {m: methods.count(m) for m in ("mad_zscore", "iqr_fence", "customer_history")}
+    assert first["stats"]["flagged_transactions"] == len({k[0] for k in keys})
     assert set(first["stats"]["seconds"]) == {"detect", "delta_merge", "summary"}
     table = open_delta(runs["uri"])
     assert table.metadata().partition_columns == ["event_date"]
