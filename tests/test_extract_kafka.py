@@ -122,6 +122,8 @@ def test_two_runs_land_only_new_messages_and_commit_after_landing(events, topic)
 
     first = land(topic)
     assert first["messages"] == first["landed"] == len(day1) and first["quarantined"] == 0
+    # the fetch responses' end of partition stops the run, not idle_seconds of waiting for nothing
+    assert first["stopped"] == "end of every partition"
     envelopes = landed_envelopes(first)
     # every value lands exactly as produced, malformed ones included, with its key
     assert sorted(e["value"] for e in envelopes) == sorted(day1)
@@ -158,6 +160,7 @@ def test_two_runs_land_only_new_messages_and_commit_after_landing(events, topic)
 
     third = land(topic)
     assert third["messages"] == 0 and third["batch_id"] is None
+    assert third["stopped"] == "end of every partition"
 
 
 def test_crash_before_commit_loses_nothing_and_lands_nothing_twice(events, topic):

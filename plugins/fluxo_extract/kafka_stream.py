@@ -18,8 +18,10 @@ in a new batch (at-least-once), and curate keeps one row per transaction_id. Rep
 into a new batch; the watermark and the commit never move backwards. One run at a time per topic
 and group (the DAG task must not run concurrently with itself).
 
-The broker's end offsets are never asked (the local broker reports them wrong): a run stops when
-no message arrived for `idle_seconds`, or after `max_messages`.
+The broker's end offsets are never asked (the local broker's ListOffsets answers are wrong): a run
+stops when every assigned partition reported its end (librdkafka's partition EOF, from the fetch
+responses) after its last message, or when no message arrived for `idle_seconds` (the fallback),
+or after `max_messages`. Messages produced after a partition's end wait for the next run.
 
 Each raw line is an envelope
 `{"topic": str, "partition": int, "offset": int, "timestamp": int (epoch ms, the message's
@@ -54,7 +56,7 @@ DEFAULT_TOPIC = "transactions"
 # Settings a landing consumer needs whatever the connection says: nothing is acknowledged
 # behind our back, and the first group join (which takes half the session timeout on the local
 # broker) stays short. Reading from the start applies only to a group that never committed.
-CONSUMER_OVERRIDES = {"enable.auto.commit": False, "enable.auto.offset.store": False}
+CONSUMER_OVERRIDES = {"enable.auto.commit": False, "enable.auto.offset.store": False, "enable.partition.eof": True}
 CLUSTER_KEY = "cluster_id"  # in the watermark beside the partition offsets
 CONSUMER_DEFAULTS = {"auto.offset.reset": "earliest", "session.timeout.ms": 6000, "log_level": 4}
 ASSIGNMENT_TIMEOUT_S = 60.0
@@ -130,19 +132,26 @@ def start_offsets(consumer: Consumer, topic: str, watermark: dict | None,
     return start, resume, group_offsets, cluster.cluster_id
 
 
-def _envelopes(messages: list, topic_json: str, batch: LandingBatch) -> tuple[list[str], dict[int, int]]:
-    """JSON lines for one micro-batch and the last offset seen per partition (quarantines non-UTF-8 values)."""
+def _envelopes(messages: list, topic_json: str, batch: LandingBatch,
+               at_end: set[int]) -> tuple[list[str], dict[int, int], int]:
+    """JSON lines for one micro-batch, the last offset seen per partition and the number of messages
+    (quarantines non-UTF-8 values). `at_end` gains the partitions whose end was reported after
+    their last message, and loses those a message came from."""
     lines: list[str] = []
     append = lines.append
     last: dict[int, int] = {}
+    count = 0
     prefix = '{"topic": ' + topic_json + ', "partition": '
     for message in messages:
         if message.error() is not None:
             if message.error().code() == KafkaError._PARTITION_EOF:
+                at_end.add(message.partition())
                 continue
             raise KafkaException(message.error())
         partition, offset, key, value = message.partition(), message.offset(), message.key(), message.value()
+        at_end.discard(partition)
         last[partition] = offset
+        count += 1
         if value is not None:
             try:
                 value = json_string(value.decode())
@@ -155,7 +164,7 @@ def _envelopes(messages: list, topic_json: str, batch: LandingBatch) -> tuple[li
         key = "null" if key is None else json_string(key.decode(errors="replace"))
         append(f'{prefix}{partition}, "offset": {offset}, "timestamp": {message.timestamp()[1]}, '
                f'"key": {key}, "value": {value}}}')
-    return lines, last
+    return lines, last, count
 
 
 def land_kafka(ingest_date: str, conn_id: str = "fluxo_kafka", topic: str = DEFAULT_TOPIC,
@@ -192,11 +201,14 @@ def land_kafka(ingest_date: str, conn_id: str = "fluxo_kafka", topic: str = DEFA
             start, resume, group_offsets, cluster_id = start_offsets(
                 consumer, topic, watermark, replay_from_offsets, replay_from_timestamp)
             assigned_at: list[float] = []
+            assigned: set[int] = set()
+            at_end: set[int] = set()  # partitions whose end was reported after their last message
 
             def on_assign(c: Consumer, partitions: list[TopicPartition]) -> None:
                 for tp in partitions:
                     tp.offset = start.get(tp.partition, OFFSET_BEGINNING)
                 c.assign(partitions)
+                assigned.update(tp.partition for tp in partitions)
                 assigned_at.append(time.monotonic())
                 log.info("assigned %s", {tp.partition: tp.offset for tp in partitions})
 
@@ -207,23 +219,28 @@ def land_kafka(ingest_date: str, conn_id: str = "fluxo_kafka", topic: str = DEFA
             topic_json = json_string(topic)
             parts, pending = 0, None
             spent = {"consume_s": 0.0, "envelopes_s": 0.0, "write_wait_s": 0.0}
+            stopped = "max_messages"
             while read < max_messages:
                 asked = time.monotonic()
                 messages = consumer.consume(num_messages=min(micro_batch, max_messages - read), timeout=1.0)
                 now = time.monotonic()
                 spent["consume_s"] += now - asked
-                if not messages:
+                lines, seen, count = _envelopes(messages, topic_json, batch, at_end)
+                if not count:
                     if not assigned_at:
                         if now - started > ASSIGNMENT_TIMEOUT_S:
                             raise KafkaException(f"no partitions of {topic} assigned within {ASSIGNMENT_TIMEOUT_S:.0f}s")
                         continue
+                    if assigned <= at_end:
+                        stopped = "end of every partition"
+                        break
                     if now - max(last_message_at, assigned_at[-1]) >= idle_seconds:
+                        stopped = f"idle for {idle_seconds:g}s"
                         break
                     continue
                 last_message_at = now
                 first_message_at = first_message_at or now
-                read += len(messages)
-                lines, seen = _envelopes(messages, topic_json, batch)
+                read += count
                 last.update(seen)
                 if lines:
                     lines.append("")
@@ -236,6 +253,9 @@ def land_kafka(ingest_date: str, conn_id: str = "fluxo_kafka", topic: str = DEFA
                     pending = writer.submit(batch.write, f"part-{parts:05d}.jsonl", body, len(lines) - 1)
                     parts += 1
                     spent["write_wait_s"] += time.monotonic() - tick
+                if assigned <= at_end:  # every partition's end came after its last message
+                    stopped = "end of every partition"
+                    break
             if pending is not None:
                 pending.result()
 
@@ -275,8 +295,9 @@ def land_kafka(ingest_date: str, conn_id: str = "fluxo_kafka", topic: str = DEFA
     timings = {"join_s": round(assigned_at[0] - started, 3) if assigned_at else None,
                "first_message_s": round(first_message_at - started, 3) if read else None,
                "total_s": round(elapsed, 3), **{k: round(v, 3) for k, v in spent.items()}}
-    log.info("read %d messages from %s in %.1fs: %d landed, %d quarantined (batch %s); committed %s",
-             read, topic, elapsed, counts["landed"], counts["quarantined"], batch.batch_id if read else None, committed)
+    log.info("read %d messages from %s in %.1fs (stopped at the %s): %d landed, %d quarantined (batch %s); "
+             "committed %s", read, topic, elapsed, stopped, counts["landed"], counts["quarantined"],
+             batch.batch_id if read else None, committed)
     return {"batch_id": batch.batch_id if read else None, "messages": read, "landed": counts["landed"],
             "quarantined": counts["quarantined"], "partitions": len(landed_next),
-            "committed": {str(p): o for p, o in sorted(committed.items())}, "timings": timings}
+            "committed": {str(p): o for p, o in sorted(committed.items())}, "stopped": stopped, "timings": timings}
