@@ -319,6 +319,7 @@ def test_stats_round_trip_as_one_file(spark, tmp_path):
 def test_reporting_currency_setting_reaches_the_stage(tmp_path, monkeypatch):
     """FLUXO_REPORTING_CURRENCY=USD, through the operator's stage arguments, converts the day to USD."""
     sys.path.insert(0, str(REPO / "plugins"))
+    from tests.airflow_stubs import TaskInstanceStub
     from fluxo_glue import FluxoGlueJobOperator
     from fluxo_platform.settings import get_settings
 
@@ -329,7 +330,7 @@ def test_reporting_currency_setting_reaches_the_stage(tmp_path, monkeypatch):
     get_settings.cache_clear()
     try:
         operator = FluxoGlueJobOperator(task_id="standardize", script="standardize", script_args={"--ingest_date": DAY1})
-        result = operator.execute({"run_id": "manual__test"})
+        result = operator.execute({"run_id": "manual__test", "ti": TaskInstanceStub()})
     finally:
         get_settings.cache_clear()
     assert result["stats"]["staged"] == 3  # the stage's results came back through the XCom
