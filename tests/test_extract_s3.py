@@ -147,6 +147,36 @@ def test_same_basename_in_different_day_folders_does_not_clash(s3, conn, prefix)
     }
 
 
+def test_a_digest_that_holds_a_card_shaped_run_of_digits_is_kept_as_it_is(s3, conn, prefix, monkeypatch):
+    """The quarantine detail masks card numbers in what the sender wrote, not in the SHA-256 the
+    extractor computed: a hex digest can hold a Luhn-valid run of 16 digits (this one did, in a CI
+    run, and was shown as '...cfcef<pan ****0655>f37a69')."""
+    from fluxo_extract import s3_files
+
+    digest = "8806c16b52cd9330fbcb5c55b7129f29cd3ebcfcef7388977341690655f37a69"
+
+    class Sha256:
+        def update(self, chunk):
+            pass
+
+        def hexdigest(self):
+            return digest
+
+    monkeypatch.setattr(s3_files.hashlib, "sha256", Sha256)
+    whole = gzip.compress(JSONL * 50)
+    put(s3, prefix, "dt=2026-11-26/4111111111111111-cut.jsonl.gz", whole[: len(whole) // 2])
+
+    first = land(prefix, conn)
+    assert first["quarantine_by_reason"] == {"unreadable_file": 1}
+    quarantine_root = Path(Lake(get_settings().lake_root).quarantine(DAY, "extract")) / "source=s3"
+    (record,) = [json.loads(line) for line in (quarantine_root / f"{first['batch_id']}.jsonl").read_text().splitlines()]
+    assert f"sha256 {digest};" in record["detail"]
+    assert "4111111111111111" not in record["detail"] and "<pan ****1111>-cut.jsonl.gz" in record["detail"]
+    assert "4111111111111111" not in record["raw_record"]  # the masked rendering's own name, too
+    assert Path(record["raw_record"]).name == "dt=2026-11-26___pan_____1111_-cut.jsonl.gz.masked.txt"
+    assert Path(record["raw_record"]).is_file()
+
+
 def test_hostile_files_are_quarantined_with_reasons_and_not_retried(s3, conn, prefix):
     import hashlib
     import os

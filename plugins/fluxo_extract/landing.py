@@ -65,10 +65,13 @@ class LandingBatch:
         self.landed_records += records
         return lakefs.open_output(f"{self._incoming}/{name}")
 
-    def quarantine(self, reason: str, raw: bytes | str, detail: str = "") -> None:
+    def quarantine(self, reason: str, raw: bytes | str, detail: str = "", *, detail_masked: bool = False) -> None:
+        """`detail_masked`: the caller masked the detail's untrusted parts itself, so that the digests it
+        computed (hex, which may hold a Luhn-valid run of digits) stay as they are."""
         text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
         self.quarantined.append(
-            {"source": self.source, "batch_id": self.batch_id, "reason": reason, "detail": mask_pans(detail),
+            {"source": self.source, "batch_id": self.batch_id, "reason": reason,
+             "detail": detail if detail_masked else mask_pans(detail),
              "raw_record": mask_pans(text), "quarantined_at": datetime.now(timezone.utc).isoformat()}
         )
 

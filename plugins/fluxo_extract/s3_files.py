@@ -215,11 +215,14 @@ class _Landing:
         self._dir_ready = False
 
     def quarantine(self, key: str, etag: str, size: int, reason: str, detail: str, kept: str = "") -> None:
+        """`detail` holds no card number (this module writes it; a digest in it is kept as it is)."""
         uri = f"s3://{self.bucket}/{key}"
-        self.batch.quarantine(reason, kept or uri, f"{uri} (etag {etag}, {size} bytes): {detail}")
+        # the key is the sender's text: masked; the etag and the size are the store's
+        detail = f"{mask_pans(uri)} (etag {etag}, {size} bytes): {detail}"
+        self.batch.quarantine(reason, kept or uri, detail, detail_masked=True)
         self.manifest.append((self.bucket, key, etag, size))
         self.reasons[reason] += 1
-        log.warning("quarantined %s as %s: %s", mask_pans(uri), reason, mask_pans(detail))
+        log.warning("quarantined as %s: %s", reason, detail)
 
     def land(self, key: str, etag: str, size: int, name: str) -> None:
         if size == 0:
@@ -257,7 +260,7 @@ class _Landing:
             if error or check.inflated_bytes == 0:
                 kept, digest = self._keep_masked_rendering(path, name)
                 reason = "unreadable_file" if error else "empty_file"
-                detail = f"{error or 'the gzip holds no bytes'}; sha256 {digest}; kept as a masked text rendering"
+                detail = f"{mask_pans(error or 'the gzip holds no bytes')}; sha256 {digest}; kept as a masked text rendering"
                 self.quarantine(key, etag, size, reason, detail, kept)
                 return
             if not name.lower().endswith(".gz"):
@@ -270,6 +273,8 @@ class _Landing:
     def _keep_masked_rendering(self, path: str, name: str) -> tuple[str, str]:
         """Write the masked text rendering of a received file into the quarantine zone and drop the
         bytes (see the module doc); returns where it went and the SHA-256 of the bytes."""
+        if mask_pans(name) != name:  # a card number in the sender's file name stays out of the quarantine zone
+            name = re.sub(r"[^0-9A-Za-z._=-]", "_", mask_pans(name))
         target_uri = (
             f"{self.batch.lake.quarantine(self.batch.ingest_date, 'extract')}/source={SOURCE}"
             f"/files/batch={self.batch.batch_id}/{name}{RENDERED_SUFFIX}"
