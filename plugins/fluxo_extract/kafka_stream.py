@@ -226,22 +226,15 @@ def land_kafka(ingest_date: str, conn_id: str = "fluxo_kafka", topic: str = DEFA
                 now = time.monotonic()
                 spent["consume_s"] += now - asked
                 lines, seen, count = _envelopes(messages, topic_json, batch, at_end)
-                if not count:
-                    if not assigned_at:
-                        if now - started > ASSIGNMENT_TIMEOUT_S:
-                            raise KafkaException(f"no partitions of {topic} assigned within {ASSIGNMENT_TIMEOUT_S:.0f}s")
-                        continue
-                    if assigned <= at_end:
-                        stopped = "end of every partition"
-                        break
-                    if now - max(last_message_at, assigned_at[-1]) >= idle_seconds:
-                        stopped = f"idle for {idle_seconds:g}s"
-                        break
+                if not assigned_at:  # (no message comes before the assignment)
+                    if now - started > ASSIGNMENT_TIMEOUT_S:
+                        raise KafkaException(f"no partitions of {topic} assigned within {ASSIGNMENT_TIMEOUT_S:.0f}s")
                     continue
-                last_message_at = now
-                first_message_at = first_message_at or now
-                read += count
-                last.update(seen)
+                if count:
+                    last_message_at = now
+                    first_message_at = first_message_at or now
+                    read += count
+                    last.update(seen)
                 if lines:
                     lines.append("")
                     body = "\n".join(lines).encode()
@@ -255,6 +248,9 @@ def land_kafka(ingest_date: str, conn_id: str = "fluxo_kafka", topic: str = DEFA
                     spent["write_wait_s"] += time.monotonic() - tick
                 if assigned <= at_end:  # every partition's end came after its last message
                     stopped = "end of every partition"
+                    break
+                if now - max(last_message_at, assigned_at[-1]) >= idle_seconds:
+                    stopped = f"idle for {idle_seconds:g}s"
                     break
             if pending is not None:
                 pending.result()
