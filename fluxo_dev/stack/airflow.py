@@ -128,12 +128,9 @@ class DagProcessor(AirflowComponent):
         import psycopg
 
         env = self.environment()
-        url, folder = metadata_database_url(env), env.get("AIRFLOW__CORE__DAGS_FOLDER", "")
-        with psycopg.connect(url) as conn:
-            since = conn.execute("SELECT now()").fetchone()[0]
-        super().start(ports)
+        folder = env.get("AIRFLOW__CORE__DAGS_FOLDER", "")
 
-        def parsed(conn) -> bool:
+        def parsed(conn, since) -> bool:
             # every DAG of the DAGs folder parsed since the start (and at least one on a new database)
             fresh, old = conn.execute(
                 "SELECT count(*) FILTER (WHERE last_parsed_time >= %(since)s),"
@@ -142,9 +139,13 @@ class DagProcessor(AirflowComponent):
                 {"since": since, "folder": folder}).fetchone()
             return fresh > 0 and old == 0
 
-        pid = self.pid()
-        with psycopg.connect(url, autocommit=True) as conn:  # autocommit: each poll sees the latest parse
-            done = wait_for(lambda: not pid_alive(pid) or parsed(conn), timeout=self.parse_timeout, interval=0.5)
+        # autocommit: each poll sees the latest parse
+        with psycopg.connect(metadata_database_url(env), autocommit=True) as conn:
+            since = conn.execute("SELECT now()").fetchone()[0]
+            super().start(ports)
+            pid = self.pid()
+            done = wait_for(lambda: not pid_alive(pid) or parsed(conn, since),
+                            timeout=self.parse_timeout, interval=0.5)
         if not pid_alive(pid):
             raise StackError(f"{self.label} exited while parsing the DAGs\n{log_tail(self.log_file)}")
         if not done:
