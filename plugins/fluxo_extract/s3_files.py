@@ -273,8 +273,9 @@ class _Landing:
     def _keep_masked_rendering(self, path: str, name: str) -> tuple[str, str]:
         """Write the masked text rendering of a received file into the quarantine zone and drop the
         bytes (see the module doc); returns where it went and the SHA-256 of the bytes."""
-        if mask_pans(name) != name:  # a card number in the sender's file name stays out of the quarantine zone
-            name = re.sub(r"[^0-9A-Za-z._=-]", "_", mask_pans(name))
+        masked = mask_pans(name)
+        if masked != name:  # a card number in the sender's file name stays out of the quarantine zone
+            name = re.sub(r"[^0-9A-Za-z._=-]", "_", masked)
         target_uri = (
             f"{self.batch.lake.quarantine(self.batch.ingest_date, 'extract')}/source={SOURCE}"
             f"/files/batch={self.batch.batch_id}/{name}{RENDERED_SUFFIX}"
