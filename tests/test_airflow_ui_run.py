@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import datetime
 
 import psutil
 import psycopg
@@ -90,6 +91,29 @@ def test_a_run_triggered_through_the_rest_api_succeeds(airflow, triggered):
     assert states["extract.land_kafka"] == states["quality_gate"] == states["load_warehouse"] == "skipped"
     assert states["record_audit"] == states["fail_run_if_a_stage_failed"] == "success"
     print(f"\nairflow up in {airflow['start_s']:.0f}s, run {triggered['run_s']:.0f}s")
+
+
+def test_each_task_is_reported_finished_within_seconds_of_its_last_log_line(airflow, triggered):
+    """The task supervisor reports a task's end when it sees the process exit; with Airflow's default
+    5 s heartbeat interval it slept that long whenever the task closed its sockets just before exiting
+    (one of the parallel extract tasks of most runs). The stack sets 1 s."""
+    client = airflow["client"]
+    instances = client.get(f"/dags/{DAG}/dagRuns/{triggered['run_id']}/taskInstances").json()["task_instances"]
+    late = {}
+    for ti in instances:
+        if not ti["end_date"] or ti["state"] not in ("success", "skipped"):
+            continue
+        log = client.get(f"/dags/{DAG}/dagRuns/{triggered['run_id']}/taskInstances/{ti['task_id']}/logs/1",
+                         headers={"Accept": "application/json"}).json()
+        stamps = [line["timestamp"] for line in log.get("content", []) if isinstance(line, dict) and line.get("timestamp")]
+        if not stamps:
+            continue
+        lag = (datetime.fromisoformat(ti["end_date"].replace("Z", "+00:00"))
+               - datetime.fromisoformat(max(stamps).replace("Z", "+00:00"))).total_seconds()
+        if lag > 3.5:
+            late[ti["task_id"]] = round(lag, 2)
+    assert len(instances) > 10
+    assert not late, f"tasks reported finished this many seconds after their last log line: {late}"
 
 
 def test_the_event_log_records_the_trigger_with_its_run_id(airflow, triggered):
