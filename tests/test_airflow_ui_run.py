@@ -99,7 +99,7 @@ def test_each_task_is_reported_finished_within_seconds_of_its_last_log_line(airf
     (one of the parallel extract tasks of most runs). The stack sets 1 s."""
     client = airflow["client"]
     instances = client.get(f"/dags/{DAG}/dagRuns/{triggered['run_id']}/taskInstances").json()["task_instances"]
-    late = {}
+    late, checked = {}, []
     for ti in instances:
         if not ti["end_date"] or ti["state"] not in ("success", "skipped"):
             continue
@@ -108,11 +108,13 @@ def test_each_task_is_reported_finished_within_seconds_of_its_last_log_line(airf
         stamps = [line["timestamp"] for line in log.get("content", []) if isinstance(line, dict) and line.get("timestamp")]
         if not stamps:
             continue
+        checked.append(ti["task_id"])
         lag = (datetime.fromisoformat(ti["end_date"].replace("Z", "+00:00"))
                - datetime.fromisoformat(max(stamps).replace("Z", "+00:00"))).total_seconds()
         if lag > 3.5:
             late[ti["task_id"]] = round(lag, 2)
-    assert len(instances) > 10
+    # the tasks that ran wrote log lines with timestamps: the four extract tasks and standardize at least
+    assert {"extract.land_s3_files", "extract.land_kafka", "standardize"} <= set(checked), checked
     assert not late, f"tasks reported finished this many seconds after their last log line: {late}"
 
 
