@@ -47,6 +47,9 @@ def stack_env():
     from fluxo_dev.stack import Stack
 
     _remove_stale_homes(Stack)
+    # the suite's first Spark tests warm the server up as they go; a background warm-up would only
+    # compete with them (tests/test_stack.py runs the warm-up itself)
+    os.environ.setdefault("FLUXO_SPARK_WARMUP", "false")
     stack = Stack(home=TEST_HOME)
     env = stack.up()
     saved = dict(os.environ)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import os
 import stat
+import tempfile
+import time
 import uuid
+from pathlib import Path
 
 import psutil
 import pytest
@@ -33,6 +36,7 @@ def _all_ports(stack: Stack) -> list[int]:
 def running(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         _clear_external(mp)
+        mp.setenv("FLUXO_SPARK_WARMUP", "true")  # the session's stack turns it off; this one starts it
         home = tmp_path_factory.mktemp("stack")
         stack = Stack(home=home, progress=lambda message: None)
         try:
@@ -144,6 +148,17 @@ def test_stack_env_and_secrets_are_private_and_airflow_reads_the_connections(run
     assert s3.extra_dejson["endpoint_url"] == env["FLUXO_S3_ENDPOINT"]
     kafka = Connection.from_json(env["AIRFLOW_CONN_FLUXO_KAFKA"], conn_id="fluxo_kafka")
     assert kafka.extra_dejson["bootstrap.servers"] == env["FLUXO_KAFKA_BOOTSTRAP"]
+
+
+def test_the_spark_server_is_warmed_up_in_the_background_and_leaves_nothing(running):
+    stack, _ = running
+    log = stack.spark.dir / "warmup.log"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and "spark warm-up" not in (log.read_text() if log.exists() else ""):
+        time.sleep(1)
+    text = log.read_text() if log.exists() else "(no warmup.log)"
+    assert "spark warm-up done in" in text, text[-3000:]
+    assert not list(Path(tempfile.gettempdir()).glob("fluxo-spark-warmup-*"))
 
 
 def test_second_up_reuses_the_running_services(running):

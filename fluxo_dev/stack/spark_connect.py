@@ -15,9 +15,12 @@ import sys
 from pathlib import Path
 
 from fluxo.spark import CONNECT_SERVER_CLASS, connect_server_conf
-from fluxo_dev.stack.process import HOST, StackError, log_tail, pid_alive, port_is_open, spawn, wait_for
+from fluxo_dev.stack.process import (
+    HOST, StackError, log_tail, pid_alive, port_is_open, read_pid, spawn, stop_pid, wait_for,
+)
 from fluxo_dev.stack.service import Service
 
+WARMUP_MODULE = "fluxo_dev.stack.spark_warmup"
 # Driver memory of the shared server (every stage runs in it; the tests' stages too).
 DRIVER_MEMORY = os.environ.get("FLUXO_SPARK_CONNECT_MEMORY", "4g")
 
@@ -57,3 +60,17 @@ class SparkConnect(Service):
         opened = wait_for(lambda: port_is_open(ports["port"]) or not pid_alive(pid), timeout=300, interval=0.25)
         if not (opened and pid_alive(pid)):
             raise StackError(f"the Spark Connect server did not start on {HOST}:{ports['port']}\n{log_tail(self.log_file)}")
+        if env.get("FLUXO_SPARK_WARMUP", "true").lower() != "false":
+            # the JVM's first queries are slow (class loading, compilation): pay that now, in the background
+            spawn([sys.executable, "-m", WARMUP_MODULE, self.url()], log_file=self.dir / "warmup.log",
+                  pid_file=self.warmup_pid_file, cwd=self.dir, env=env)
+
+    @property
+    def warmup_pid_file(self) -> Path:
+        return self.dir / "warmup.pid"
+
+    def stop(self) -> bool:
+        """Stop a warm-up still running first (without its server its client would retry for minutes)."""
+        stop_pid(read_pid(self.warmup_pid_file), executable=WARMUP_MODULE, timeout=5)
+        self.warmup_pid_file.unlink(missing_ok=True)
+        return super().stop()
