@@ -6,7 +6,6 @@ import json
 import os
 import stat
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 from fluxo_dev.stack import Stack, load_env
 from fluxo_dev.stack.core import EXTERNAL_SETTING
 from fluxo_dev.stack.kafka import TRANSACTIONS_PARTITIONS, TRANSACTIONS_TOPIC
-from fluxo_dev.stack.process import port_is_open
+from fluxo_dev.stack.process import port_is_open, wait_for
 from fluxo_dev.stack.s3 import BUCKETS, s3_client
 
 EXTERNAL_KEYS = [*EXTERNAL_SETTING.values(), "FLUXO_S3_ACCESS_KEY", "FLUXO_S3_SECRET_KEY", "FLUXO_SOURCE_DATABASE_URL"]
@@ -36,11 +35,15 @@ def _all_ports(stack: Stack) -> list[int]:
 def running(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         _clear_external(mp)
-        mp.setenv("FLUXO_SPARK_WARMUP", "true")  # the session's stack turns it off; this one starts it
+        # this module's own stack warms its Spark up (the session's stack does not); the other stacks
+        # its tests start do not need to
+        mp.setenv("FLUXO_SPARK_WARMUP", "false")
         home = tmp_path_factory.mktemp("stack")
         stack = Stack(home=home, progress=lambda message: None)
         try:
-            env = stack.up()
+            with pytest.MonkeyPatch.context() as warm:
+                warm.setenv("FLUXO_SPARK_WARMUP", "true")
+                env = stack.up()
             mp.setenv("AIRFLOW_HOME", env["AIRFLOW_HOME"])  # keep Airflow imports out of ~/airflow
             yield stack, env
         finally:
@@ -153,9 +156,7 @@ def test_stack_env_and_secrets_are_private_and_airflow_reads_the_connections(run
 def test_the_spark_server_is_warmed_up_in_the_background_and_leaves_nothing(running):
     stack, _ = running
     log = stack.spark.dir / "warmup.log"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and "spark warm-up" not in (log.read_text() if log.exists() else ""):
-        time.sleep(1)
+    wait_for(lambda: "spark warm-up" in log.read_text(), timeout=240, interval=1)
     text = log.read_text() if log.exists() else "(no warmup.log)"
     assert "spark warm-up done in" in text, text[-3000:]
     assert not list(Path(tempfile.gettempdir()).glob("fluxo-spark-warmup-*"))
