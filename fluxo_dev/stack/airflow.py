@@ -43,11 +43,11 @@ def airflow_config(home: Path, credentials, api_port: int | None) -> dict[str, s
         "AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL": "0",
         # a task supervisor that sees its task's sockets close just before the process exits sleeps
         # this long before it notices the exit and reports the state (measured: one of the four
-        # parallel extract tasks of each run ended 5.0 s after its last log line at the default 5)
+        # parallel extract tasks of each run ended 5.0 s after its last log line at the default 5, load 1.9-3.2)
         "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
         # an idle scheduler loop sleeps this long before it looks for the next task to queue: each of a
         # run's hops from one task to the next took 0.53 s on average at the default 1 s, 0.26 s at
-        # 0.5 s, for 2.0 s of scheduler CPU a minute when idle instead of 1.0 s
+        # 0.5 s (load 0.6-3.1), for 2.0 s of scheduler CPU a minute when idle instead of 1.0 s
         "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
     }
     if api_port:

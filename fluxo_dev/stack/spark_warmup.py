@@ -1,9 +1,9 @@
 """Warm the stack's Spark Connect server up once, right after it starts, in the background.
 
 A JVM just started loads classes and compiles its hot paths during its first queries: on a
-server just started the standardize stage of a 20k day took 17.3 s, then 6.5 s and 5.9 s.
-After this workload (≈ 17 s, off the first DAG run's path while the stack and the run set up)
-the first one took 8.2 s. It touches the same machinery as the stages, on a few hundred rows
+server just started the standardize stage of a 20k day took 13.5-14.4 s, its second run 5.2-6.0 s;
+after this workload (14.9-15.4 s alone, off the first DAG run's path while the stack and the run
+set up) the first one took 7.5-7.9 s (three servers each way, 1-minute load 2.1-2.9). It touches the same machinery as the stages, on a few hundred rows
 in a temporary folder it removes: text files split and cast, JSON parsed, hashes and regular
 expressions, window functions, an aggregation with percentiles and distinct counts, Parquet
 written and read, a broadcast join, and a Delta table created, MERGEd (update, insert and
