@@ -302,6 +302,54 @@ def test_a_failed_stage_leaves_no_cached_frame_on_the_shared_spark(spark, stack_
     assert not released.storageLevel.useMemory and not released.storageLevel.useDisk
 
 
+# A stage that succeeds, leaving work for the exit: a thread still writing, an exit handler, and an
+# object whose finalizer only Python's module teardown would call.
+FINISHING_STAGE = """
+import atexit, sys, threading, time
+from fluxo.glue_runtime import run_stage, start_stage
+
+class Teardown:
+    def __del__(self):
+        print("module teardown ran", flush=True)
+
+left_for_teardown = Teardown()
+
+def main():
+    rt = start_stage(["marker"])
+    assert rt.spark.range(10).count() == 10
+    writer = threading.Thread(target=lambda: (time.sleep(0.5), open(rt.args["marker"], "a").write("thread\\n")))
+    writer.start()
+    atexit.register(lambda: print("exit handler ran", flush=True))
+    rt.finish()
+    print("stage done", flush=True)
+
+run_stage(main)
+"""
+
+
+def test_a_finished_stage_skips_python_teardown_but_not_its_threads_or_exit_handlers(stack_env, tmp_path):
+    """Over Spark Connect a stage that is the process's own program ends without module teardown (about
+    1 s with Great Expectations imported); its threads finish and its exit handlers run. Scripts run one
+    after another in a caller's process (runpy) are not cut short."""
+    script = tmp_path / "finishing_stage.py"
+    script.write_text(FINISHING_STAGE)
+    marker = tmp_path / "thread.txt"
+    env = stage_environment(FLUXO_SPARK_REMOTE=stack_env["FLUXO_SPARK_REMOTE"])
+    argv = [str(script), "--JOB_NAME", "finishing", "--marker", str(marker)]
+
+    alone = subprocess.run([sys.executable, *argv], env=env, capture_output=True, text=True, timeout=300)
+    assert alone.returncode == 0, alone.stderr[-2000:]
+    assert alone.stdout.splitlines() == ["stage done", "exit handler ran"]
+    assert marker.read_text() == "thread\n"
+
+    chained = subprocess.run(
+        [sys.executable, "-c", "import runpy, sys\nfor _ in range(2):\n    runpy.run_path(sys.argv[1], run_name='__main__')",
+         *argv], env=env, capture_output=True, text=True, timeout=300)
+    assert chained.returncode == 0, chained.stderr[-2000:]
+    assert chained.stdout.count("stage done") == 2
+    assert marker.read_text() == "thread\n" * 3
+
+
 def test_optional_arguments_take_defaults():
     argv = ["x.py", "--JOB_NAME", "x", "--lake_root", "/l", "--reporting_currency", "USD"]
     args = resolve_args(["JOB_NAME", "lake_root"], {"reporting_currency": "BRL", "token_salt": None}, argv)
