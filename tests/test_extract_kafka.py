@@ -255,3 +255,33 @@ def test_a_watermark_confirmed_on_another_cluster_is_set_aside(events, topic, ca
     assert "confirmed on Kafka cluster 'a-cluster-that-is-gone'" in caplog.text
     assert stored_watermark(topic)[CLUSTER_KEY] == cluster
     assert sum(watermark(topic).values()) == len(day1)
+
+
+def test_a_consumer_subscribed_with_the_landing_group_fails_the_commit_and_loses_nothing(events, topic):
+    """The landing assigns itself every partition (no group join); a member subscribed with its group id
+    makes the broker refuse the commit. The batch is already confirmed, so the next run lands nothing twice
+    and catches the group's offsets up."""
+    from confluent_kafka import Consumer, KafkaException
+
+    from fluxo_platform.settings import get_settings
+
+    day1 = events["2026-01-01"]
+    produce(day1, topic)
+    member = Consumer({"bootstrap.servers": get_settings().kafka_bootstrap, "group.id": f"fluxo-{topic}",
+                       "session.timeout.ms": 6000, "enable.auto.commit": False, "log_level": 4})
+    member.subscribe([topic])
+    try:
+        deadline = time.monotonic() + 30
+        while not member.assignment() and time.monotonic() < deadline:
+            member.poll(0.2)
+        assert member.assignment(), "the member never joined its group"
+        with pytest.raises(KafkaException, match="a consumer is subscribed with this run's group id"):
+            land(topic)
+    finally:
+        member.close()
+    assert group_offsets(topic) == {}
+    assert sum(watermark(topic).values()) == len(day1)  # confirmed before the commit was refused
+
+    rerun = land(topic)
+    assert rerun["messages"] == 0 and rerun["batch_id"] is None
+    assert sum(group_offsets(topic).values()) == len(day1)

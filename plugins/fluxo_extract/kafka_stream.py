@@ -9,6 +9,11 @@ micro-batch of `consume()`), then, in this order (the protocol of `landing.py`):
 3. a synchronous commit of exactly the landed offsets to the broker (consumer group of the
    connection, auto-commit off).
 
+The run assigns itself every partition of the topic (no group membership, so no join and no
+rebalance); the group only keeps the committed offsets, which Kafka accepts while no member of
+the group is subscribed. A consumer subscribed with the same group id makes the commit fail,
+after the landing is confirmed: the next run catches the offsets up (below).
+
 Where a run starts, per partition: an explicit replay (`replay_from_offsets`, or
 `replay_from_timestamp` through `offsets_for_times`), otherwise the later of the group's committed
 offset and the durable watermark. Because the watermark is confirmed with the batch, a crash
@@ -54,12 +59,11 @@ log = logging.getLogger(__name__)
 SOURCE = "kafka"
 DEFAULT_TOPIC = "transactions"
 # Settings a landing consumer needs whatever the connection says: nothing is acknowledged
-# behind our back, and the first group join (which takes half the session timeout on the local
-# broker) stays short. Reading from the start applies only to a group that never committed.
+# behind our back, and every partition reports its end. Reading from the start applies only to a
+# group that never committed.
 CONSUMER_OVERRIDES = {"enable.auto.commit": False, "enable.auto.offset.store": False, "enable.partition.eof": True}
 CLUSTER_KEY = "cluster_id"  # in the watermark beside the partition offsets
-CONSUMER_DEFAULTS = {"auto.offset.reset": "earliest", "session.timeout.ms": 6000, "log_level": 4}
-ASSIGNMENT_TIMEOUT_S = 60.0
+CONSUMER_DEFAULTS = {"auto.offset.reset": "earliest", "log_level": 4}
 CRASH_POINTS = ("before_confirm", "before_commit")
 
 
@@ -200,19 +204,12 @@ def land_kafka(ingest_date: str, conn_id: str = "fluxo_kafka", topic: str = DEFA
         try:
             start, resume, group_offsets, cluster_id = start_offsets(
                 consumer, topic, watermark, replay_from_offsets, replay_from_timestamp)
-            assigned_at: list[float] = []
-            assigned: set[int] = set()
+            # Every partition assigned by this run, at the offsets above: no group join (the local
+            # broker's first join took 3 s of a 4 s landing). The group only keeps the offsets.
+            consumer.assign([TopicPartition(topic, p, o) for p, o in sorted(start.items())])
+            assigned, assigned_at = set(start), time.monotonic()
+            log.info("assigned %s", start)
             at_end: set[int] = set()  # partitions whose end was reported after their last message
-
-            def on_assign(c: Consumer, partitions: list[TopicPartition]) -> None:
-                for tp in partitions:
-                    tp.offset = start.get(tp.partition, OFFSET_BEGINNING)
-                c.assign(partitions)
-                assigned.update(tp.partition for tp in partitions)
-                assigned_at.append(time.monotonic())
-                log.info("assigned %s", {tp.partition: tp.offset for tp in partitions})
-
-            consumer.subscribe([topic], on_assign=on_assign)
             last: dict[int, int] = {}
             read = 0
             last_message_at = first_message_at = 0.0
@@ -226,10 +223,6 @@ def land_kafka(ingest_date: str, conn_id: str = "fluxo_kafka", topic: str = DEFA
                 now = time.monotonic()
                 spent["consume_s"] += now - asked
                 lines, seen, count = _envelopes(messages, topic_json, batch, at_end)
-                if not assigned_at:  # (no message comes before the assignment)
-                    if now - started > ASSIGNMENT_TIMEOUT_S:
-                        raise KafkaException(f"no partitions of {topic} assigned within {ASSIGNMENT_TIMEOUT_S:.0f}s")
-                    continue
                 if count:
                     last_message_at = now
                     first_message_at = first_message_at or now
@@ -249,7 +242,7 @@ def land_kafka(ingest_date: str, conn_id: str = "fluxo_kafka", topic: str = DEFA
                 if assigned <= at_end:  # every partition's end came after its last message
                     stopped = "end of every partition"
                     break
-                if now - max(last_message_at, assigned_at[-1]) >= idle_seconds:
+                if now - max(last_message_at, assigned_at) >= idle_seconds:
                     stopped = f"idle for {idle_seconds:g}s"
                     break
             if pending is not None:
@@ -278,8 +271,13 @@ def land_kafka(ingest_date: str, conn_id: str = "fluxo_kafka", topic: str = DEFA
             # Also catches the group up where an earlier run confirmed but died before committing.
             committed = {p: o for p, o in new_watermark.items() if o > group_offsets.get(p, -1)}
             if committed:
-                result = consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in committed.items()],
-                                         asynchronous=False)
+                try:
+                    result = consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in committed.items()],
+                                             asynchronous=False)
+                except KafkaException as exc:
+                    hint = (" (a consumer is subscribed with this run's group id: the landing needs a group of"
+                            " its own)" if exc.args and exc.args[0].code() == KafkaError.UNKNOWN_MEMBER_ID else "")
+                    raise KafkaException(f"offset commit failed after landing {batch.batch_id}: {exc}{hint}") from exc
                 failed = [tp for tp in result or [] if tp.error is not None]
                 if failed:
                     raise KafkaException(f"offset commit failed after landing {batch.batch_id}: {failed}")
@@ -288,7 +286,7 @@ def land_kafka(ingest_date: str, conn_id: str = "fluxo_kafka", topic: str = DEFA
             consumer.close()
 
     elapsed = time.monotonic() - started
-    timings = {"join_s": round(assigned_at[0] - started, 3) if assigned_at else None,
+    timings = {"assign_s": round(assigned_at - started, 3),
                "first_message_s": round(first_message_at - started, 3) if read else None,
                "total_s": round(elapsed, 3), **{k: round(v, 3) for k, v in spent.items()}}
     log.info("read %d messages from %s in %.1fs (stopped at the %s): %d landed, %d quarantined (batch %s); "
