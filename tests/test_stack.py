@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
-import tempfile
 import uuid
 from pathlib import Path
 
@@ -155,11 +155,13 @@ def test_stack_env_and_secrets_are_private_and_airflow_reads_the_connections(run
 
 def test_the_spark_server_is_warmed_up_in_the_background_and_leaves_nothing(running):
     stack, _ = running
-    log = stack.spark.dir / "warmup.log"
-    wait_for(lambda: "spark warm-up" in log.read_text(), timeout=240, interval=1)
+    log = stack.spark.warmup_log
+    wait_for(lambda: "spark warm-up " in log.read_text(), timeout=240, interval=1)
     text = log.read_text() if log.exists() else "(no warmup.log)"
     assert "spark warm-up done in" in text, text[-3000:]
-    assert not list(Path(tempfile.gettempdir()).glob("fluxo-spark-warmup-*"))
+    folders = re.findall(r"working in (\S+)", text)
+    assert len(folders) == 1 and Path(folders[0]).name.startswith("fluxo-spark-warmup-"), text[-3000:]
+    assert not Path(folders[0]).exists()
 
 
 def test_second_up_reuses_the_running_services(running):

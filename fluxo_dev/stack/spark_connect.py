@@ -61,9 +61,15 @@ class SparkConnect(Service):
         if not (opened and pid_alive(pid)):
             raise StackError(f"the Spark Connect server did not start on {HOST}:{ports['port']}\n{log_tail(self.log_file)}")
         if env.get("FLUXO_SPARK_WARMUP", "true").lower() != "false":
-            # the JVM's first queries are slow (class loading, compilation): pay that now, in the background
-            spawn([sys.executable, "-m", WARMUP_MODULE, self.url()], log_file=self.dir / "warmup.log",
+            # the JVM's first queries are slow (class loading, compilation): pay that now, in the background;
+            # the log is this server's warm-up only (spawn appends)
+            self.warmup_log.unlink(missing_ok=True)
+            spawn([sys.executable, "-m", WARMUP_MODULE, self.url()], log_file=self.warmup_log,
                   pid_file=self.warmup_pid_file, cwd=self.dir, env=env)
+
+    @property
+    def warmup_log(self) -> Path:
+        return self.dir / "warmup.log"
 
     @property
     def warmup_pid_file(self) -> Path:

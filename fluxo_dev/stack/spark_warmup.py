@@ -44,6 +44,7 @@ def warm_up(url: str) -> float:
 
     started = time.perf_counter()
     folder = Path(tempfile.mkdtemp(prefix="fluxo-spark-warmup-"))
+    print(f"warming the Spark server up, working in {folder}", flush=True)
     spark = SparkSession.builder.remote(url).getOrCreate()
     try:
         _write_samples(folder)
