@@ -52,6 +52,7 @@ def stack_env():
     os.environ.setdefault("FLUXO_SPARK_WARMUP", "false")
     stack = Stack(home=TEST_HOME)
     env = stack.up()
+    _session_stacks.append(stack)
     saved = dict(os.environ)
     os.environ.update(env)
     os.environ["FLUXO_HOME"] = str(TEST_HOME)
@@ -65,6 +66,24 @@ def stack_env():
     get_settings.cache_clear()
     stack.down()
     shutil.rmtree(TEST_HOME, ignore_errors=True)
+
+
+_session_stacks: list = []
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test says which of the session's services had stopped, with the end of its log: a
+    server that died mid-session fails every later test that uses it, and its home is deleted at
+    the end of the session."""
+    from fluxo_dev.stack.process import log_tail
+
+    report = (yield).get_result()
+    if report.failed and _session_stacks:
+        for service in _session_stacks[0].services.values():
+            if service.pid_file.exists() and service.pid() is None:
+                report.sections.append((f"session service {service.name} is not running",
+                                        f"{service.log_file}:\n{log_tail(service.log_file, 40)}"))
 
 
 def _remove_stale_homes(stack_cls) -> None:
