@@ -9,7 +9,15 @@ from decimal import ROUND_HALF_UP, Decimal
 import pandas as pd
 
 from fluxo.contract import DAILY_METRICS, PERCENTILES, STATUSES, TRANSACTION
-from fluxo.transforms.aggregate import GROUPED_GRAINS, daily_metrics, grain_metrics, grain_rows, with_fraud_flags
+from fluxo.transforms.aggregate import (
+    FRAUD_FLAG,
+    GROUPED_GRAINS,
+    METRIC_INPUTS,
+    daily_metrics,
+    grain_metrics,
+    grain_rows,
+    with_fraud_flags,
+)
 
 
 def curated_rows(n=300, seed=7):
@@ -168,7 +176,14 @@ def test_grain_metrics_match_duckdb(spark):
     # the fraud stage alerted on every third transaction (twice on one of them: one flag)
     alerted = {r["transaction_id"] for r in rows[::3]}
     alerts = spark.createDataFrame([(t,) for t in [*sorted(alerted), rows[0]["transaction_id"]]], "transaction_id string")
-    metrics = grain_metrics(with_fraud_flags(df, alerts), "BRL").cache()
+    flagged = with_fraud_flags(df, alerts)
+    # the stage caches this frame: only what the metrics read, and the daily metrics read it too
+    assert flagged.columns == [*METRIC_INPUTS, FRAUD_FLAG]
+    fraud_columns = {"fraud_alert_count", "fraud_alert_rate"}
+    daily = [{k: v for k, v in r.asDict().items() if k not in fraud_columns} for r in daily_metrics(flagged, "BRL").collect()]
+    assert daily == [{k: v for k, v in r.asDict().items() if k not in fraud_columns}
+                     for r in daily_metrics(df, "BRL").collect()]
+    metrics = grain_metrics(flagged, "BRL").cache()
     want = duckdb_grains(rows, "BRL", alerted)
     for name, contract in GROUPED_GRAINS.items():
         frame = grain_rows(metrics, name)

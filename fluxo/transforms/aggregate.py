@@ -50,6 +50,8 @@ OBJECT_AGGREGATE_CONF = {"spark.sql.objectHashAggregate.sortBased.fallbackThresh
 
 
 FRAUD_FLAG = "_fraud"
+# The curated columns the metrics read (event_date and event_hour come from event_ts).
+METRIC_INPUTS = ("event_ts", "customer_id", "merchant_id", "mcc", "country", "channel", "status", "amount_reporting")
 
 
 def _count_status(status: str):
@@ -57,10 +59,13 @@ def _count_status(status: str):
 
 
 def with_fraud_flags(curated: DataFrame, alerts: DataFrame) -> DataFrame:
-    """The curated rows with `_fraud` = whether the fraud stage alerted on the transaction."""
+    """The curated rows' METRIC_INPUTS with `_fraud` = whether the fraud stage alerted on the transaction.
+
+    Only the columns the metrics read: the stage caches this frame, and a cache keeps every column
+    it is given (ids, card tokens and batch ids are most of a curated row's bytes)."""
     flagged = alerts.select("transaction_id").distinct().withColumn(FRAUD_FLAG, F.lit(True))
-    return curated.join(flagged, "transaction_id", "left").withColumn(
-        FRAUD_FLAG, F.coalesce(F.col(FRAUD_FLAG), F.lit(False)))
+    return curated.join(flagged, "transaction_id", "left").select(
+        *METRIC_INPUTS, F.coalesce(F.col(FRAUD_FLAG), F.lit(False)).alias(FRAUD_FLAG))
 
 
 def _fraud_flag(curated: DataFrame):
