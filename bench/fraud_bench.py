@@ -73,7 +73,7 @@ def run_stage(root: Path, spark_remote: str | None = None) -> tuple[float, dict]
 def stage_line(wall: float, stats: dict, how: str) -> str:
     seconds = stats["seconds"]
     return (f"  fraud stage{how}: {wall:.1f} s wall; inside: features {seconds['features']:.1f} s, "
-            f"delta merge {seconds['delta_merge']:.1f} s, alerts parquet {seconds['write']:.1f} s, "
+            f"delta merge {seconds['delta_merge']:.1f} s, "
             f"GX checkpoint {seconds['gx_checkpoint']:.1f} s; {stats['alerts']:,} alerts over {stats['rows']:,} rows")
 
 

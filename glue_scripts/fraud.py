@@ -9,11 +9,10 @@ stops the stage naming the rule, before any data is read). The event dates are t
 merged for the ingest date (or --event_dates), read as of the curated version curate committed,
 with the earlier days their look-back needs (fluxo.transforms.fraud.look_back_days). Every row
 of those dates gets its features; the rows a rule flags are the alerts (FRAUD_ALERT):
-- MERGEd by Spark into the Delta table Lake.fraud_alerts on (event_date, transaction_id), rule in
-  fluxo.history, so a rerun replaces and never doubles;
-- the history's rows of those dates (so an unchanged alert keeps the run that first raised it)
-  written to work/metrics/fraud_alerts/ingest_date=D/ for the warehouse load (metrics.fraud_alerts,
-  whole days replaced); aggregate reads the history for the fraud-flag counts.
+MERGEd by Spark into the Delta table Lake.fraud_alerts on (event_date, transaction_id), rule in
+fluxo.history, so a rerun replaces and never doubles and an unchanged alert keeps the run that first
+raised it. The warehouse load (metrics.fraud_alerts, whole days replaced) reads that table's rows
+of those dates, and aggregate reads it for the fraud-flag counts.
 The same suite then runs as a GX checkpoint over the features (the report in
 quality/ingest_date=D/fraud_validation.json, Data Docs with --data_docs true); its unexpected
 count of each rule must equal the Spark flag count. Stats: work/stats/ingest_date=D/fraud.json
@@ -68,12 +67,6 @@ def main() -> None:
     merged = delta_tables.with_retry(lambda: history.merge_flagged(
         spark, lake.fraud_alerts, alerts, dates, commit_info, FRAUD_ALERT, history.FRAUD_ALERT_FIELDS))
     seconds["delta_merge"] = time.perf_counter() - clock
-    clock = time.perf_counter()
-    # the warehouse gets the history's rows: a rerun that changes nothing keeps the first run's
-    # detected_at/run_id there too, so the day's alerts stay row-identical everywhere
-    read_days(spark, lake.fraud_alerts, dates, contract=FRAUD_ALERT).coalesce(1).write.mode("overwrite").parquet(
-        lake.metrics("fraud_alerts", ingest_date))
-    seconds["write"] = time.perf_counter() - clock
 
     # the GX checkpoint of the same suite, for the report and Data Docs
     clock = time.perf_counter()

@@ -183,20 +183,22 @@ def load_metrics(ingest_date: str, run_id: str, conn=None) -> dict:
 
 
 def load_day_results(stage: str, name: str, contract, ingest_date: str, run_id: str,
-                     result: dict | None = None) -> dict:
-    """COPY work/metrics/<name>/ingest_date=D into metrics.<name>, replacing whole event dates.
+                     result: dict | None = None, read_rows=None) -> dict:
+    """COPY the stage's rows of the day into metrics.<name>, replacing whole event dates.
 
     `result` is the stage task's XCom (its stats say which event dates it recomputed); without it
-    the stage's results document for the ingest date is read. Each event date the stage
-    recomputed (the `dates` of its stats) is replaced as a whole, in one transaction: a group
-    that vanished disappears (a day left empty is emptied), and a rerun never duplicates.
+    the stage's results document for the ingest date is read. The rows are
+    work/metrics/<name>/ingest_date=D, or `read_rows(lake, dates)` (an Arrow table of `contract`).
+    Each event date the stage recomputed (the `dates` of its stats) is replaced as a whole, in one
+    transaction: a group that vanished disappears (a day left empty is emptied), and a rerun never
+    duplicates.
     """
     lake = Lake(get_settings().lake_root)
     stats = (result or {}).get("stats") or lakefs.read_json(lake.stats(ingest_date, stage))
     if stats is None:
         raise FileNotFoundError(f"no {stage} stats for ingest date {ingest_date}: run the {stage} stage first")
     dates = [date.fromisoformat(d) for d in stats.get("dates", [])]
-    rows = lakefs.read_parquet(lake.metrics(name, ingest_date))
+    rows = read_rows(lake, dates) if read_rows else lakefs.read_parquet(lake.metrics(name, ingest_date))
     rows = contract.arrow_schema().empty_table() if rows is None else rows.select(contract.names)
     extra = {} if "run_id" in contract.names else {"run_id": run_id}  # alerts carry the run that scored them
     with warehouse_connection() as conn:
