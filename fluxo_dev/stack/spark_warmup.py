@@ -39,13 +39,15 @@ def _write_samples(folder: Path) -> None:
 
 def warm_up(url: str) -> float:
     """Run the workload on the Spark Connect server at `url`; its seconds."""
-    from pyspark.sql import SparkSession, Window
+    from pyspark.sql import Window
     from pyspark.sql import functions as F
+
+    from fluxo.spark import remote_session
 
     started = time.perf_counter()
     folder = Path(tempfile.mkdtemp(prefix="fluxo-spark-warmup-"))
     print(f"warming the Spark server up, working in {folder}", flush=True)
-    spark = SparkSession.builder.remote(url).getOrCreate()
+    spark = remote_session(url)
     try:
         _write_samples(folder)
         fields = F.split("value", ";")
