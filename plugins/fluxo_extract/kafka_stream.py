@@ -207,7 +207,7 @@ def land_kafka(ingest_date: str, conn_id: str = "fluxo_kafka", topic: str = DEFA
             # Every partition assigned by this run, at the offsets above: no group join (the local
             # broker's first join took 3 s of a 4 s landing). The group only keeps the offsets.
             consumer.assign([TopicPartition(topic, p, o) for p, o in sorted(start.items())])
-            assigned, assigned_at = set(start), time.monotonic()
+            assigned_at = time.monotonic()
             log.info("assigned %s", start)
             at_end: set[int] = set()  # partitions whose end was reported after their last message
             last: dict[int, int] = {}
@@ -239,7 +239,7 @@ def land_kafka(ingest_date: str, conn_id: str = "fluxo_kafka", topic: str = DEFA
                     pending = writer.submit(batch.write, f"part-{parts:05d}.jsonl", body, len(lines) - 1)
                     parts += 1
                     spent["write_wait_s"] += time.monotonic() - tick
-                if assigned <= at_end:  # every partition's end came after its last message
+                if start.keys() <= at_end:  # every partition's end came after its last message
                     stopped = "end of every partition"
                     break
                 if now - max(last_message_at, assigned_at) >= idle_seconds:
