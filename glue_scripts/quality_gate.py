@@ -36,6 +36,10 @@ def main() -> None:
     )
     spark, lake, ingest_date = rt.spark, rt.lake, rt.args["ingest_date"]
     import_gx_in_background()  # the checkpoint runs last; the import overlaps the Spark work
+    # Cached by the stage, so it is released when the stage ends (GX does not persist it: on a
+    # shared Spark server its cache outlived the stage), and filled while GX imports.
+    staged = rt.persist(spark.read.parquet(lake.staged(ingest_date)))
+    staged.count()
     names = [name.strip() for name in rt.args["suites"].split(",") if name.strip()]
     suites = load_suites(names, rt.args["expectations_root"])
 
@@ -43,7 +47,7 @@ def main() -> None:
     history_paths = recent_stats_paths(storage.list_files(lake.work("stats"), ("standardize.json",)), ingest_date, window_days)
     history = [json.loads(storage.read_text(path) or "{}") for path in history_paths]
     profile = profile_rows(read_stats(spark, lake.root, ingest_date, "standardize"), history, min_days)
-    frames = {STAGED: spark.read.parquet(lake.staged(ingest_date)), PROFILE: spark.createDataFrame(profile, PROFILE_SCHEMA)}
+    frames = {STAGED: staged, PROFILE: spark.createDataFrame(profile, PROFILE_SCHEMA)}
 
     if rt.args["data_docs"].lower() == "true":
         # GX writes Data Docs to local files: on an S3 lake they are built in a copy and uploaded

@@ -256,11 +256,19 @@ def _run_gate(lake_root: Path) -> subprocess.CompletedProcess:
     )
 
 
-def test_script_passes_good_data_and_writes_validation_json(good, tmp_path):
+def assert_not_cached(spark, path: str) -> None:
+    """Nothing the gate read stays cached on the stack's shared Spark server (a Spark Connect server
+    keeps a frame cached after its session has gone: GX's own persist did, one day's rows a run)."""
+    level = spark.read.parquet(path).storageLevel  # the same plan as the stage's, from another session
+    assert not level.useMemory and not level.useDisk, f"{path} is still cached on the Spark server"
+
+
+def test_script_passes_good_data_and_writes_validation_json(spark, good, tmp_path):
     lake = Lake(str(tmp_path / "lake"))
     good.write.parquet(lake.staged(INGEST_DATE))
     proc = _run_gate(tmp_path / "lake")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_not_cached(spark, lake.staged(INGEST_DATE))
     document = json.loads(Path(lake.quality(INGEST_DATE), "validation.json").read_text())
     assert document["success"] and document["rows"] == ROWS and document["critical_failed"] == 0
     assert {"suite", "expectation_type", "column", "severity", "success", "unexpected_count", "element_count"} <= set(
@@ -271,7 +279,7 @@ def test_script_passes_good_data_and_writes_validation_json(good, tmp_path):
     assert Path(lake.data_docs, "index.html").is_file()
 
 
-def test_script_fails_with_the_critical_expectation_named(good, tmp_path):
+def test_script_fails_with_the_critical_expectation_named(spark, good, tmp_path):
     lake = Lake(str(tmp_path / "lake"))
     _broken(good, amount_reporting=(7, "CAST(987654321000 AS DECIMAL(18,2))")).write.parquet(lake.staged(INGEST_DATE))
     stats = Path(lake.stats(INGEST_DATE, "standardize"))
@@ -285,6 +293,7 @@ def test_script_fails_with_the_critical_expectation_named(good, tmp_path):
         "min_value=0, strict_min=True, max_value=1000000000) — 1 of 200 rows unexpected (suite transactions_contract"
     ) in last, last
     assert "db: 9 of 10 records quarantined (90.0%), mostly malformed_record (9) (suite transactions_day" in last
-    # the results are recorded even when the run stops
+    # the results are recorded even when the run stops, and the stopped stage released its cache
     document = json.loads(Path(lake.quality(INGEST_DATE), "validation.json").read_text())
     assert document["critical_failed"] == 2 and not document["success"]
+    assert_not_cached(spark, lake.staged(INGEST_DATE))

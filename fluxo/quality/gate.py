@@ -229,7 +229,9 @@ def validate(frames, suites: list[dict], data_docs_dir: str | None = None, run_n
     started = time.perf_counter()
     frames = frames if isinstance(frames, dict) else {STAGED: frames}
     context = _context(data_docs_dir)
-    datasource = context.data_sources.add_spark("fluxo_spark")
+    # persist=False: caching is the caller's (a stage's rt.persist releases it when the stage ends;
+    # GX never unpersists, and a Spark Connect server keeps a frame cached after its session)
+    datasource = context.data_sources.add_spark("fluxo_spark", persist=False)
     by_name = {suite["name"]: suite for suite in suites}
     groups: dict[str, list[dict]] = {}
     for suite in suites:
