@@ -33,11 +33,13 @@ sys.path.insert(0, str(REPO))
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
+from fluxo.contract import FRAUD_ALERT  # noqa: E402
 from fluxo.fraud_rules import load_rules  # noqa: E402
 from fluxo.lake import Lake  # noqa: E402
 from fluxo_dev.fraud_reference import format_scores, precision_recall, reference_alerts, truth_labels  # noqa: E402
 from fluxo_dev.generator import canonical_days  # noqa: E402
 from _common import curated_from_truth, run_glue_script  # noqa: E402
+from fluxo_platform.lakefs import read_delta  # noqa: E402
 
 DAY = date(2026, 11, 30)
 INGEST_DATE = DAY.isoformat()
@@ -78,8 +80,8 @@ def stage_line(wall: float, stats: dict, how: str) -> str:
 
 
 def stage_alerts(root: Path) -> dict[str, set[str]]:
-    table = pq.read_table(Path(Lake(str(root / "lake")).metrics("fraud_alerts", INGEST_DATE)),
-                          columns=["transaction_id", "rules"])
+    """The scored day's alerts as the stage MERGEd them into the alert history (what the warehouse load reads)."""
+    table = read_delta(Lake(str(root / "lake")).fraud_alerts, FRAUD_ALERT.arrow_schema(), filters=[("event_date", "=", DAY)])
     return {t: set(r.split(",")) for t, r in zip(table.column("transaction_id").to_pylist(),
                                                    table.column("rules").to_pylist())}
 
