@@ -107,6 +107,12 @@ def local_conf(app: str, s3: bool, env: dict[str, str] | None = None) -> dict[st
     }
     if s3:
         conf.update(s3a_conf(env))
+        if conf["spark.master"].startswith("local"):
+            # Plain Parquet outputs (staged rows, quarantine, metrics) commit each file by one rename
+            # (an S3 copy) instead of two: 0.6 s less for each small write, 1.3-1.8 s for a 1M-row one.
+            # Safe because a local master does not retry a failed task; a failed stage leaves files
+            # without _SUCCESS, which its rerun overwrites. AWS Glue commits through EMRFS instead.
+            conf["spark.hadoop.mapreduce.fileoutputcommitter.algorithm.version"] = "2"
         logstore = env.get("FLUXO_DELTA_LOGSTORE_JAR")
         if logstore:
             conf["spark.jars"] = logstore

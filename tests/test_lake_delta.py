@@ -345,3 +345,13 @@ def test_a_lake_of_the_previous_version_is_upgraded_without_losing_rows(tmp_path
 
     again = spark.createDataFrame(flagged.to_pandas(), OUTLIER.spark_schema())
     assert merge_flagged(spark, lake.outlier_history, again, [], {"stage": "test"})["inserted"] == 0
+
+
+def test_plain_parquet_outputs_on_s3_commit_with_one_rename_only_under_a_local_master():
+    """The v2 file committer skips the job-level S3 copy; it is safe only where no task is retried."""
+    from fluxo.spark import local_conf
+
+    committer = "spark.hadoop.mapreduce.fileoutputcommitter.algorithm.version"
+    assert local_conf("probe", s3=True, env={})[committer] == "2"
+    assert committer not in local_conf("probe", s3=True, env={"FLUXO_SPARK_MASTER": "spark://spark:7077"})
+    assert committer not in local_conf("probe", s3=False, env={})
