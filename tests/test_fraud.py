@@ -357,6 +357,17 @@ def test_gx_counts_exactly_the_rows_spark_flags(scored):
                             "impossible_travel": 3, "card_testing": 1, "duplicate_charge": 3, "night_high_risk_mcc": 2}
 
 
+def test_a_day_with_nothing_to_score_has_gx_and_spark_agree_on_no_rows(spark):
+    """GX reports no count for an empty batch; the stage's cross-check must not fail a day with nothing curated."""
+    from fluxo.quality import validate
+
+    feats = fraud.features(frame(spark, []), [DAY], RULES)
+    report = validate(feats, [copy.deepcopy(RULES.suite)])
+    assert report.rows == 0
+    assert fraud.checkpoint_rule_counts(report.records, report.rows) == fraud.rule_counts(feats, RULES)
+    assert set(fraud.rule_counts(feats, RULES).values()) == {0}
+
+
 def test_the_duckdb_reference_flags_the_same_rows_as_spark(scored):
     """fluxo_dev.fraud_reference (DuckDB SQL, the e2e test's and the benchmark's reference) agrees
     with the Spark stage on every crafted scenario."""

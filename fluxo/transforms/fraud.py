@@ -281,6 +281,13 @@ def rule_counts(features_df: DataFrame, rules: FraudRules) -> dict[str, int]:
     return {r.name: int(row[r.name]) for r in rules.rules}
 
 
+def checkpoint_rule_counts(records: list[dict], rows: int) -> dict[str, int | None]:
+    """The rows each rule's expectation found unexpected in the fraud checkpoint (its report's records).
+
+    GX gives no count for a batch without rows: a day with nothing to score flags nothing."""
+    return {r["rule"]: 0 if rows == 0 and r["unexpected_count"] is None else r["unexpected_count"] for r in records}
+
+
 def alerts(features_df: DataFrame, rules: FraudRules, run_id: str, detected_at: datetime) -> DataFrame:
     """The rows at least one rule flags, typed as FRAUD_ALERT."""
     fired = F.array_sort(F.filter(F.array(*[F.when(r.fires(), F.lit(r.name)) for r in rules.rules]),
