@@ -3,10 +3,14 @@ for several stages when a test runs a chain (`runpy` over each script in turn)."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 from fluxo.glue_runtime import ERROR_PREFIX
@@ -60,3 +64,28 @@ def finish(proc: subprocess.Popen, timeout: int = 900) -> subprocess.CompletedPr
 
 def run_stages(*argvs: list[str], cwd: Path = REPO, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return finish(start_stages(*argvs, cwd=cwd, env=env))
+
+
+@contextlib.contextmanager
+def stage_pool(scripts_dir: Path, size: int = 1):
+    """A pool of warm interpreters (fluxo_platform.stage_pool) for the scripts of `scripts_dir`: its socket path."""
+    folder = Path(tempfile.mkdtemp(prefix="fxpool-"))  # a short path: Unix sockets allow ~107 characters
+    socket_path = folder / "pool.sock"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    log = open(folder / "pool.log", "wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "fluxo_platform.stage_pool", "serve", "--socket", str(socket_path),
+         "--scripts", str(scripts_dir), "--size", str(size)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not socket_path.exists() and server.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert socket_path.exists(), (folder / "pool.log").read_text()
+        yield str(socket_path)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+        shutil.rmtree(folder, ignore_errors=True)

@@ -33,6 +33,7 @@ from fluxo_glue import FluxoGlueJobOperator  # noqa: E402
 from fluxo_platform import glue_package  # noqa: E402
 from fluxo_platform.settings import FluxoSettings  # noqa: E402
 from tests.airflow_stubs import TaskInstanceStub  # noqa: E402
+from tests.stage_runs import stage_pool  # noqa: E402
 
 STAGES = ("standardize", "quality_gate", "curate", "aggregate")
 REGION = "us-east-1"
@@ -45,7 +46,7 @@ ECHO_SCRIPT = textwrap.dedent(
     print("standardizing", len(sys.argv) - 1, "arguments")
     print("spark warning on stderr", file=sys.stderr)
     with open(os.environ["FLUXO_ECHO_FILE"], "w") as f:
-        json.dump({"argv": sys.argv[1:], "env": sorted(os.environ), "cwd": os.getcwd()}, f)
+        json.dump({"argv": sys.argv[1:], "env": sorted(os.environ), "cwd": os.getcwd(), "parent": os.getppid()}, f)
     """
 )
 FAILING_SCRIPT = textwrap.dedent(
@@ -96,8 +97,24 @@ def echo_file(tmp_path, monkeypatch):
 # --- local mode -------------------------------------------------------------
 
 
-def test_local_mode_runs_script_with_glue_arguments(scripts_dir, echo_file, monkeypatch):
+@pytest.fixture(scope="module")
+def warm_pool(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pooled_scripts")
+    (folder / "standardize.py").write_text(ECHO_SCRIPT)
+    with stage_pool(folder) as socket_path:
+        yield socket_path
+
+
+@pytest.fixture(params=["process", "stage_pool"])
+def local_runner(request, monkeypatch, tmp_path):
+    """Where a local run happens: a process of its own (no pool answers), or a warm interpreter of the stage pool."""
     monkeypatch.setenv("FLUXO_GLUE_MODE", "local")
+    pool = request.getfixturevalue("warm_pool") if request.param == "stage_pool" else str(tmp_path / "no-pool.sock")
+    monkeypatch.setenv("FLUXO_STAGE_POOL", pool)
+    return request.param
+
+
+def test_local_mode_runs_script_with_glue_arguments(scripts_dir, echo_file, local_runner, monkeypatch):
     monkeypatch.setenv("FLUXO_GLUE_JOB_PREFIX", "fluxo-dev-")
     monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "postgresql://secret")
 
@@ -119,14 +136,15 @@ def test_local_mode_runs_script_with_glue_arguments(scripts_dir, echo_file, monk
     assert "FLUXO_ECHO_FILE" in recorded["env"] and "PATH" in recorded["env"]
     assert "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" not in recorded["env"]
     assert Path(recorded["cwd"]).resolve() != REPO_ROOT
+    # a process of its own is this one's child; a pooled interpreter is the pool's
+    assert (recorded["parent"] == os.getpid()) == (local_runner == "process")
     assert result["job_name"] == "fluxo-dev-standardize"
     assert result["mode"] == "local" and result["glue_run_id"] is None and result["stats"] is None
     assert 0 < result["duration_s"] < 60
     assert context["ti"].xcom["glue_job_run_details"] == {}  # no console page, and no "XCom not found" error
 
 
-def test_local_mode_failure_carries_fluxo_error(scripts_dir, monkeypatch):
-    monkeypatch.setenv("FLUXO_GLUE_MODE", "local")
+def test_local_mode_failure_carries_fluxo_error(scripts_dir, local_runner):
     (scripts_dir / "standardize.py").write_text(FAILING_SCRIPT)
 
     with pytest.raises(AirflowException) as exc:
@@ -137,8 +155,7 @@ def test_local_mode_failure_carries_fluxo_error(scripts_dir, monkeypatch):
     assert "exit 1" in message and "Traceback" not in message
 
 
-def test_local_mode_failure_without_fluxo_error_shows_stderr_tail(scripts_dir, monkeypatch):
-    monkeypatch.setenv("FLUXO_GLUE_MODE", "local")
+def test_local_mode_failure_without_fluxo_error_shows_stderr_tail(scripts_dir, local_runner):
     (scripts_dir / "standardize.py").write_text(CRASHING_SCRIPT)
 
     with pytest.raises(AirflowException, match="RuntimeError: spark session died"):
@@ -159,8 +176,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_on_kill_stops_the_local_run_and_its_children(scripts_dir, echo_file, monkeypatch):
-    monkeypatch.setenv("FLUXO_GLUE_MODE", "local")
+def test_on_kill_stops_the_local_run_and_its_children(scripts_dir, echo_file, local_runner):
     (scripts_dir / "standardize.py").write_text(textwrap.dedent(
         """
         import os, subprocess, sys, time

@@ -164,6 +164,20 @@ def test_the_spark_server_is_warmed_up_in_the_background_and_leaves_nothing(runn
     assert not Path(folders[0]).exists()
 
 
+def test_local_stage_runs_start_in_the_stacks_warm_interpreters(running, tmp_path):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
+    from fluxo_platform.stage_pool import start_run
+
+    _, env = running
+    script = tmp_path / "hello.py"
+    script.write_text("import os, sys\nprint('hello from', os.environ['WHO'], 'preloaded' if 'pyspark.sql.connect.session' in sys.modules else 'cold')\n")
+    run = start_run(env["FLUXO_STAGE_POOL"], [str(script)], {"WHO": "a stage", "PATH": os.environ["PATH"]}, str(tmp_path))
+    assert run is not None
+    assert run.stdout.read() == "hello from a stage preloaded\n" and run.wait() == 0
+
+
 def test_second_up_reuses_the_running_services(running):
     stack, env = running
     before = stack.status()
@@ -202,7 +216,9 @@ def test_down_stops_everything_and_a_stale_pid_file_is_not_trusted(tmp_path, mon
         first = stack.up(feeds=True)
         ports = _all_ports(stack) + [stack.partner_api.port]
         pids = [info["pid"] for info in stack.status().values() if info["pid"]]
-        assert len(pids) == 6  # postgres, kafka, s3, spark connect, the partner API simulator, the producer
+        # postgres, kafka, s3, spark connect, the stage pool, the partner API simulator, the producer
+        assert len(pids) == 7
+        pids += [child.pid for child in psutil.Process(stack.stage_pool.pid()).children()]  # its warm interpreters
         stack.down()
         assert {info["state"] for info in stack.status().values()} == {"stopped"}
         assert not any(port_is_open(port) for port in ports)

@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from fluxo_platform.jvm import logstore_env
+from fluxo_platform.stage_pool import POOL_SETTING
 from fluxo_platform.settings import REPO_ROOT, default_home
 from fluxo_dev.stack import airflow
 from fluxo_dev.stack.credentials import Credentials
@@ -25,6 +26,7 @@ from fluxo_dev.stack.process import HOST, StackError, write_private
 from fluxo_dev.stack.s3 import LAKE_BUCKET, REGION, S3, create_buckets, s3_client
 from fluxo_dev.stack.service import Progress, Service
 from fluxo_dev.stack.spark_connect import SparkConnect
+from fluxo_dev.stack.stage_pool import StagePool
 
 API_CLIENT_ID = "fluxo-demo"
 
@@ -116,6 +118,8 @@ class Stack:
         self.spark = SparkConnect(self.home, self.credentials, self.progress, environment=self.compose_env)
         self.services: dict[str, Service] = {"postgres": self.postgres, "kafka": self.kafka, "s3": self.s3,
                                              "spark": self.spark}
+        # warm interpreters the local stage runs start in (no external replacement: a run without it starts a process)
+        self.stage_pool = StagePool(self.home, self.credentials, self.progress, environment=self.compose_env)
         # sources for a local run (started by `up` from the CLI, not by the test sessions' stacks)
         self.partner_api = PartnerApi(self.home, self.credentials, self.progress)
         producer = KafkaProducer(self.home, self.credentials, self.progress,
@@ -241,6 +245,7 @@ class Stack:
                 ) from failures[0][1]
         if self.spark in local:
             self.spark.ensure_running()
+        self.stage_pool.ensure_running()
         return self._write_env()
 
     def down(self, purge: bool = False) -> None:
@@ -252,8 +257,8 @@ class Stack:
             self._stop_airflow()
             for feed in self.feeds.values():
                 feed.stop()
-            with ThreadPoolExecutor(len(self.services)) as pool:
-                for future in [pool.submit(s.stop) for s in self.services.values()]:
+            with ThreadPoolExecutor(len(self.services) + 1) as pool:
+                for future in [pool.submit(s.stop) for s in (self.stage_pool, *self.services.values())]:
                     future.result()
             if purge:
                 shutil.rmtree(self.home / "services", ignore_errors=True)
@@ -261,7 +266,8 @@ class Stack:
 
     def status(self) -> dict[str, dict]:
         report = {}
-        for name, service in {**self.services, **self.feeds, **self.airflow}.items():
+        every = {**self.services, self.stage_pool.name: self.stage_pool, **self.feeds, **self.airflow}
+        for name, service in every.items():
             endpoint = self.external(name) if name in EXTERNAL_SETTING else None
             if endpoint:
                 report[name] = {"state": "external", "endpoint": endpoint, "pid": None}
@@ -305,6 +311,8 @@ class Stack:
         spark = self.external("spark") or (self.spark.url() if self.spark.pid() else "")
         if spark:
             env["FLUXO_SPARK_REMOTE"] = spark
+        if self.stage_pool.pid():
+            env[POOL_SETTING] = str(self.stage_pool.socket_path)
         try:
             env["JAVA_HOME"] = str(java_home())
         except StackError as exc:

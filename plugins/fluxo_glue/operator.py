@@ -9,7 +9,9 @@ same DAG file drives both worlds:
   (Glue 6.0) and the run is awaited; a failed run raises with Glue's error message.
 - ``local``: ``python glue_scripts/<script>.py --JOB_NAME <job> <args>``, the
   arguments AWS Glue would receive, with the output streamed into the task log;
-  a failed run raises with the script's ``FLUXO_ERROR:`` line.
+  a failed run raises with the script's ``FLUXO_ERROR:`` line. Under the local stack the
+  script runs in one of its warm interpreters (``fluxo_platform.stage_pool``, FLUXO_STAGE_POOL),
+  which have its imports done; without one, in a new process.
 
 In both, a stage whose inputs are unchanged since its last successful run for the day
 (`fluxo_glue.rerun`) is not run again: the task logs why and returns the results of that run.
@@ -35,7 +37,7 @@ from airflow.providers.amazon.aws.operators.glue import GlueJobOperator
 from airflow.providers.common.compat.sdk import AirflowException
 
 from fluxo.lake import Lake
-from fluxo_platform import glue_package, jvm, lakefs
+from fluxo_platform import glue_package, jvm, lakefs, stage_pool
 from fluxo_platform.settings import FluxoSettings
 from fluxo_glue import rerun
 
@@ -217,7 +219,12 @@ class FluxoGlueJobOperator(GlueJobOperator):
 
         # Glue starts a job in an empty working directory; so does a local run.
         with tempfile.TemporaryDirectory(prefix=f"{self.job_name}-") as workdir:
-            self._process = subprocess.Popen(
+            # the local stack's warm interpreters when it runs them, else a process of its own
+            pool = os.environ.get(stage_pool.POOL_SETTING)
+            pooled = stage_pool.start_run(pool, command[1:], env, workdir) if pool else None
+            if pooled is not None:
+                self.log.info("Running in a warm interpreter of the stage pool (pid %s)", pooled.pid)
+            self._process = pooled or subprocess.Popen(
                 command,
                 cwd=workdir,
                 env=env,
