@@ -40,9 +40,12 @@ SLEEP_SCRIPT = "import time\nprint('started', flush=True)\ntime.sleep(120)\n"
 @pytest.fixture(scope="module")
 def scripts(tmp_path_factory):
     folder = tmp_path_factory.mktemp("pool_scripts")
+    (folder / "helper.py").write_text("VALUE = 1\n")
+    (folder / "uses_helper.py").write_text("import sys\nimport helper\nprint(helper.VALUE, 'helper' in sys.modules)\n")
     (folder / "report.py").write_text(REPORT_SCRIPT)
     (folder / "crash.py").write_text(CRASH_SCRIPT)
     (folder / "sleep.py").write_text(SLEEP_SCRIPT)
+    time.sleep(0.1)  # written before the pool starts: an interpreter importing a file written as it starts is not used
     return folder
 
 
@@ -123,3 +126,14 @@ def test_the_scripts_that_validate_with_great_expectations_get_interpreters_that
     kinds = stage_pool.script_kinds(str(REPO_ROOT / "glue_scripts"))
     assert sorted(kinds[stage_pool.GX]) == ["fraud.py", "quality_gate.py"]
     assert {"standardize.py", "curate.py", "outliers.py", "aggregate.py"} <= set(kinds[stage_pool.SPARK])
+
+
+def test_an_edit_to_the_projects_code_after_the_pool_started_is_never_run_stale(pool, scripts, tmp_path):
+    assert _run(pool, scripts / "uses_helper.py", _env(), tmp_path)[1] == "1 True\n"  # imported ahead
+    time.sleep(0.2)  # the idle interpreter that replaced the first run's has started
+    (scripts / "helper.py").write_text("VALUE = 2\n")
+    time.sleep(0.2)
+    # the interpreter holding the old module is not used: this run starts a process of its own ...
+    assert stage_pool.start_run(pool, [str(scripts / "uses_helper.py")], _env(), str(tmp_path)) is None
+    # ... and the fresh interpreter that replaces it has the new code
+    assert _run(pool, scripts / "uses_helper.py", _env(), tmp_path)[1] == "2 True\n"

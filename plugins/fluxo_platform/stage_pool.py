@@ -8,7 +8,8 @@ that have imported what the scripts in `glue_scripts/` import, and hands one to 
 run brings its command line, environment, working directory and output pipes, and the
 interpreter runs the script as `python script.py` would, in a session of its own (the operator
 stops it by its process group), then exits. The pool starts a fresh interpreter in its place, so
-nothing of one run is left for the next.
+nothing of one run is left for the next; and it never hands out one that may hold code older than
+the project's files (an edit after the pool started).
 
 The operator asks the pool named by FLUXO_STAGE_POOL (a Unix socket; stack.env sets it) and
 starts the script as a new process when there is no pool or no interpreter free.
@@ -53,6 +54,7 @@ PRELOAD = {
 # How long a run waits for an interpreter that is still importing before it starts a process itself.
 READY_WAIT_SECONDS = 20.0
 _HEADER = struct.Struct("!I")
+_CLOCK_MARGIN_NS = 50_000_000
 
 
 # --- the wire: a length-prefixed JSON message, file descriptors alongside ---------------------------
@@ -135,6 +137,21 @@ def start_run(socket_path: str, argv: list[str], env: dict[str, str], cwd: str) 
 class _Worker:
     def __init__(self, kind: str, proc: subprocess.Popen, control: socket.socket):
         self.kind, self.proc, self.control = kind, proc, control
+        self.started_ns = time.time_ns()
+        self.sources: list[str] = []  # the project's own modules it imported
+
+    def stale(self) -> bool:
+        """Whether a module it imported from the project was written since it started importing (an
+        edit after `make up`): it may hold the code as it was. File times come from a coarser clock,
+        hence the margin."""
+        since = self.started_ns - _CLOCK_MARGIN_NS
+        for path in self.sources:
+            try:
+                if os.stat(path).st_mtime_ns >= since:
+                    return True
+            except OSError:
+                return True
+        return False
 
 
 class Pool:
@@ -174,9 +191,12 @@ class Pool:
 
     def _await_ready(self, worker: _Worker) -> None:
         try:
-            ready = worker.control.recv(16).startswith(b"ready")
-        except OSError:
-            ready = False
+            message, _ = _receive(worker.control)
+        except (OSError, ValueError):
+            message = None
+        ready = bool(message and message.get("ready"))
+        if ready:
+            worker.sources = message.get("sources", [])
         kind = worker.kind
         with self.lock:
             self.starting[kind] -= 1
@@ -199,16 +219,27 @@ class Pool:
         """An idle interpreter for `script`, waiting for one still importing; None when there is none."""
         kind = self.kind_of.get(Path(script).name, SPARK)
         try:
-            return self.idle[kind].get_nowait()
+            worker = self.idle[kind].get_nowait()
         except queue.Empty:
             with self.lock:
                 starting = self.starting[kind]
-        if not starting:
+            if not starting:
+                return None
+            try:
+                worker = self.idle[kind].get(timeout=READY_WAIT_SECONDS)
+            except queue.Empty:
+                return None
+        if worker.stale():
+            # it would run the code as it was when it started: this run starts a process of its own,
+            # and a fresh interpreter imports the code as it is now
+            print(f"stage pool: the project's code changed since a {kind} interpreter started: replacing it",
+                  flush=True)
+            worker.proc.kill()
+            worker.proc.wait()
+            self._forget(worker)
+            self.spawn(kind)
             return None
-        try:
-            return self.idle[kind].get(timeout=READY_WAIT_SECONDS)
-        except queue.Empty:
-            return None
+        return worker
 
     def handle(self, conn: socket.socket) -> None:
         with conn, contextlib.suppress(OSError):  # a caller gone mid-handshake has nothing to be told
@@ -325,6 +356,7 @@ def script_kinds(scripts: str) -> dict[str, list[str]]:
 
 def preload(scripts: str, kind: str) -> None:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    sys.path[0] = scripts  # as for `python script.py`: the scripts' folder first (not this process's cwd)
     modules = set(PRELOAD[SPARK]) | set(PRELOAD[kind])
     for name in script_kinds(scripts)[kind]:
         modules |= script_imports(Path(scripts) / name)
@@ -336,10 +368,19 @@ def preload(scripts: str, kind: str) -> None:
     gc.freeze()
 
 
+def project_sources() -> list[str]:
+    """The imported modules that are the project's own code, not the environment's packages: the pool
+    checks them before handing this interpreter a run."""
+    installed = tuple({sys.prefix, sys.base_prefix, sys.exec_prefix})
+    return sorted({path for module in list(sys.modules.values())
+                   if (path := getattr(module, "__file__", None)) and path.endswith(".py")
+                   and not path.startswith(installed)})
+
+
 def work(control_fd: int, scripts: str, kind: str) -> None:
     control = socket.socket(fileno=control_fd)
     preload(scripts, kind)
-    control.sendall(b"ready\n")
+    _send(control, {"ready": True, "sources": project_sources()})
     job, fds = _receive(control, max_fds=2)
     if job is None:  # the pool has gone
         os._exit(0)
