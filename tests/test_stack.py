@@ -13,10 +13,12 @@ import psutil
 import pytest
 
 from fluxo_dev.stack import Stack, load_env
+from fluxo_dev.stack.credentials import Credentials
 from fluxo_dev.stack.core import EXTERNAL_SETTING
 from fluxo_dev.stack.kafka import TRANSACTIONS_PARTITIONS, TRANSACTIONS_TOPIC
-from fluxo_dev.stack.process import port_is_open, wait_for
+from fluxo_dev.stack.process import StackError, port_is_open, wait_for
 from fluxo_dev.stack.s3 import BUCKETS, s3_client
+from fluxo_dev.stack.service import Service
 
 EXTERNAL_KEYS = [*EXTERNAL_SETTING.values(), "FLUXO_S3_ACCESS_KEY", "FLUXO_S3_SECRET_KEY", "FLUXO_SOURCE_DATABASE_URL"]
 
@@ -314,3 +316,31 @@ def test_a_dag_processor_that_dies_while_parsing_stops_the_start_naming_its_log(
     with pytest.raises(StackError, match="exited while parsing the DAGs") as raised:
         processor.ensure_running()
     assert "Broken DAG: an import error" in str(raised.value)
+
+
+class _PortTakenOnce(Service):
+    """A server whose first port is taken just before it binds it; or that fails for another reason."""
+
+    name = label = "port-taken-once"
+
+    def __init__(self, *args, failure: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.failure, self.tries = failure, []
+
+    def start(self, ports):
+        self.tries.append(ports["port"])
+        if len(self.tries) == 1:
+            raise StackError(self.failure)
+        self.save_state(**ports)
+
+
+def test_a_server_whose_port_is_taken_as_it_starts_starts_on_other_ports(tmp_path):
+    taken = "weed did not open the S3 port\nPort allocation failed: port 48405 for Volume is not available"
+    server = _PortTakenOnce(tmp_path, Credentials(tmp_path), lambda message: None, failure=taken)
+    server.ensure_running()
+    assert len(server.tries) == 2 and server.state() == {"port": server.tries[1]}
+
+    broken = _PortTakenOnce(tmp_path / "b", Credentials(tmp_path / "b"), lambda message: None, failure="no binary")
+    with pytest.raises(StackError, match="no binary"):
+        broken.ensure_running()
+    assert len(broken.tries) == 1  # any other failure is not retried

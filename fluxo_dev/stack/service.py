@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
 from collections.abc import Callable
@@ -10,9 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fluxo_dev.stack.credentials import Credentials
-from fluxo_dev.stack.process import HOST, free_ports, pid_alive, read_pid, stop_pid, write_private
+from fluxo_dev.stack.process import HOST, StackError, free_ports, pid_alive, read_pid, stop_pid, write_private
 
 Progress = Callable[[str], None]
+_START_ATTEMPTS = 3
+# What the servers say when a port they were given is already bound (PostgreSQL, Kafka, Java: "already in
+# use"; SeaweedFS: "Port allocation failed ... is not available").
+_PORT_TAKEN = re.compile(r"already in use|Port allocation failed|BindException", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -79,12 +84,23 @@ class Service:
             previous = self.state()
             preferred = [previous.get(n) or dict(zip(self.port_names, self.preferred_ports)).get(n, 0)
                          for n in self.port_names]
-            assigned = dict(zip(self.port_names, free_ports(len(self.port_names), preferred), strict=True))
-            where = f" on {HOST}:{assigned['port']}" if "port" in assigned else ""
-            self.progress(f"starting {self.label}{where} ...")
-            started = time.monotonic()
-            self.dir.mkdir(parents=True, exist_ok=True)
-            self.start(assigned)
+            for attempt in range(1, _START_ATTEMPTS + 1):
+                assigned = dict(zip(self.port_names, free_ports(len(self.port_names), preferred), strict=True))
+                where = f" on {HOST}:{assigned['port']}" if "port" in assigned else ""
+                self.progress(f"starting {self.label}{where} ...")
+                started = time.monotonic()
+                self.dir.mkdir(parents=True, exist_ok=True)
+                try:
+                    self.start(assigned)
+                    break
+                except StackError as exc:
+                    # A port found free can be taken before the server binds it (another process's
+                    # outgoing connection, another stack starting at the same moment): try other ports.
+                    if attempt == _START_ATTEMPTS or not _PORT_TAKEN.search(str(exc)):
+                        raise
+                    self.progress(f"{self.label}: a port was taken as it started; trying other ports")
+                    self.stop()
+                    preferred = []
             self.progress(f"{self.label} ready in {time.monotonic() - started:.1f}s")
         self.provision()
 
