@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from fluxo.glue_runtime import ERROR_PREFIX
@@ -68,24 +67,15 @@ def run_stages(*argvs: list[str], cwd: Path = REPO, env: dict[str, str] | None =
 
 @contextlib.contextmanager
 def stage_pool(scripts_dir: Path, size: int = 1):
-    """A pool of warm interpreters (fluxo_platform.stage_pool) for the scripts of `scripts_dir`: its socket path."""
-    folder = Path(tempfile.mkdtemp(prefix="fxpool-"))  # a short path: Unix sockets allow ~107 characters
-    socket_path = folder / "pool.sock"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    log = open(folder / "pool.log", "wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "fluxo_platform.stage_pool", "serve", "--socket", str(socket_path),
-         "--scripts", str(scripts_dir), "--size", str(size)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    """The stack's stage pool (fluxo_platform.stage_pool) for the scripts of `scripts_dir`: its socket path."""
+    from fluxo_dev.stack.credentials import Credentials
+    from fluxo_dev.stack.stage_pool import StagePool
+
+    home = Path(tempfile.mkdtemp(prefix="fxpool-"))
+    pool = StagePool(home, Credentials(home), lambda message: None, environment=dict, scripts=scripts_dir, size=size)
     try:
-        deadline = time.monotonic() + 30
-        while not socket_path.exists() and server.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert socket_path.exists(), (folder / "pool.log").read_text()
-        yield str(socket_path)
+        pool.ensure_running()
+        yield str(pool.socket_path)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
-        shutil.rmtree(folder, ignore_errors=True)
+        pool.stop()
+        shutil.rmtree(home, ignore_errors=True)

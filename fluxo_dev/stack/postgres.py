@@ -14,6 +14,7 @@ from pathlib import Path
 
 from fluxo_dev.stack.process import (
     HOST,
+    MAX_SOCKET_PATH,
     StackError,
     log_tail,
     pid_alive,
@@ -32,7 +33,7 @@ SOURCE_DB = "fluxo_source"
 DATABASES = (WAREHOUSE_DB, AIRFLOW_DB, SOURCE_DB)
 
 # Unix socket paths are limited to 107 bytes (sun_path); the name adds ".s.PGSQL.NNNNN".
-_MAX_SOCKET_DIR = 107 - len("/.s.PGSQL.65535")
+_MAX_SOCKET_DIR = MAX_SOCKET_PATH - len("/.s.PGSQL.65535")
 
 
 def find_bin_dir() -> Path:

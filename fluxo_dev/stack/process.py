@@ -34,6 +34,10 @@ def port_is_free(port: int) -> bool:
     return True
 
 
+# The longest path a Unix socket may have (sun_path is 108 bytes with its terminating NUL).
+MAX_SOCKET_PATH = 107
+
+
 def free_ports(count: int, preferred: Sequence[int] = ()) -> list[int]:
     """`count` distinct free ports on 127.0.0.1, keeping the preferred ones that are still free.
 

@@ -9,13 +9,14 @@ import sys
 import sysconfig
 from pathlib import Path
 
-from fluxo_dev.stack.process import HOST, StackError, log_tail, pid_alive, port_is_open, spawn, wait_for, write_private
+from fluxo_dev.stack.process import (
+    HOST, MAX_SOCKET_PATH, StackError, log_tail, pid_alive, port_is_open, spawn, wait_for, write_private,
+)
 from fluxo_dev.stack.service import Service
 
 LAKE_BUCKET = "fluxo-lake"
 BUCKETS = ("fluxo-landing", LAKE_BUCKET, "fluxo-glue-artifacts")
 REGION = "us-east-1"
-_MAX_SOCKET_PATH = 107
 
 
 def find_weed() -> Path:
@@ -117,7 +118,7 @@ class S3(Service):
         ]
         for component in ("filer", "s3"):
             local_socket = self.dir.resolve() / f"{component}.sock"
-            if len(str(local_socket).encode()) < _MAX_SOCKET_PATH:
+            if len(str(local_socket).encode()) < MAX_SOCKET_PATH:
                 args.append(f"-{component}.localSocket={local_socket}")
         pid = spawn(args, log_file=self.log_file, pid_file=self.pid_file, cwd=self.dir)
         self.save_state(**ports)

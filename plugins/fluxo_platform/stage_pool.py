@@ -334,23 +334,30 @@ def serve(socket_path: str, size: int, scripts: str) -> None:
 
 # --- a worker: one interpreter, one run -----------------------------------------------------------
 
-def script_imports(script: Path) -> set[str]:
-    """The absolute module imports at the top of `script`."""
-    modules: set[str] = set()
-    for node in ast.parse(script.read_text(), str(script)).body:
-        if isinstance(node, ast.Import):
-            modules.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            modules.add(node.module)
-    return modules
+def script_imports(scripts: str) -> dict[str, set[str]]:
+    """The absolute module imports at the top of each script in `scripts`, by script name."""
+    imports: dict[str, set[str]] = {}
+    for script in sorted(Path(scripts).glob("*.py")):
+        modules = imports.setdefault(script.name, set())
+        for node in ast.parse(script.read_text(), str(script)).body:
+            if isinstance(node, ast.Import):
+                modules.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                modules.add(node.module)
+    return imports
+
+
+def kind_of(modules: set[str]) -> str:
+    """The kind of interpreter a script importing `modules` runs in."""
+    gx = any(m == "fluxo.quality" or m.startswith(("fluxo.quality.", "great_expectations")) for m in modules)
+    return GX if gx else SPARK
 
 
 def script_kinds(scripts: str) -> dict[str, list[str]]:
     """The scripts of `scripts` by the kind of interpreter they run in."""
     kinds: dict[str, list[str]] = {kind: [] for kind in KINDS}
-    for script in sorted(Path(scripts).glob("*.py")):
-        gx = any(m == "fluxo.quality" or m.startswith(("fluxo.quality.", "great_expectations")) for m in script_imports(script))
-        kinds[GX if gx else SPARK].append(script.name)
+    for name, modules in script_imports(scripts).items():
+        kinds[kind_of(modules)].append(name)
     return kinds
 
 
@@ -358,8 +365,9 @@ def preload(scripts: str, kind: str) -> None:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     sys.path[0] = scripts  # as for `python script.py`: the scripts' folder first (not this process's cwd)
     modules = set(PRELOAD[SPARK]) | set(PRELOAD[kind])
-    for name in script_kinds(scripts)[kind]:
-        modules |= script_imports(Path(scripts) / name)
+    for imported in script_imports(scripts).values():
+        if kind_of(imported) == kind:
+            modules |= imported
     for module in sorted(modules):
         with contextlib.suppress(Exception):  # a run imports it again and reports what fails
             importlib.import_module(module)
