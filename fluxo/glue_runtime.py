@@ -95,11 +95,26 @@ class StageRuntime:
         return Lake(self.args["lake_root"])
 
     def persist(self, frame):
-        """`frame.persist(MEMORY_AND_DISK)`, released when the stage ends, however it ends: a Spark
-        Connect server keeps a frame cached after the session that persisted it has gone, until
-        the server restarts, so a stage that failed before its `unpersist` would leave it there."""
+        """Keep `frame` for the stage's further reads, and return the frame to read them from.
+
+        Over Spark Connect: a local checkpoint. Every query a client sends carries its whole plan,
+        which the server analyses again, and again to match it with a cached frame; a checkpoint is
+        referenced by id (a 20k-row day: fraud 6.5 -> 5.3 s, outliers 4.0 -> 3.3 s). Its blocks go
+        when the stage's session is released and the server's JVM collects them (the stack's server
+        collects every two minutes: `connect_server_conf`). A plan nested deeper than protobuf's
+        decoder allows (100 levels, as standardize's PAN check is) cannot be copied into the
+        checkpoint command: such a frame is persisted.
+        Elsewhere (AWS Glue, a local session): `frame.persist(MEMORY_AND_DISK)`, released when the
+        stage ends however it ends (a Connect server would keep it after the session has gone)."""
         from pyspark import StorageLevel
 
+        if _is_connect(self.spark):
+            from google.protobuf.message import DecodeError
+
+            try:
+                return frame.localCheckpoint(eager=True, storageLevel=StorageLevel.MEMORY_AND_DISK)
+            except DecodeError:
+                pass
         self._persisted.append(frame.persist(StorageLevel.MEMORY_AND_DISK))
         return frame
 

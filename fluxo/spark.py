@@ -186,6 +186,8 @@ def connect_server_conf(port: int, env: dict[str, str] | None = None) -> dict[st
         "spark.connect.grpc.binding.port": str(port),
         # stages of several runs share one JVM: release a finished session's state promptly
         "spark.connect.session.manager.defaultSessionTimeout": "15m",
+        # a stage's local checkpoints are freed once the JVM collects them (fluxo.glue_runtime.persist)
+        "spark.cleaner.periodicGC.interval": "2min",
     })
     return conf
 

@@ -22,6 +22,7 @@ from fluxo.tokenize import token_salt
 from fluxo.transforms.standardize import (
     load_fx_rates,
     map_raw_day,
+    outputs,
     raw_day_files,
     standardize,
     standardize_stats,
@@ -47,7 +48,7 @@ def main() -> None:
         reporting_currency=args["reporting_currency"].upper(),
         token_salt=token_salt(),
     )
-    rt.persist(out.checked)  # staged, quarantine and stats reuse one read
+    out = outputs(rt.persist(out.checked))  # staged, quarantine and stats reuse one read
     stats = standardize_stats(out.checked)
     out.staged.write.mode("overwrite").parquet(lake.staged(ingest_date))
     out.quarantine.write.mode("overwrite").parquet(lake.quarantine(ingest_date, STAGE))

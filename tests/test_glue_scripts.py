@@ -302,6 +302,30 @@ def test_a_failed_stage_leaves_no_cached_frame_on_the_shared_spark(spark, stack_
     assert not released.storageLevel.useMemory and not released.storageLevel.useDisk
 
 
+def test_a_stage_keeps_frames_on_spark_connect_as_local_checkpoints(spark):
+    """Over Spark Connect `rt.persist` checkpoints (later queries reference the frame by id instead of
+    resending its plan); a plan too deep for protobuf's copy into the checkpoint command is persisted
+    instead, and released with the stage's other cached frames."""
+    from pyspark.sql import functions as F
+
+    from fluxo.glue_runtime import StageRuntime
+
+    rt = StageRuntime(spark=spark, args={})  # not started by start_stage: finish() would stop the shared session
+    kept = rt.persist(spark.range(100).selectExpr("id * 7 AS v"))
+    assert type(kept._plan).__name__ == "CachedRemoteRelation"
+    assert kept.agg(F.sum("v")).first()[0] == 7 * 4950 and rt._persisted == []
+
+    deep = spark.range(3)
+    for _ in range(60):  # each select nests the plan two protobuf levels deeper
+        deep = deep.select((F.col("id") + 1).alias("id"))
+    try:
+        assert rt.persist(deep) is deep and deep.storageLevel.useMemory
+        assert [r.id for r in deep.collect()] == [60, 61, 62]
+    finally:
+        rt.release_cached()
+    assert not deep.storageLevel.useMemory and not deep.storageLevel.useDisk
+
+
 # A stage that succeeds, leaving work for the exit: a thread still writing, an exit handler, and an
 # object whose finalizer only Python's module teardown would call.
 FINISHING_STAGE = """

@@ -676,9 +676,7 @@ def standardize(
 ) -> Standardized:
     """Validate, normalise, tokenize, convert and dedupe candidate rows of any source."""
     rate_out = reporting_rate(fx_rates, reporting_currency)
-    c = candidates
-    for name in SOURCE_FIELDS:
-        c = c.withColumn(name, _blank_to_null(F.col(name)))
+    c = candidates.withColumns({name: _blank_to_null(F.col(name)) for name in SOURCE_FIELDS})
 
     card = F.col("card_token")
     is_pan = card.rlike(PAN_PATTERN)
@@ -756,6 +754,11 @@ def standardize(
         .withColumn("reason", F.when(~F.col("_duplicate"), F.col("reason")))
         .drop("_copy_rank", "_copy_key", "_event_id")
     )
+    return outputs(checked)
+
+
+def outputs(checked: DataFrame) -> Standardized:
+    """The staged and quarantined rows of the checked rows."""
     valid = F.col("reason").isNull()
 
     staged = conform(checked.where(valid & ~F.col("_duplicate")), TRANSACTION)
