@@ -326,6 +326,15 @@ def test_a_stage_keeps_frames_on_spark_connect_as_local_checkpoints(spark):
     assert not deep.storageLevel.useMemory and not deep.storageLevel.useDisk
 
 
+def test_stages_on_the_stacks_spark_build_columns_without_walking_the_python_stack(spark):
+    """PySpark reads this static setting from the server once, and otherwise inspects the caller's
+    frames on every Column function call."""
+    from pyspark.errors.utils import is_debugging_enabled
+
+    assert spark.conf.get("spark.python.sql.dataFrameDebugging.enabled") == "false"
+    assert not is_debugging_enabled()
+
+
 # A stage that succeeds, leaving work for the exit: a thread still writing, an exit handler, and an
 # object whose finalizer only Python's module teardown would call.
 FINISHING_STAGE = """
