@@ -14,6 +14,7 @@ from fluxo.transforms.aggregate import (
     GROUPED_GRAINS,
     METRIC_INPUTS,
     daily_metrics,
+    grain_counts,
     grain_metrics,
     grain_rows,
     with_fraud_flags,
@@ -185,6 +186,7 @@ def test_grain_metrics_match_duckdb(spark):
                      for r in daily_metrics(df, "BRL").collect()]
     metrics = grain_metrics(flagged, "BRL").cache()
     want = duckdb_grains(rows, "BRL", alerted)
+    assert grain_counts(metrics) == {name: len(want[name]) for name in GROUPED_GRAINS}
     for name, contract in GROUPED_GRAINS.items():
         frame = grain_rows(metrics, name)
         assert [(f.name, f.dataType) for f in frame.schema.fields] == [

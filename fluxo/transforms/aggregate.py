@@ -155,6 +155,12 @@ def grain_metrics(curated: DataFrame, reporting_currency: str) -> DataFrame:
     return _with_rates(metrics, reporting_currency).withColumn(_GRAIN_ID, grain).drop("_gid", "_percentiles")
 
 
+def grain_counts(metrics: DataFrame) -> dict[str, int]:
+    """Rows per grain of `grain_metrics` (one small aggregation), every grain of GROUPED_GRAINS named."""
+    counts = {r[_GRAIN_ID]: r["count"] for r in metrics.groupBy(_GRAIN_ID).count().collect()}
+    return {name: counts.get(name, 0) for name in GROUPED_GRAINS}
+
+
 def grain_rows(metrics: DataFrame, name: str) -> DataFrame:
     """One grain's rows of `grain_metrics`, typed exactly as its contract (unordered)."""
     return conform(metrics.where(F.col(_GRAIN_ID) == name), GROUPED_GRAINS[name])
