@@ -99,7 +99,7 @@ class StageRuntime:
 
         Over Spark Connect: a local checkpoint. Every query a client sends carries its whole plan,
         which the server analyses again, and again to match it with a cached frame; a checkpoint is
-        referenced by id (a 20k-row day: fraud 6.5 -> 5.3 s, outliers 4.0 -> 3.3 s). Its blocks go
+        referenced by id (a 20k-row day: fraud 6.6 -> 5.9 s, outliers 4.2 -> 3.7 s; docs/performance.md). Its blocks go
         when the stage's session is released and the server's JVM collects them (the stack's server
         collects every two minutes: `connect_server_conf`). A plan nested deeper than protobuf's
         decoder allows (100 levels, as standardize's PAN check is) cannot be copied into the
