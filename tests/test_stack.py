@@ -166,6 +166,23 @@ def test_the_spark_server_is_warmed_up_in_the_background_and_leaves_nothing(runn
     assert not Path(folders[0]).exists()
 
 
+def test_every_session_on_the_spark_server_runs_its_tasks_in_one_class_loader(running):
+    # Spark caches generated classes per class loader: with a loader per session (Spark's own Connect
+    # server isolates sessions) each stage compiled again all the code the stages before it had compiled.
+    from pyspark.sql import SparkSession
+
+    _, env = running
+    loader = "SELECT reflect('org.apache.spark.util.Utils', 'getContextOrSparkClassLoader') AS loader FROM range(1)"
+    sessions = [SparkSession.builder.remote(env["FLUXO_SPARK_REMOTE"]).create() for _ in range(2)]
+    try:
+        assert sessions[0].session_id != sessions[1].session_id
+        loaders = {session.sql(loader).first()["loader"] for session in sessions}
+        assert len(loaders) == 1, loaders
+    finally:
+        for session in sessions:
+            session.stop()
+
+
 def test_local_stage_runs_start_in_the_stacks_warm_interpreters(running, tmp_path):
     import sys
 

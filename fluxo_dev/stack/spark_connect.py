@@ -1,10 +1,16 @@
-"""A warm Spark for local stage runs: the Spark Connect server shipped in the pyspark wheel.
+"""A warm Spark for local stage runs: a Spark Connect server, from the pyspark wheel.
 
 Every Glue stage run locally would otherwise start its own JVM and session (10-20 s each
 before any work). The server starts once with what a local stage session has (Delta, S3A
 for the stack's S3 server, fluxo's log store: `fluxo.spark.connect_server_conf`) and stages
 connect to it (`FLUXO_SPARK_REMOTE=sc://127.0.0.1:PORT`, in stack.env), each in a session of
 its own. Setting FLUXO_SPARK_REMOTE to another server (a Spark cluster) replaces it.
+
+    python -m fluxo_dev.stack.spark_connect PORT     # what the stack runs; stops on SIGTERM
+
+The server is Spark's own Connect service started in a local session's driver (`serve`), not
+Spark's server class: that class forces a class loader per session, which keeps a stage from
+reusing the code the stages before it generated (see `connect_server_conf`).
 """
 
 from __future__ import annotations
@@ -12,29 +18,25 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
-from fluxo.spark import CONNECT_SERVER_CLASS, connect_server_conf
+from fluxo.spark import connect_server_conf, local_session
 from fluxo_dev.stack.process import (
     HOST, StackError, log_tail, pid_alive, port_is_open, read_pid, spawn, stop_pid, wait_for,
 )
 from fluxo_dev.stack.service import Service
 
+SERVER_MODULE = "fluxo_dev.stack.spark_connect"
 WARMUP_MODULE = "fluxo_dev.stack.spark_warmup"
 # Driver memory of the shared server (every stage runs in it; the tests' stages too).
 DRIVER_MEMORY = os.environ.get("FLUXO_SPARK_CONNECT_MEMORY", "4g")
 
 
-def spark_submit() -> Path:
-    import pyspark
-
-    return Path(pyspark.__file__).parent / "bin" / "spark-submit"
-
-
 class SparkConnect(Service):
     name = "spark"
     label = "spark (connect)"
-    executable = CONNECT_SERVER_CLASS
+    executable = SERVER_MODULE
     stop_signal = signal.SIGTERM
     stop_timeout = 30.0
 
@@ -49,12 +51,8 @@ class SparkConnect(Service):
     def start(self, ports: dict[str, int]) -> None:
         env = {**os.environ, **self._environment(), "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": HOST}
         env.pop("FLUXO_SPARK_REMOTE", None)
-        conf = connect_server_conf(ports["port"], env)
-        conf["spark.driver.memory"] = DRIVER_MEMORY
-        args = [str(spark_submit()), "--class", CONNECT_SERVER_CLASS, "--name", "fluxo-spark-connect"]
-        for key, value in conf.items():
-            args += ["--conf", f"{key}={value}"]
-        pid = spawn([*args, "spark-internal"], log_file=self.log_file, pid_file=self.pid_file, cwd=self.dir, env=env)
+        pid = spawn([sys.executable, "-m", SERVER_MODULE, str(ports["port"])], log_file=self.log_file,
+                    pid_file=self.pid_file, cwd=self.dir, env=env)
         self.save_state(port=ports["port"])
         # the first start may fetch the JVM packages from Maven (bin/bootstrap warms the cache)
         opened = wait_for(lambda: port_is_open(ports["port"]) or not pid_alive(pid), timeout=300, interval=0.25)
@@ -80,3 +78,31 @@ class SparkConnect(Service):
         stop_pid(read_pid(self.warmup_pid_file), executable=WARMUP_MODULE, timeout=5)
         self.warmup_pid_file.unlink(missing_ok=True)
         return super().stop()
+
+
+def serve(port: int) -> None:
+    """Run a Spark Connect server on 127.0.0.1:port in this process's Spark driver, until SIGTERM.
+
+    The JVM is this process's child (pyspark's gateway); it is gone, its port closed, when this returns.
+    """
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    spark = local_session("fluxo-spark-connect", s3=True,
+                          extra={**connect_server_conf(port), "spark.driver.memory": DRIVER_MEMORY})
+    spark.sparkContext.setLogLevel("WARN")
+    jvm, gateway = spark._jvm, spark.sparkContext._gateway
+    service = jvm.org.apache.spark.sql.connect.service.SparkConnectService
+    # Connect derives every client's session from the default session: set it before the port opens
+    jvm.org.apache.spark.sql.classic.SparkSession.setDefaultSession(spark._jsparkSession)
+    service.start(spark._jsc.sc())
+    print(f"Spark Connect server listening on {HOST}:{port}", flush=True)
+    while not stopping.wait(1.0):
+        pass
+    service.stop(getattr(service, "stop$default$1")(), getattr(service, "stop$default$2")())
+    spark.stop()
+    gateway.proc.stdin.close()  # the gateway JVM exits when its stdin closes
+    gateway.proc.wait(timeout=20)
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]))
